@@ -1,0 +1,1 @@
+"""The `plexline` command: wires the parts (agent, telephony, personas, voices) together."""
