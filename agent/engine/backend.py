@@ -1,0 +1,39 @@
+"""What the clock drives: a fixed number of slots stepped together, tensors in and tensors out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+SAMPLE_RATE = 24_000
+FRAME_SIZE = 1920  # one 80 ms frame at 24 kHz: one model step
+
+
+@dataclass
+class StepOutput:
+    pcm: torch.Tensor  # [S, FRAME_SIZE] float32 on the CPU: each slot's agent audio
+    text: torch.Tensor  # [S] long: the agent's text token for the frame (-1 when none)
+    ready: torch.Tensor  # [S] bool: the slot produced output (False while its model delay fills)
+
+
+class Backend(Protocol):
+    num_slots: int
+
+    def join(self, slot: int, call: "CallSetup") -> None:
+        """Make `slot` a fresh call (its persona prompt already applied)."""
+
+    def leave(self, slot: int) -> None:
+        """Free `slot`; the other slots are not disturbed."""
+
+    def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
+        """One frame for every slot: pcm [S, FRAME_SIZE] float32, active [S] bool."""
+
+
+@dataclass(frozen=True)
+class CallSetup:
+    """Everything a slot needs to start a call. `prompt` is None for backends without a model."""
+
+    prompt: object | None = None  # agent.engine.prompt.PersonaPrompt for the model backend
+    seed: int = 0

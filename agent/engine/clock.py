@@ -1,0 +1,175 @@
+"""The engine's clock: every 80 ms, one step of every active slot, on a fixed schedule.
+
+Calls push caller audio (24 kHz mono float32, any chunk size) into their `CallSlot` and read
+agent frames back. The clock owns the backend: joins, leaves and steps all run, in order, on one
+worker thread, so the event loop keeps serving sockets while the GPU works. A slot whose caller
+frame is missing at a tick gets silence (zero PCM through the codec, so its streams stay aligned)
+and the gap is counted; a step that overruns its 80 ms budget is counted and logged, and the
+schedule skips ahead rather than bunching steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from agent.engine.backend import FRAME_SIZE, SAMPLE_RATE, Backend, CallSetup
+
+log = logging.getLogger(__name__)
+
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
+MAX_BUFFERED_FRAMES = 3  # caller audio beyond this (a sender running fast) is dropped, oldest first
+
+
+class NoFreeSlot(RuntimeError):
+    pass
+
+
+@dataclass
+class AgentFrame:
+    pcm: np.ndarray  # [FRAME_SIZE] float32, 24 kHz
+    text_token: int  # -1: no text this frame
+
+
+@dataclass
+class SlotStats:
+    frames: int = 0
+    concealed: int = 0  # ticks with no caller frame: silence was fed
+    dropped: int = 0  # caller frames dropped because too many were buffered
+
+
+@dataclass
+class CallSlot:
+    """One call's seat in the engine: caller audio in, agent frames out."""
+
+    index: int
+    stats: SlotStats = field(default_factory=SlotStats)
+    output: asyncio.Queue[AgentFrame] = field(default_factory=asyncio.Queue)
+    _pending: deque[np.ndarray] = field(default_factory=deque)
+    _pending_samples: int = 0
+    closed: bool = False
+
+    def push(self, pcm: np.ndarray) -> None:
+        """Add caller audio: 24 kHz mono float32 samples, any length."""
+        if self.closed:
+            return
+        self._pending.append(np.asarray(pcm, dtype=np.float32).reshape(-1))
+        self._pending_samples += self._pending[-1].size
+        while self._pending_samples > MAX_BUFFERED_FRAMES * FRAME_SIZE:
+            self._drop(FRAME_SIZE)
+            self.stats.dropped += 1
+
+    def take_frame(self) -> np.ndarray | None:
+        """The next whole frame of caller audio, or None when less than a frame is buffered."""
+        if self._pending_samples < FRAME_SIZE:
+            return None
+        return self._drop(FRAME_SIZE)
+
+    def _drop(self, n: int) -> np.ndarray:
+        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        rest = data[n:]
+        if rest.size:
+            self._pending.append(rest)
+        self._pending_samples = rest.size
+        return data[:n]
+
+
+@dataclass
+class ClockStats:
+    steps: int = 0
+    overruns: int = 0
+    last_step_seconds: float = 0.0
+    step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+
+
+class EngineClock:
+    def __init__(self, backend: Backend, period: float = FRAME_SECONDS):
+        self.backend = backend
+        self.period = period
+        self.stats = ClockStats()
+        self._slots: dict[int, CallSlot] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._task: asyncio.Task | None = None
+
+    @property
+    def free_slots(self) -> int:
+        return self.backend.num_slots - len(self._slots)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="engine-clock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    async def join(self, call: CallSetup) -> CallSlot:
+        free = [i for i in range(self.backend.num_slots) if i not in self._slots]
+        if not free:
+            raise NoFreeSlot(f"all {self.backend.num_slots} slots are busy")
+        slot = CallSlot(index=free[0])
+        self._slots[slot.index] = slot  # reserved before the await: no one else takes it
+        try:
+            await self._on_engine_thread(self.backend.join, slot.index, call)
+        except BaseException:
+            del self._slots[slot.index]
+            raise
+        return slot
+
+    async def leave(self, slot: CallSlot) -> None:
+        if self._slots.get(slot.index) is not slot:
+            return
+        slot.closed = True
+        del self._slots[slot.index]
+        await self._on_engine_thread(self.backend.leave, slot.index)
+
+    async def _on_engine_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.period
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            if self._slots:
+                await self._tick()
+            next_tick += self.period
+            late = loop.time() - next_tick
+            if late > 0:
+                self.stats.overruns += 1
+                log.warning("engine step overran its budget", extra={"late_ms": round(late * 1000, 1),
+                                                                     "active": len(self._slots)})
+                next_tick = loop.time()
+
+    async def _tick(self) -> None:
+        slots = dict(self._slots)
+        pcm = torch.zeros(self.backend.num_slots, FRAME_SIZE)
+        active = torch.zeros(self.backend.num_slots, dtype=torch.bool)
+        for index, slot in slots.items():
+            active[index] = True
+            slot.stats.frames += 1
+            frame = slot.take_frame()
+            if frame is None:
+                slot.stats.concealed += 1
+            else:
+                pcm[index] = torch.from_numpy(frame)
+        start = asyncio.get_running_loop().time()
+        out = await self._on_engine_thread(self.backend.step, pcm, active)
+        self.stats.last_step_seconds = asyncio.get_running_loop().time() - start
+        self.stats.step_seconds.append(self.stats.last_step_seconds)
+        self.stats.steps += 1
+        for index, slot in slots.items():
+            if out.ready[index] and not slot.closed:
+                slot.output.put_nowait(AgentFrame(out.pcm[index].numpy().copy(), int(out.text[index])))

@@ -1,0 +1,78 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from agent.engine.backend import FRAME_SIZE, CallSetup
+from agent.engine.clock import EngineClock, NoFreeSlot
+from agent.engine.echo import EchoBackend
+
+PERIOD = 0.01  # a fast clock: the schedule, not the 80 ms, is under test
+
+
+def frame(value: float) -> np.ndarray:
+    return np.full(FRAME_SIZE, value, dtype=np.float32)
+
+
+async def run_clock(num_slots: int, body):
+    clock = EngineClock(EchoBackend(num_slots), period=PERIOD)
+    clock.start()
+    try:
+        return await body(clock)
+    finally:
+        await clock.stop()
+
+
+def test_echo_returns_each_callers_audio_one_frame_later_in_odd_sized_chunks():
+    async def body(clock):
+        a, b = await clock.join(CallSetup()), await clock.join(CallSetup())
+        for i in (1, 2, 3):
+            for part in np.array_split(frame(i), 7):  # packets do not line up with frames
+                a.push(part)
+            b.push(frame(-i))
+        got_a = [await asyncio.wait_for(a.output.get(), 1) for _ in range(4)]
+        got_b = [await asyncio.wait_for(b.output.get(), 1) for _ in range(3)]
+        return got_a, got_b
+
+    got_a, got_b = asyncio.run(run_clock(2, body))
+    assert [f.pcm[0] for f in got_a] == [1, 2, 3, 0]  # then silence: nothing more was sent
+    assert [f.pcm[0] for f in got_b] == [-1, -2, -3]
+    assert all(np.all(f.pcm == f.pcm[0]) for f in got_a + got_b)
+    assert all(f.text_token == -1 for f in got_a)
+
+
+def test_missing_caller_audio_is_concealed_and_counted():
+    async def body(clock):
+        slot = await clock.join(CallSetup())
+        await asyncio.sleep(PERIOD * 6)
+        return slot
+
+    slot = asyncio.run(run_clock(1, body))
+    assert slot.stats.frames >= 3
+    assert slot.stats.concealed == slot.stats.frames
+
+
+def test_a_sender_running_fast_is_bounded_and_counted():
+    async def body(clock):
+        slot = await clock.join(CallSetup())
+        for _ in range(10):
+            slot.push(frame(1))
+        return slot
+
+    slot = asyncio.run(run_clock(1, body))
+    assert slot.stats.dropped == 7
+
+
+def test_slots_are_freed_on_leave_and_refused_when_full():
+    async def body(clock):
+        a = await clock.join(CallSetup())
+        await clock.join(CallSetup())
+        with pytest.raises(NoFreeSlot):
+            await clock.join(CallSetup())
+        await clock.leave(a)
+        assert clock.free_slots == 1
+        c = await clock.join(CallSetup())
+        return a, c
+
+    a, c = asyncio.run(run_clock(2, body))
+    assert c.index == a.index and a.closed
