@@ -1,0 +1,46 @@
+import os
+from pathlib import Path
+
+import pytest
+import sentencepiece
+
+DEFAULT_REFERENCE_DIR = Path(__file__).parent / "data" / "personaplex-tiny"
+
+# Enough English for a 96-piece model (the tiny LM's text_card), with PersonaPlex's special ids:
+# 0 <unk> (EPAD in the text stream), 1 <s>, 2 </s>, 3 <pad> (PAD).
+TOKENIZER_CORPUS = """\
+<system> You work for Acme Home Goods and your name is Maya. <system>
+You enjoy having a good conversation. Have a casual discussion about eating at home.
+You are a wise and friendly teacher. Answer questions in a clear and engaging way.
+Hello, thanks for calling. How can I help you today?
+I can check your order status, change a delivery address, or start a return.
+Let me look that up for you. One moment please.
+Is there anything else I can help you with? Thank you for calling, have a great day.
+"""
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny sentencepiece model trained here, in the layout of PersonaPlex's tokenizer."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(TOKENIZER_CORPUS)
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(folder / "tiny"),
+        vocab_size=96,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        minloglevel=2,
+    )
+    return folder / "tiny.model"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The upstream reference vectors (PLEXLINE_REFERENCE_DIR, default the tiny copy in tests/data)."""
+    return Path(os.environ.get("PLEXLINE_REFERENCE_DIR", DEFAULT_REFERENCE_DIR))
