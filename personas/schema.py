@@ -1,0 +1,59 @@
+"""One persona, as a tenant writes it in YAML: the role the agent plays, its voice, its sampling."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from voices.released import RELEASED_VOICES
+
+TEXT_CARD = 32_000  # text vocabulary of PersonaPlex
+AUDIO_CARD = 2_048  # entries of each Mimi codebook
+VOICE_FILE_SUFFIXES = (".wav", ".pt")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextSampling(_Strict):
+    temperature: float = Field(0.7, ge=0.0, le=2.0)  # 0: greedy
+    top_k: int = Field(25, ge=1, le=TEXT_CARD)
+
+
+class AudioSampling(_Strict):
+    temperature: float = Field(0.8, ge=0.0, le=2.0)  # 0: greedy
+    top_k: int = Field(250, ge=1, le=AUDIO_CARD)
+
+
+class Sampling(_Strict):
+    text: TextSampling = TextSampling()
+    audio: AudioSampling = AudioSampling()
+    seed: int | None = Field(None, ge=0, lt=2**63)
+
+
+class Persona(_Strict):
+    role: str = Field(min_length=1)  # e.g. "You work for ... and your name is ... Information: ..."
+    voice: str  # a released voice name (NATF2), or a .wav/.pt path inside the voices folder
+    sampling: Sampling = Sampling()
+
+    @field_validator("role")
+    @classmethod
+    def _role_has_text(cls, role: str) -> str:
+        if not role.strip():
+            raise ValueError("must not be blank")
+        return role.strip()
+
+    @field_validator("voice")
+    @classmethod
+    def _voice_is_known_or_inside(cls, voice: str) -> str:
+        if voice in RELEASED_VOICES:
+            return voice
+        path = PurePosixPath(voice)
+        if not voice.endswith(VOICE_FILE_SUFFIXES):
+            names = ", ".join(sorted(RELEASED_VOICES))
+            raise ValueError(f"must be a released voice ({names}) or a .wav or .pt file")
+        if "\\" in voice or path.is_absolute() or ".." in path.parts:
+            raise ValueError("a voice file must be a relative path inside the voices folder")
+        return voice
