@@ -7,6 +7,8 @@ from typing import Protocol
 
 import torch
 
+from agent.model.sampling import AUDIO_TEMPERATURE, AUDIO_TOP_K, TEXT_TEMPERATURE, TEXT_TOP_K
+
 SAMPLE_RATE = 24_000
 FRAME_SIZE = 1920  # one 80 ms frame at 24 kHz: one model step
 
@@ -32,8 +34,19 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class SamplingSettings:
+    """A call's sampling: temperature <= 0 is greedy. Defaults are upstream's."""
+
+    text_temperature: float = TEXT_TEMPERATURE
+    text_top_k: int = TEXT_TOP_K
+    audio_temperature: float = AUDIO_TEMPERATURE
+    audio_top_k: int = AUDIO_TOP_K
+
+
+@dataclass(frozen=True)
 class CallSetup:
     """Everything a slot needs to start a call. `prompt` is None for backends without a model."""
 
-    prompt: object | None = None  # agent.engine.prompt.PersonaPrompt for the model backend
+    prompt: object | None = None  # agent.engine.prefix.PersonaPrompt for the model backend
+    sampling: SamplingSettings = SamplingSettings()
     seed: int = 0

@@ -1,0 +1,139 @@
+"""Persona prefixes: a prompt prefilled once, kept on the GPU, copied into a slot in milliseconds.
+
+A persona's prompt (voice, silence, role text, silence) is teacher-forced, so it is computed in one
+batched forward into a scratch row (`prefill_persona`), and what a call needs from it is captured:
+the keys and values of its P positions in every layer (they sit in ring slots 0..P-1 of a fresh
+row), the token ring and the offset. Restoring writes exactly that into a slot's row, and makes the
+rest of the row's ring invisible, so the slot continues as if it had stepped the prompt itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from agent.model.persona_prompt import SILENCE_FRAMES, StoredVoice, prefill_persona
+from agent.model.stream import StreamingLM, StreamState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PersonaPrompt:
+    """What a call's prompt is made of. `voice` is Mimi codes [8, F], a stored voice, or None."""
+
+    voice: torch.Tensor | StoredVoice | None
+    text_tokens: tuple[int, ...]
+    silence_frames: int = SILENCE_FRAMES
+
+    @property
+    def key(self) -> str:
+        """Identifies the prompt's content (same voice and role: same prefix)."""
+        h = hashlib.sha256()
+        voice = self.voice
+        if isinstance(voice, StoredVoice):
+            tensors: Sequence[torch.Tensor] = (voice.embeddings, voice.tokens)
+        else:
+            tensors = () if voice is None else (voice,)
+        h.update(type(voice).__name__.encode())
+        for t in tensors:
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(repr((self.text_tokens, self.silence_frames)).encode())
+        return h.hexdigest()
+
+
+@dataclass
+class PersonaPrefix:
+    keys: list[torch.Tensor]  # per layer [H, P, Dh]
+    values: list[torch.Tensor]
+    tokens: torch.Tensor  # [K, ring]
+    provided: torch.Tensor  # [K, ring]
+    offset: int  # the row's offset after the prompt (P + 1)
+
+    @property
+    def positions(self) -> int:
+        return self.keys[0].shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+    @classmethod
+    def capture(cls, state: StreamState, row: int) -> PersonaPrefix:
+        P = int(state.transformer.positions[row])
+        if P > state.transformer.key_positions.shape[1]:
+            raise ValueError(f"a prompt of {P} frames does not fit the {state.transformer.key_positions.shape[1]}-frame context")
+        caches = state.transformer.caches
+        return cls(
+            keys=[c.k[row, :, :P].clone() for c in caches],
+            values=[c.v[row, :, :P].clone() for c in caches],
+            tokens=state.tokens[row].clone(),
+            provided=state.provided[row].clone(),
+            offset=int(state.offsets[row]),
+        )
+
+    def restore(self, state: StreamState, row: int) -> None:
+        P, t = self.positions, state.transformer
+        for cache, k, v in zip(t.caches, self.keys, self.values):
+            cache.k[row, :, :P] = k
+            cache.v[row, :, :P] = v
+        t.key_positions[row] = -1
+        t.key_positions[row, :P] = torch.arange(P, device=t.key_positions.device)
+        t.positions[row] = P
+        state.tokens[row] = self.tokens
+        state.provided[row] = self.provided
+        state.offsets[row] = self.offset
+
+
+class PersonaCache:
+    """Prefixes by prompt key, least recently used evicted beyond `max_bytes`.
+
+    `get` prefills on a miss, in a scratch state of one row that is reused for every miss.
+    """
+
+    def __init__(self, stream: StreamingLM, max_bytes: int):
+        self.stream = stream
+        self.max_bytes = max_bytes
+        self._prefixes: OrderedDict[str, PersonaPrefix] = OrderedDict()
+        self._scratch: StreamState | None = None
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self._prefixes.values())
+
+    def __len__(self) -> int:
+        return len(self._prefixes)
+
+    def get(self, prompt: PersonaPrompt) -> PersonaPrefix:
+        key = prompt.key
+        prefix = self._prefixes.get(key)
+        if prefix is not None:
+            self.hits += 1
+            self._prefixes.move_to_end(key)
+            return prefix
+        self.misses += 1
+        prefix = self._prefill(prompt)
+        self._prefixes[key] = prefix
+        while self.nbytes > self.max_bytes and len(self._prefixes) > 1:
+            evicted, _ = self._prefixes.popitem(last=False)
+            log.info("persona prefix evicted", extra={"persona": evicted[:12]})
+        return prefix
+
+    @torch.no_grad()
+    def _prefill(self, prompt: PersonaPrompt) -> PersonaPrefix:
+        if self._scratch is None:
+            self._scratch = self.stream.init_state(1)
+        scratch = self._scratch
+        scratch.reset(torch.ones(1, dtype=torch.bool, device=scratch.offsets.device))
+        voice = prompt.voice
+        if isinstance(voice, torch.Tensor):
+            voice = voice.to(scratch.offsets.device)
+        prefill_persona(self.stream, scratch, voice, prompt.text_tokens, prompt.silence_frames)
+        return PersonaPrefix.capture(scratch, 0)

@@ -1,0 +1,153 @@
+"""The batched engine against the upstream reference session (greedy, float32, CPU)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from agent.engine.backend import CallSetup, SamplingSettings
+from agent.engine.engine import ModelBackend
+from agent.engine.prefix import PersonaPrompt
+from agent.model.checkpoint import load_lm
+from agent.model.lm import LMConfig
+from agent.model.mimi import Mimi, MimiConfig
+
+GREEDY = SamplingSettings(text_temperature=0, text_top_k=0, audio_temperature=0, audio_top_k=0)
+
+pytestmark = pytest.mark.reference
+
+
+@pytest.fixture(scope="module")
+def models(reference_dir):
+    config = json.loads((reference_dir / "config.json").read_text())
+    mimi = Mimi.from_safetensors(reference_dir / "mimi.safetensors", MimiConfig.from_upstream(config["mimi"]))
+    lm = load_lm(reference_dir / "lm16.safetensors", LMConfig.from_upstream(config["lm"]), dtype=torch.float32)
+    return mimi, lm
+
+
+@pytest.fixture(scope="module")
+def golden(reference_dir):
+    return load_file(reference_dir / "lm_golden.safetensors")
+
+
+@pytest.fixture(scope="module")
+def reference_call(reference_dir, golden):
+    scenario = json.loads((reference_dir / "scenario.json").read_text())
+    prompt = PersonaPrompt(voice=golden["voice_codes"][0], text_tokens=tuple(scenario["text_prompt_tokens"]),
+                           silence_frames=scenario["silence_frames"])
+    return CallSetup(prompt=prompt, sampling=GREEDY)
+
+
+def other_call(text_tokens: tuple[int, ...], seed: int) -> CallSetup:
+    """A busy neighbour: another role, sampling on."""
+    return CallSetup(prompt=PersonaPrompt(voice=None, text_tokens=text_tokens), seed=seed)
+
+
+def random_codes(generator: torch.Generator, slots: int) -> torch.Tensor:
+    return torch.randint(0, 2048, (slots, 8), generator=generator)
+
+
+def run_reference(backend: ModelBackend, slot: int, golden, events=None) -> torch.Tensor:
+    """Step the reference conversation in `slot` while the other slots get random caller codes.
+
+    `events` maps a step index to a function of the backend run before that step (joins, leaves).
+    """
+    generator = torch.Generator().manual_seed(0)
+    user = golden["user_codes"][0]  # [8, T]
+    tokens = []
+    for i in range(user.shape[1]):
+        if events and i in events:
+            events[i](backend)
+        codes = random_codes(generator, backend.num_slots)
+        codes[slot] = user[:, i]
+        out, valid = backend.generate(codes)
+        assert valid[slot]
+        tokens.append(out[slot])
+    return torch.stack(tokens, dim=1)  # [17, T]
+
+
+def test_a_slot_alone_matches_the_reference(models, golden, reference_call):
+    backend = ModelBackend(*models, num_slots=1)
+    backend.join(0, reference_call)
+    assert torch.equal(run_reference(backend, 0, golden), golden["lm16_tokens"][0])
+
+
+def test_a_slot_beside_three_busy_slots_matches_the_reference(models, golden, reference_call):
+    backend = ModelBackend(*models, num_slots=4)
+    for slot, tokens in ((0, (5, 6, 7)), (1, (8,)), (3, (9, 10, 11, 12))):
+        backend.join(slot, other_call(tokens, seed=slot))
+    backend.join(2, reference_call)
+    assert torch.equal(run_reference(backend, 2, golden), golden["lm16_tokens"][0])
+
+
+def test_a_slot_joining_late_while_another_leaves_matches_the_reference(models, golden, reference_call):
+    backend = ModelBackend(*models, num_slots=4)
+    generator = torch.Generator().manual_seed(1)
+    for slot in (0, 1, 3):
+        backend.join(slot, other_call((20 + slot,), seed=slot))
+    for _ in range(45):  # the others run past their context (40) before the call joins
+        backend.generate(random_codes(generator, 4))
+    backend.join(2, reference_call)
+    events = {
+        7: lambda b: b.leave(1),
+        12: lambda b: b.join(1, other_call((30, 31), seed=9)),
+        20: lambda b: b.leave(0),
+    }
+    assert torch.equal(run_reference(backend, 2, golden, events), golden["lm16_tokens"][0])
+
+
+def test_the_cached_prefix_is_copied_never_shared(models, golden, reference_call):
+    backend = ModelBackend(*models, num_slots=2)
+    backend.join(0, reference_call)
+    prefix = backend.prefixes.get(reference_call.prompt)
+    snapshot = [t.clone() for t in (*prefix.keys, *prefix.values, prefix.tokens, prefix.provided)]
+    run_reference(backend, 0, golden)
+    assert all(torch.equal(a, b) for a, b in
+               zip(snapshot, (*prefix.keys, *prefix.values, prefix.tokens, prefix.provided)))
+    backend.join(1, reference_call)  # a cache hit, after slot 0 ran its whole call
+    assert backend.prefixes.hits >= 1 and backend.prefixes.misses == 1
+    assert torch.equal(run_reference(backend, 1, golden), golden["lm16_tokens"][0])
+
+
+def test_the_persona_cache_evicts_the_least_recently_used(models):
+    backend = ModelBackend(*models, num_slots=1)
+    prompts = [PersonaPrompt(voice=None, text_tokens=(t, t + 1)) for t in (10, 20, 30)]
+    one = backend.prefixes.get(prompts[0]).nbytes
+    backend.prefixes.max_bytes = 2 * one
+    backend.prefixes.get(prompts[0])
+    backend.prefixes.get(prompts[1])
+    backend.prefixes.get(prompts[0])  # now prompts[1] is the least recently used
+    backend.prefixes.get(prompts[2])
+    assert len(backend.prefixes) == 2
+    misses = backend.prefixes.misses
+    backend.prefixes.get(prompts[0])
+    assert backend.prefixes.misses == misses  # still cached
+    backend.prefixes.get(prompts[1])
+    assert backend.prefixes.misses == misses + 1  # was evicted
+
+
+def test_a_calls_sampled_tokens_do_not_depend_on_its_neighbours(models, golden, reference_call):
+    call = CallSetup(prompt=reference_call.prompt, seed=42)  # upstream's default sampling
+    alone = ModelBackend(*models, num_slots=1)
+    alone.join(0, call)
+    crowded = ModelBackend(*models, num_slots=3)
+    crowded.join(0, other_call((7,), seed=1))
+    crowded.join(1, call)
+    crowded.join(2, other_call((8,), seed=2))
+    alone_tokens = run_reference(alone, 0, golden)
+    assert torch.equal(alone_tokens, run_reference(crowded, 1, golden))
+    reseeded = ModelBackend(*models, num_slots=1)
+    reseeded.join(0, CallSetup(prompt=reference_call.prompt, seed=43))
+    assert not torch.equal(alone_tokens, run_reference(reseeded, 0, golden))
+
+
+def test_the_whole_step_turns_caller_audio_into_agent_audio(models, reference_call):
+    backend = ModelBackend(*models, num_slots=2)
+    backend.join(1, reference_call)
+    active = torch.tensor([False, True])
+    for _ in range(3):
+        out = backend.step(torch.randn(2, 1920) * 0.1, active)
+    assert out.pcm.shape == (2, 1920) and out.pcm.dtype == torch.float32
+    assert out.ready.tolist() == [False, True]
+    assert torch.isfinite(out.pcm).all() and out.pcm[1].abs().max() > 0
