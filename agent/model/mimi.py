@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ class MimiEncoderState:
 class MimiDecoderState:
     upsample: torch.Tensor  # [B, dimension, overlap]
     transformer: TransformerState
-    seanet: list[torch.Tensor] = field(default_factory=list)
+    seanet: list[torch.Tensor]
 
     def reset(self, rows: torch.Tensor) -> None:
         """Return the rows selected by the bool mask `rows` [B] to a fresh stream."""
