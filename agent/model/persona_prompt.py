@@ -68,7 +68,11 @@ def prefill_persona(stream: StreamingLM, state: StreamState, voice: torch.Tensor
     B, device = state.offsets.shape[0], state.tokens.device
     padding_id = stream.lm.config.text_padding_id
     if isinstance(voice, StoredVoice):
-        E = voice.embeddings.shape[0]
+        E, dim = voice.embeddings.shape
+        if voice.tokens.shape != state.tokens.shape[1:] or dim != stream.lm.config.dim:
+            raise ValueError(f"stored voice of another model: embeddings of {dim}, token ring "
+                             f"{tuple(voice.tokens.shape)} (expected {stream.lm.config.dim}, "
+                             f"{tuple(state.tokens.shape[1:])})")
         replay = torch.cat([torch.tensor([padding_id]), stream.lm.initial_tokens[1:].cpu()])
         stream.prefill(state, replay[None, :, None].expand(B, -1, E).to(device),
                        embeddings=voice.embeddings[None].expand(B, -1, -1))

@@ -6,7 +6,7 @@ the tokens at position t - 1 to the model and predicts position t: the text toke
 temporal transformer, then the audio codebooks from the depformer. A given token at position t
 replaces the prediction (teacher forcing), both in the ring and as the input of the next depformer
 step. The output of a step is the frame `max_delay` steps back, read at each stream's delay; a
-row's first `max_delay + 1` steps have none.
+session's first `max_delay + 1` steps (counting the one `reset` stands for) have none.
 
 Upstream's first step of a session (offset 0) runs no model: it only fills the ring with initial
 tokens, and the tokens given to it are overwritten before they are read. Here `reset` does that
@@ -47,7 +47,7 @@ class StreamState:
 @dataclass
 class StepOutput:
     tokens: torch.Tensor  # [B, K]: text, agent audio, user audio of the frame max_delay steps back; -1 if not valid
-    valid: torch.Tensor  # [B] bool: False during a row's first max_delay + 1 steps
+    valid: torch.Tensor  # [B] bool: False while the row's offset is <= max_delay
     text_logits: torch.Tensor | None  # [B, text_card] float32, when asked for
 
 
@@ -77,7 +77,7 @@ class StreamingLM:
         before_first_frame = positions[None, :] <= self.delays[:, None]  # [K, ring]
         fresh_tokens = torch.where(before_first_frame, lm.initial_tokens[:, None], UNGENERATED)
         fresh_provided = before_first_frame & (positions[None, :] > 0)
-        state = StreamState(
+        return StreamState(
             transformer=lm.transformer.init_state(batch_size),
             depformer=lm.depformer.init_state(batch_size),
             tokens=fresh_tokens.expand(batch_size, K, self.ring).clone(),
@@ -86,7 +86,6 @@ class StreamingLM:
             fresh_tokens=fresh_tokens,
             fresh_provided=fresh_provided,
         )
-        return state
 
     @torch.no_grad()
     def step(self, state: StreamState, user: torch.Tensor, agent: torch.Tensor | None = None,
@@ -192,7 +191,7 @@ class StreamingLM:
 
     def _depformer(self, state: StreamState, hidden: torch.Tensor, text: torch.Tensor, target: torch.Tensor,
                    given: torch.Tensor, sampling: Sampling | None, noise: torch.Tensor | None) -> torch.Tensor:
-        """Audio tokens [B, dep_q] of one frame; codebooks past depformer_steps keep `target` (given)."""
+        """Audio tokens [B, n_q] of one frame; codebooks past depformer_steps keep `target` (given)."""
         state.depformer.reset(torch.ones_like(given[:, 0]))
         tokens, previous = target.clone(), text
         for k in range(self.depformer_steps):

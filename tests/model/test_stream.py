@@ -6,6 +6,7 @@ from safetensors.torch import load_file
 
 from agent.model.checkpoint import dummy_lm, load_lm
 from agent.model.lm import LMConfig
+from agent.model.mimi import Mimi, MimiConfig
 from agent.model.persona_prompt import StoredVoice, prefill_persona, prompt_frames
 from agent.model.sampling import Sampling
 from agent.model.stream import StreamingLM, StreamState
@@ -78,6 +79,20 @@ def test_stored_voice_session_reproduces_reference(reference_dir, lm16, golden, 
     prefill_persona(stream, state, StoredVoice.load(reference_dir / "voice.pt"), text_prompt)
     tokens, _ = converse(stream, state, golden["user_codes"])
     assert torch.equal(tokens, golden["voicept_tokens"])
+
+
+@pytest.mark.reference
+def test_voice_audio_through_mimi_gives_the_stored_voice_session(reference_dir, lm16, golden, text_prompt):
+    mimi_config = MimiConfig.from_upstream(json.loads((reference_dir / "config.json").read_text())["mimi"])
+    mimi = Mimi.from_safetensors(reference_dir / "mimi.safetensors", mimi_config)
+    audio = golden["voice_audio"][:, None]  # [1, 1, samples]; upstream pads the last frame with zeros
+    audio = torch.nn.functional.pad(audio, (0, -audio.shape[-1] % mimi_config.frame_size))
+    with torch.no_grad():
+        voice_codes = mimi.encode(audio)[0]  # [8, F]
+    stream = StreamingLM(lm16)
+    state = stream.init_state(1)
+    prefill_persona(stream, state, voice_codes, text_prompt)
+    assert torch.equal(converse(stream, state, golden["user_codes"])[0], golden["voicept_tokens"])
 
 
 @pytest.mark.reference
