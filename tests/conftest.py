@@ -1,4 +1,6 @@
 import os
+import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,20 @@ def sentencepiece_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference_dir() -> Path:
     """The upstream reference vectors (PLEXLINE_REFERENCE_DIR, default the tiny copy in tests/data)."""
     return Path(os.environ.get("PLEXLINE_REFERENCE_DIR", DEFAULT_REFERENCE_DIR))
+
+
+@pytest.fixture
+def release_folder(tmp_path: Path, sentencepiece_model: Path, reference_dir: Path) -> Path:
+    """A folder laid out as the released model: tiny weights under the real file names, with the
+    tiny sizes in config.json (which the real release does not need)."""
+    from agent.model.hub import LM_FILE, MIMI_FILE, TOKENIZER_FILE, VOICES_FILE
+
+    folder = tmp_path / "personaplex"
+    folder.mkdir()
+    shutil.copy(reference_dir / "lm16.safetensors", folder / LM_FILE)
+    shutil.copy(reference_dir / "mimi.safetensors", folder / MIMI_FILE)
+    shutil.copy(reference_dir / "config.json", folder / "config.json")
+    shutil.copy(sentencepiece_model, folder / TOKENIZER_FILE)
+    with tarfile.open(folder / VOICES_FILE, "w:gz") as tar:
+        tar.add(reference_dir / "voice.pt", arcname="voices/NATF2.pt")
+    return folder

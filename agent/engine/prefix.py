@@ -17,27 +17,41 @@ from dataclasses import dataclass
 
 import torch
 
-from agent.model.persona_prompt import SILENCE_FRAMES, StoredVoice, prefill_persona
+from agent.model.persona_prompt import SILENCE_FRAMES, prefill_persona
 from agent.model.stream import StreamingLM, StreamState
+from voices.prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
 
 
+class PromptTooLong(ValueError):
+    pass
+
+
 @dataclass(frozen=True)
 class PersonaPrompt:
-    """What a call's prompt is made of. `voice` is Mimi codes [8, F], a stored voice, or None."""
+    """What a call's prompt is made of. `voice` is Mimi codes [8, F], a stored voice (.pt), or None."""
 
-    voice: torch.Tensor | StoredVoice | None
+    voice: torch.Tensor | VoicePrompt | None
     text_tokens: tuple[int, ...]
     silence_frames: int = SILENCE_FRAMES
+
+    @property
+    def frames(self) -> int:
+        """Prompt steps: the voice, silence, one per role token, silence."""
+        if isinstance(self.voice, VoicePrompt):
+            voice = self.voice.embeddings.shape[0] + 1  # a stored voice holds the steps after the first
+        else:
+            voice = 0 if self.voice is None else self.voice.shape[1]
+        return voice + 2 * self.silence_frames + len(self.text_tokens)
 
     @property
     def key(self) -> str:
         """Identifies the prompt's content (same voice and role: same prefix)."""
         h = hashlib.sha256()
         voice = self.voice
-        if isinstance(voice, StoredVoice):
-            tensors: Sequence[torch.Tensor] = (voice.embeddings, voice.tokens)
+        if isinstance(voice, VoicePrompt):
+            tensors: Sequence[torch.Tensor] = (voice.embeddings, voice.cache)
         else:
             tensors = () if voice is None else (voice,)
         h.update(type(voice).__name__.encode())
@@ -128,6 +142,10 @@ class PersonaCache:
 
     @torch.no_grad()
     def _prefill(self, prompt: PersonaPrompt) -> PersonaPrefix:
+        context = self.stream.lm.config.context
+        if prompt.frames >= context:
+            raise PromptTooLong(f"the persona's prompt takes {prompt.frames} frames; the model's context is "
+                                f"{context}: shorten the role text or the voice recording")
         if self._scratch is None:
             self._scratch = self.stream.init_state(1)
         scratch = self._scratch

@@ -16,30 +16,11 @@ from pathlib import Path
 import torch
 
 from agent.model.stream import StreamingLM, StreamState
+from voices.prompt import VoicePrompt
 
 SILENCE_CODES = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)  # the agent's channel, silent
 SINE_CODES = (430, 1268, 381, 1611, 1095, 1495, 56, 472)  # the user's channel during the prompt
 SILENCE_FRAMES = 2
-
-
-@dataclass(frozen=True)
-class StoredVoice:
-    """A voice prompt as upstream saves it: the temporal transformer's input of each voice step after
-    the session's first, and the token ring after the last."""
-
-    embeddings: torch.Tensor  # [E, dim]
-    tokens: torch.Tensor  # [num_streams, ring]
-
-    @classmethod
-    def load(cls, path: str | Path) -> StoredVoice:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(data, dict) or not {"embeddings", "cache"} <= data.keys():
-            raise ValueError(f"{path}: not a voice prompt file (expected a dict with 'embeddings' and 'cache')")
-        embeddings, cache = data["embeddings"], data["cache"]
-        if embeddings.dim() != 4 or embeddings.shape[1:3] != (1, 1) or cache.dim() != 3 or cache.shape[0] != 1:
-            raise ValueError(f"{path}: unexpected shapes embeddings {tuple(embeddings.shape)}, "
-                             f"cache {tuple(cache.shape)} (expected [E, 1, 1, dim] and [1, K, ring])")
-        return cls(embeddings=embeddings[:, 0, 0], tokens=cache[0].long())
 
 
 def prompt_frames(voice_codes: torch.Tensor | None, text_tokens: Sequence[int], text_padding_id: int,
@@ -56,7 +37,7 @@ def prompt_frames(voice_codes: torch.Tensor | None, text_tokens: Sequence[int], 
     return torch.cat([text_stream[None], agent, user])
 
 
-def prefill_persona(stream: StreamingLM, state: StreamState, voice: torch.Tensor | StoredVoice,
+def prefill_persona(stream: StreamingLM, state: StreamState, voice: torch.Tensor | VoicePrompt,
                     text_tokens: Sequence[int], silence_frames: int = SILENCE_FRAMES) -> None:
     """Run the prompt on every row of a fresh `state` (offset 1): voice codes [8, F] or a stored voice.
 
@@ -67,17 +48,38 @@ def prefill_persona(stream: StreamingLM, state: StreamState, voice: torch.Tensor
     """
     B, device = state.offsets.shape[0], state.tokens.device
     padding_id = stream.lm.config.text_padding_id
-    if isinstance(voice, StoredVoice):
-        E, dim = voice.embeddings.shape
-        if voice.tokens.shape != state.tokens.shape[1:] or dim != stream.lm.config.dim:
+    if isinstance(voice, VoicePrompt):
+        embeddings, tokens = voice.embeddings[:, 0, 0], voice.cache[0]  # [E, dim], [K, ring]
+        E, dim = embeddings.shape
+        if tokens.shape != state.tokens.shape[1:] or dim != stream.lm.config.dim:
             raise ValueError(f"stored voice of another model: embeddings of {dim}, token ring "
-                             f"{tuple(voice.tokens.shape)} (expected {stream.lm.config.dim}, "
+                             f"{tuple(tokens.shape)} (expected {stream.lm.config.dim}, "
                              f"{tuple(state.tokens.shape[1:])})")
-        replay = torch.cat([torch.tensor([padding_id]), stream.lm.initial_tokens[1:].cpu()])
-        stream.prefill(state, replay[None, :, None].expand(B, -1, E).to(device),
-                       embeddings=voice.embeddings[None].expand(B, -1, -1))
-        state.tokens.copy_(voice.tokens.to(device).expand_as(state.tokens))
+        stream.prefill(state, _replay_frames(stream, E).expand(B, -1, -1).to(device),
+                       embeddings=embeddings[None].expand(B, -1, -1))
+        state.tokens.copy_(tokens.to(device).expand_as(state.tokens))
         frames = prompt_frames(None, text_tokens, padding_id, silence_frames)
     else:
         frames = prompt_frames(voice, text_tokens, padding_id, silence_frames)[:, 1:]
     stream.prefill(state, frames[None].expand(B, -1, -1).to(device))
+
+
+def _replay_frames(stream: StreamingLM, steps: int) -> torch.Tensor:
+    """The tokens given with a stored voice's embeddings [1, K, steps]: text padding, initial audio."""
+    padding_id = stream.lm.config.text_padding_id
+    replay = torch.cat([torch.tensor([padding_id]), stream.lm.initial_tokens[1:].cpu()])
+    return replay[None, :, None].expand(1, -1, steps)
+
+
+@torch.no_grad()
+def voice_prompt_from_codes(stream: StreamingLM, voice_codes: torch.Tensor, source: str) -> VoicePrompt:
+    """A stored voice (upstream's `.pt` layout) from a voice's Mimi codes [8, F].
+
+    What upstream saves after stepping the voice: the model input of each step after the first,
+    and the token ring after the last. Replaying it gives the same session as the codes.
+    """
+    state = stream.init_state(1)
+    frames = prompt_frames(voice_codes, (), stream.lm.config.text_padding_id, silence_frames=0)[:, 1:]
+    inputs = stream.prefill(state, frames[None].to(state.tokens.device))  # [1, F - 1, dim]
+    return VoicePrompt.from_state({"embeddings": inputs[0, :, None, None].float().cpu(),
+                                   "cache": state.tokens.cpu()}, source)

@@ -133,12 +133,14 @@ class StreamingLM:
         return StepOutput(tokens, valid, text_logits if return_text_logits else None)
 
     @torch.no_grad()
-    def prefill(self, state: StreamState, frames: torch.Tensor, embeddings: torch.Tensor | None = None) -> None:
+    def prefill(self, state: StreamState, frames: torch.Tensor,
+                embeddings: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-force T whole frames [B, K, T] on every row in one temporal forward.
 
         The state becomes exactly what T steps given every token would make it. It holds when each
         row's previous step (if any) was also given every token: true of a fresh row and of a prompt.
         `embeddings` [B, T, dim] replace the model's input for these steps (a stored voice prompt).
+        Returns the model's input [B, T, dim] (what a stored voice keeps).
         """
         B, K, T = frames.shape
         ring, delays, offsets = self.ring, self.delays, state.offsets
@@ -159,6 +161,7 @@ class StreamingLM:
         ahead = (torch.arange(ring, device=frames.device) - (offsets[:, None] + T - 1)) % ring  # [B, ring]
         state.provided.copy_(ahead[:, None, :] <= delays[None, :, None])
         offsets.add_(T)
+        return x
 
     @staticmethod
     def _given(user, agent, agent_forced, text, text_forced) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,6 @@ the real huggingface_hub client and its real exceptions run end to end without t
 """
 
 import hashlib
-import shutil
-import tarfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,19 +26,6 @@ from agent.model.hub import (
 )
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture
-def release_folder(tmp_path: Path, sentencepiece_model: Path, reference_dir: Path) -> Path:
-    """A folder laid out as the released model: tiny weights under the real file names."""
-    folder = tmp_path / "personaplex"
-    folder.mkdir()
-    shutil.copy(reference_dir / "lm16.safetensors", folder / LM_FILE)
-    shutil.copy(reference_dir / "mimi.safetensors", folder / MIMI_FILE)
-    shutil.copy(sentencepiece_model, folder / TOKENIZER_FILE)
-    with tarfile.open(folder / VOICES_FILE, "w:gz") as tar:
-        tar.add(reference_dir / "voice.pt", arcname="voices/NATF2.pt")
-    return folder
 
 
 def truncate(path: Path, keep: int) -> None:

@@ -3,7 +3,8 @@ import torch
 
 from agent.model.checkpoint import dummy_lm
 from agent.model.lm import LMConfig
-from agent.model.persona_prompt import SILENCE_CODES, SINE_CODES, StoredVoice, prefill_persona, prompt_frames
+from agent.model.persona_prompt import SILENCE_CODES, SINE_CODES, prefill_persona, prompt_frames
+from voices.prompt import VoicePrompt
 from agent.model.stream import StreamingLM
 
 
@@ -17,21 +18,34 @@ def test_frames_are_voice_silence_text_silence():
     assert (frames[9:] == torch.tensor(SINE_CODES)[:, None]).all()
 
 
-@pytest.mark.reference
-def test_stored_voice_loads(reference_dir):
-    voice = StoredVoice.load(reference_dir / "voice.pt")
-    assert voice.embeddings.shape[1] == LMConfig.from_json(reference_dir / "config.json").dim
-    assert voice.tokens.shape[0] == 17
-
-
-def test_a_file_that_is_no_voice_is_refused(tmp_path):
-    torch.save({"embeddings": torch.zeros(3, 32)}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="not a voice prompt file"):
-        StoredVoice.load(tmp_path / "bad.pt")
-
-
 def test_a_voice_of_another_model_is_refused():
     stream = StreamingLM(dummy_lm(LMConfig.tiny(), dtype=torch.float32))
-    voice = StoredVoice(embeddings=torch.zeros(5, 64), tokens=torch.zeros(17, 4, dtype=torch.long))
+    voice = VoicePrompt(embeddings=torch.zeros(5, 1, 1, 64), cache=torch.zeros(1, 17, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="stored voice of another model"):
         prefill_persona(stream, stream.init_state(1), voice, [1, 2])
+
+
+@pytest.mark.reference
+def test_a_voice_stepped_from_its_codes_is_upstreams_voice_file(reference_dir):
+    """voice.pt was saved by upstream after stepping `voice_audio` through the tiny Mimi and LM."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from agent.model.checkpoint import load_lm
+    from agent.model.mimi import Mimi, MimiConfig
+    from agent.model.persona_prompt import voice_prompt_from_codes
+    from voices.prompt import load_voice_prompt
+
+    config = json.loads((reference_dir / "config.json").read_text())
+    mimi = Mimi.from_safetensors(reference_dir / "mimi.safetensors", MimiConfig.from_upstream(config["mimi"]))
+    lm = load_lm(reference_dir / "lm16.safetensors", LMConfig.from_upstream(config["lm"]), dtype=torch.float32)
+    audio = load_file(reference_dir / "lm_golden.safetensors")["voice_audio"]  # [1, samples]
+    frames = -(-audio.shape[1] // 1920)
+    padded = torch.nn.functional.pad(audio, (0, frames * 1920 - audio.shape[1]))
+    codes = mimi.encode(padded[None])[0]
+
+    made = voice_prompt_from_codes(StreamingLM(lm), codes, "test")
+    upstream = load_voice_prompt(reference_dir / "voice.pt")
+    assert torch.equal(made.cache, upstream.cache)
+    torch.testing.assert_close(made.embeddings, upstream.embeddings, rtol=0, atol=1e-5)

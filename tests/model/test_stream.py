@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 from agent.model.checkpoint import dummy_lm, load_lm
 from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
-from agent.model.persona_prompt import StoredVoice, prefill_persona, prompt_frames
+from agent.model.persona_prompt import prefill_persona, prompt_frames
+from voices.prompt import load_voice_prompt
 from agent.model.sampling import Sampling
 from agent.model.stream import StreamingLM, StreamState
 
@@ -76,7 +77,7 @@ def test_session_reproduces_reference(reference_dir, config, golden, text_prompt
 def test_stored_voice_session_reproduces_reference(reference_dir, lm16, golden, text_prompt):
     stream = StreamingLM(lm16)
     state = stream.init_state(1)
-    prefill_persona(stream, state, StoredVoice.load(reference_dir / "voice.pt"), text_prompt)
+    prefill_persona(stream, state, load_voice_prompt(reference_dir / "voice.pt"), text_prompt)
     tokens, _ = converse(stream, state, golden["user_codes"])
     assert torch.equal(tokens, golden["voicept_tokens"])
 

@@ -1,0 +1,5 @@
+import sys
+
+from plexline.cli import main
+
+sys.exit(main())
