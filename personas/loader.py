@@ -1,11 +1,12 @@
-"""Reading one persona YAML file, with errors that name the file, the field and the reason."""
+"""Reading YAML files of the persona store, with errors that name the file, the field and the reason."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from personas.schema import Persona
@@ -20,11 +21,19 @@ _KINDS = {
 }
 
 
+Document = TypeVar("Document", bound=BaseModel)
+
+
 class PersonaError(Exception):
-    """A persona file that cannot be read or is not a valid persona; the message is one line."""
+    """A file of the persona store that cannot be read or is not valid; the message is one line."""
 
 
 def load_persona(path: Path) -> Persona:
+    return load_document(path, Persona, "persona")
+
+
+def load_document(path: Path, schema: type[Document], kind: str) -> Document:
+    """The YAML mapping in `path` validated as `schema`; `kind` names it in errors ("persona")."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -35,13 +44,20 @@ def load_persona(path: Path) -> Persona:
     except yaml.YAMLError as error:
         raise PersonaError(f"{path}: {_yaml_reason(error)}") from error
     if not isinstance(document, dict):
-        kind = _KINDS.get(type(document), type(document).__name__)
-        raise PersonaError(f"{path}: expected a mapping of persona fields, got {kind}")
+        raise PersonaError(f"{path}: expected a mapping of {kind} fields, got {_kind(document)}")
     try:
-        return Persona.model_validate(document)
+        return schema.model_validate(document)
     except ValidationError as error:
-        reasons = "; ".join(_field_reason(detail) for detail in error.errors())
-        raise PersonaError(f"{path}: {reasons}") from error
+        raise PersonaError(f"{path}: {validation_reasons(error, kind)}") from error
+
+
+def validation_reasons(error: ValidationError, kind: str) -> str:
+    """One line: `field: reason` for each error, `;`-separated; `kind` names the whole document."""
+    return "; ".join(_field_reason(detail, kind) for detail in error.errors())
+
+
+def _kind(document: object) -> str:
+    return _KINDS.get(type(document), type(document).__name__)
 
 
 def _yaml_reason(error: yaml.YAMLError) -> str:
@@ -51,8 +67,8 @@ def _yaml_reason(error: yaml.YAMLError) -> str:
     return f"{where}invalid YAML: {problem}"
 
 
-def _field_reason(detail: ErrorDetails) -> str:
-    field = ".".join(str(part) for part in detail["loc"]) or "persona"
+def _field_reason(detail: ErrorDetails, kind: str) -> str:
+    field = ".".join(str(part) for part in detail["loc"]) or kind
     return f"{field}: {_reason(detail)}"
 
 

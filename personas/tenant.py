@@ -1,0 +1,87 @@
+"""A tenant (a business) and its lines, as written in `<tenant>/tenant.yaml` and `<tenant>/<line>.yaml`.
+
+The operator writes `tenant.yaml`: who the tenant is, the addresses (phone numbers and SIP users)
+assigned to it, its admin token's hash and its limits. The tenant's admins write the line files:
+which of those addresses each line answers and the persona that answers them. A line may only
+answer addresses of its own tenant, so no tenant can take another's calls.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+
+from personas.schema import Persona
+from personas.tokens import check_hash_format
+
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # tenant folder and line file names
+TENANT_FILE = "tenant.yaml"
+LINE_SUFFIX = ".yaml"
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_SIP_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,63}$")
+
+
+def check_id(value: str, what: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ValueError(f"{what} {value!r} must be 1 to 63 lowercase letters, digits, '-' or '_'")
+    if value + LINE_SUFFIX == TENANT_FILE:
+        raise ValueError(f"{what} {value!r} is reserved")
+    return value
+
+
+def _check_address(address: str) -> str:
+    if not (_E164.match(address) or _SIP_USER.match(address)):
+        raise ValueError(f"{address!r} is neither an E.164 number (+14155550100) nor a SIP user (support)")
+    return address
+
+
+Address = Annotated[str, AfterValidator(_check_address)]
+TokenHash = Annotated[str, AfterValidator(check_hash_format)]
+
+
+def _unique(addresses: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for address in addresses:
+        if address in seen:
+            raise ValueError(f"{address} is listed twice")
+        seen.add(address)
+    return addresses
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Webhook(_Strict):
+    url: HttpUrl
+    secret: str | None = Field(None, min_length=1)  # Standard Webhooks signing secret (whsec_...)
+
+
+class Limits(_Strict):
+    max_concurrent_calls: int = Field(10, ge=1, le=100_000)
+    max_call_seconds: int = Field(900, ge=10, le=86_400)
+
+
+class Tenant(_Strict):
+    name: str = Field(min_length=1)
+    addresses: Annotated[list[Address], AfterValidator(_unique)] = []
+    admin_token_hash: TokenHash | None = None  # `plexline tenant-token` makes one; none: operator only
+    webhook: Webhook | None = None
+    limits: Limits = Limits()
+
+
+Greeting = Literal["agent_first", "caller_first"]
+
+
+class Line(_Strict):
+    """One phone line: the addresses it answers and how the agent behaves on it."""
+
+    answers: Annotated[list[Address], Field(min_length=1), AfterValidator(_unique)]
+    persona: Persona
+    # agent_first: the agent speaks as soon as the call is answered (PersonaPlex greets on its own);
+    # caller_first: the agent stays silent until the caller has spoken.
+    greeting: Greeting = "agent_first"
+    recording: bool = False
+    max_call_seconds: int | None = Field(None, ge=10, le=86_400)  # capped by the tenant's limit
