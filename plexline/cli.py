@@ -54,6 +54,17 @@ def offline(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} ({result.seconds:.1f} s, {result.words} words){note}")
 
 
+def bench_engine(args: argparse.Namespace) -> None:
+    from agent.engine.bench import bench_engine as run, table, write_json
+
+    models = load_models(args)
+    if models.device.type != "cuda":
+        raise CommandError("the engine benchmark needs a CUDA device")
+    result = run(models, args.batches, args.steps, args.warmup)
+    write_json(result, args.json)
+    print(table(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plexline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logs")
@@ -70,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_flag(p)
     p.set_defaults(run=offline)
+
+    bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("engine", help="whole-frame latency per batch size, time to ready (GPU)")
+    p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8, 16, 24, 32, 40, 48])
+    p.add_argument("--steps", type=int, default=500, help="timed steps per batch size")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--json", type=Path, default=Path("bench-engine.json"))
+    add_model_flag(p)
+    p.set_defaults(run=bench_engine, model="dummy:full")
     return parser
 
 
