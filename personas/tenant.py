@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl
 
 from personas.schema import Persona
 from personas.tokens import check_hash_format
@@ -31,13 +31,19 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+def _no_bare_number(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"{value} reads as a number in YAML: quote phone numbers, e.g. \"+{value}\"")
+    return value
+
+
 def _check_address(address: str) -> str:
     if not (_E164.match(address) or _SIP_USER.match(address)):
         raise ValueError(f"{address!r} is neither an E.164 number (+14155550100) nor a SIP user (support)")
     return address
 
 
-Address = Annotated[str, AfterValidator(_check_address)]
+Address = Annotated[str, BeforeValidator(_no_bare_number), AfterValidator(_check_address)]
 TokenHash = Annotated[str, AfterValidator(check_hash_format)]
 
 

@@ -266,7 +266,9 @@ def test_a_write_that_crashes_midway_leaves_the_old_file(root, monkeypatch):
     [
         ("name: Acme\nadmin_token_hash: hunter2\n", "admin_token_hash: must be scrypt$<n>$<r>$<p>$<salt>$<digest>"),
         ("name: Acme\nwebhook: {url: not-a-url}\n", "webhook.url: Input should be a valid URL"),
-        ("name: Acme\naddresses: [+1555, +1555]\n", "addresses: +1555 is listed twice"),
+        ("name: Acme\naddresses: ['+1555', '+1555']\n", "addresses: +1555 is listed twice"),
+        ("name: Acme\naddresses: [+15555550100]\n",
+         'addresses.0: 15555550100 reads as a number in YAML: quote phone numbers, e.g. "+15555550100"'),
         ("addresses: []\n", "name: required"),
     ],
 )
