@@ -1,0 +1,191 @@
+"""A worker: one engine on one device, the calls it holds, and its heartbeat in the registry.
+
+Calls are created and ended by the control plane (through `agent.worker_api`), or end on their
+own: at the line's maximum duration, when their media ends, or when the registry no longer holds
+them (the control plane gave them up, or reaped this worker while it could not heartbeat). Every
+call's end goes through its watcher task, so it is released in the registry exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.engine.backend import Backend, CallSetup, SamplingSettings
+from agent.engine.clock import EngineClock, NoFreeSlot
+from agent.registration import CallOutcome, Registration, WorkerInfo
+from agent.session import CallDetails, Session
+from personas.schema import Persona
+
+log = logging.getLogger(__name__)
+
+HEARTBEATS_PER_TTL = 3
+
+
+class WorkerError(Exception):
+    pass
+
+
+class WorkerFull(WorkerError):
+    pass
+
+
+class WorkerDraining(WorkerError):
+    pass
+
+
+class SessionExists(WorkerError):
+    pass
+
+
+class UnknownSession(WorkerError):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """What a worker runs: a backend, and how a persona becomes that backend's prompt."""
+
+    name: str  # e.g. "echo", "dummy:tiny (RANDOM WEIGHTS)", "hf:nvidia/personaplex-7b-v1"
+    backend: Backend
+    prompt_for: Callable[[Persona], object | None]  # runs on a thread: it may load and encode a voice
+
+
+def echo_model(num_slots: int) -> WorkerModel:
+    """No model: each call hears itself one frame later (for tests and transport measurements)."""
+    from agent.engine.echo import EchoBackend
+
+    return WorkerModel("echo", EchoBackend(num_slots), lambda persona: None)
+
+
+def call_setup(persona: Persona, prompt: object | None) -> CallSetup:
+    s = persona.sampling
+    sampling = SamplingSettings(s.text.temperature, s.text.top_k, s.audio.temperature, s.audio.top_k)
+    seed = s.seed if s.seed is not None else secrets.randbits(62)
+    return CallSetup(prompt=prompt, sampling=sampling, seed=seed)
+
+
+class Worker:
+    def __init__(self, model: WorkerModel, *, worker_id: str, address: str, version: str,
+                 registry: Registration | None = None, heartbeat_ttl: float = 3.0):
+        self.model = model
+        self.clock = EngineClock(model.backend)
+        self.info = WorkerInfo(worker_id, address, model.backend.num_slots, model.name, version)
+        self.registry = registry
+        self.heartbeat_ttl = heartbeat_ttl
+        self.draining = False
+        self._sessions: dict[str, Session] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._starting: set[str] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    @property
+    def free_slots(self) -> int:
+        return self.clock.free_slots - len(self._starting)
+
+    def session(self, call_id: str) -> Session:
+        if call_id not in self._sessions:
+            raise UnknownSession(f"no call {call_id!r} on this worker")
+        return self._sessions[call_id]
+
+    # -- life -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.clock.start()
+        if self.registry is not None:
+            await self.beat()
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever(), name="heartbeat")
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Drain, let the calls finish for up to `grace` seconds, end the rest, deregister."""
+        await self.set_draining(True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._sessions and loop.time() < deadline:
+            await asyncio.sleep(min(0.1, deadline - loop.time()))
+        for call_id in list(self._sessions):
+            await self.end_session(call_id, "the worker shut down", "failed")
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.wait([self._heartbeat])
+            self._heartbeat = None
+        if self.registry is not None:
+            await self.registry.deregister(self.info.id, "the worker shut down")
+        await self.clock.stop()
+
+    async def set_draining(self, draining: bool) -> None:
+        self.draining = draining
+        if self.registry is not None:
+            await self.registry.set_draining(self.info.id, draining)
+
+    async def beat(self) -> None:
+        """One heartbeat: refresh the registration, learn of draining, end orphaned sessions."""
+        reply = await self.registry.heartbeat(self.info, self.heartbeat_ttl, [*self._sessions, *self._starting])
+        self.draining = reply.draining
+        for call_id in reply.orphans:
+            if call_id in self._sessions:
+                log.warning("ending a call the registry no longer holds", extra={"call": call_id})
+                self._sessions[call_id].request_end("the registry no longer holds the call", "failed")
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_ttl / HEARTBEATS_PER_TTL)
+            try:
+                await self.beat()
+            except Exception as error:  # the registry is unreachable: keep the calls, keep trying
+                log.warning("heartbeat failed", extra={"worker": self.info.id, "error": repr(error)})
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def create_session(self, call: CallDetails) -> Session:
+        if self.draining:
+            raise WorkerDraining(f"worker {self.info.id} is draining")
+        if call.call_id in self._sessions or call.call_id in self._starting:
+            raise SessionExists(f"call {call.call_id!r} exists")
+        if self.free_slots <= 0:
+            raise WorkerFull(f"all {self.info.slots} slots are busy")
+        self._starting.add(call.call_id)
+        try:
+            prompt = await asyncio.to_thread(self.model.prompt_for, call.persona)
+            slot = await self.clock.join(call_setup(call.persona, prompt))
+        except NoFreeSlot as error:
+            raise WorkerFull(str(error)) from error
+        finally:
+            self._starting.discard(call.call_id)
+        session = self._sessions[call.call_id] = Session(call, slot)
+        self._watchers[call.call_id] = asyncio.get_running_loop().create_task(
+            self._watch(session), name=f"call-{call.call_id}")
+        log.info("call started", extra={"call": call.call_id, "tenant": call.tenant, "line": call.line,
+                                        "slot": slot.index})
+        return session
+
+    async def end_session(self, call_id: str, reason: str, outcome: CallOutcome = "ended") -> Session:
+        session = self.session(call_id)
+        session.request_end(reason, outcome)
+        await asyncio.shield(self._watchers[call_id])
+        return session
+
+    async def _watch(self, session: Session) -> None:
+        try:
+            await asyncio.wait_for(session.end_requested.wait(), session.call.max_call_seconds)
+        except TimeoutError:
+            session.request_end("the call reached its maximum duration")
+        try:
+            await session.close()
+            await self.clock.leave(session.slot)
+        finally:
+            del self._sessions[session.id]
+            del self._watchers[session.id]
+        log.info("call ended", extra={"call": session.id, "reason": session.end_reason})
+        if self.registry is not None:
+            try:
+                await self.registry.release(session.id, session.end_outcome, session.end_reason)
+            except Exception as error:  # the heartbeat's reconciliation frees the slot later
+                log.warning("could not release a call", extra={"call": session.id, "error": repr(error)})

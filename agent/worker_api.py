@@ -1,0 +1,163 @@
+"""The worker's internal HTTP API, for the control plane only (a shared secret as bearer token).
+
+    POST   /worker/sessions          start a call (201), or refuse it: 503 full or draining, 409 exists
+    GET    /worker/sessions          the calls on this worker
+    GET    /worker/sessions/{id}     one call
+    DELETE /worker/sessions/{id}     end a call (204)
+    GET    /worker                   the worker: slots, model, draining
+    PUT    /worker/draining          drain (or undrain) the worker
+
+`plexline worker` serves it alone (`create_worker_app`); `plexline serve` includes `router` in
+the control plane's app, on the same port.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from agent.session import CallDetails, Session
+from agent.worker import SessionExists, UnknownSession, Worker, WorkerDraining, WorkerFull
+
+RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
+
+_bearer = HTTPBearer(auto_error=False, description="the worker secret shared with the control plane")
+
+
+class SessionPublic(BaseModel):
+    call_id: str
+    tenant: str
+    line: str
+    caller: str
+    callee: str
+    started_at: float
+    slot: int
+    frames: int  # engine steps the call has taken
+    concealed: int  # steps with no caller audio (silence was fed)
+
+    @classmethod
+    def of(cls, session: Session) -> SessionPublic:
+        c, stats = session.call, session.slot.stats
+        return cls(call_id=c.call_id, tenant=c.tenant, line=c.line, caller=c.caller, callee=c.callee,
+                   started_at=session.started_at, slot=session.slot.index, frames=stats.frames,
+                   concealed=stats.concealed)
+
+
+class WorkerPublic(BaseModel):
+    id: str
+    address: str
+    model: str
+    version: str
+    slots: int
+    free: int
+    draining: bool
+
+
+class Draining(BaseModel):
+    draining: bool
+
+
+def get_worker(request: Request) -> Worker:
+    return request.app.state.worker
+
+
+def require_secret(request: Request,
+                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    expected: str = request.app.state.worker_secret
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the worker secret is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+WorkerDep = Annotated[Worker, Depends(get_worker)]
+
+router = APIRouter(prefix="/worker", tags=["worker (internal)"], dependencies=[Depends(require_secret)])
+
+
+def _refused(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail,
+                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionPublic,
+             responses={503: {"description": "no free slot, or draining"}, 409: {"description": "the call exists"}})
+async def create_session(call: CallDetails, worker: WorkerDep) -> SessionPublic:
+    try:
+        return SessionPublic.of(await worker.create_session(call))
+    except (WorkerFull, WorkerDraining) as error:
+        raise _refused(str(error)) from error
+    except SessionExists as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
+
+
+@router.get("/sessions", response_model=list[SessionPublic])
+async def list_sessions(worker: WorkerDep) -> list[SessionPublic]:
+    return [SessionPublic.of(s) for s in worker.sessions]
+
+
+@router.get("/sessions/{call_id}", response_model=SessionPublic)
+async def read_session(call_id: str, worker: WorkerDep) -> SessionPublic:
+    try:
+        return SessionPublic.of(worker.session(call_id))
+    except UnknownSession as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+
+
+@router.delete("/sessions/{call_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def end_session(call_id: str, worker: WorkerDep, reason: str = "ended by the control plane") -> Response:
+    try:
+        await worker.end_session(call_id, reason)
+    except UnknownSession as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _public(worker: Worker) -> WorkerPublic:
+    i = worker.info
+    return WorkerPublic(id=i.id, address=i.address, model=i.model, version=i.version, slots=i.slots,
+                        free=worker.free_slots, draining=worker.draining)
+
+
+@router.get("", response_model=WorkerPublic)
+async def read_worker(worker: WorkerDep) -> WorkerPublic:
+    return _public(worker)
+
+
+@router.put("/draining", response_model=WorkerPublic)
+async def set_draining(body: Draining, worker: WorkerDep) -> WorkerPublic:
+    await worker.set_draining(body.draining)
+    return _public(worker)
+
+
+def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0) -> FastAPI:
+    """The app of `plexline worker`: the internal API, health and readiness; it runs the worker."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await worker.start()
+        try:
+            yield
+        finally:
+            await worker.stop(grace=shutdown_grace)
+
+    app = FastAPI(title="plexline worker", lifespan=lifespan)
+    app.state.worker, app.state.worker_secret = worker, secret
+    app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(response: Response) -> dict[str, object]:
+        ready = not worker.draining
+        response.status_code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"ready": ready, "free": worker.free_slots}
+
+    return app

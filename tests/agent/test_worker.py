@@ -1,0 +1,194 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from agent.engine.backend import FRAME_SIZE
+from agent.engine.clock import CallSlot
+from agent.session import CallDetails
+from agent.worker import SessionExists, Worker, WorkerDraining, WorkerFull, WorkerModel, call_setup, echo_model
+from personas.schema import Persona
+from telephony.memory_registry import MemoryRegistry
+from telephony.registry import NewCall
+
+pytestmark = pytest.mark.anyio
+
+PERSONA = Persona(role="You work for Acme and your name is Maya.", voice="NATF2")
+
+
+def details(call_id: str, seconds: float = 60.0, persona: Persona = PERSONA) -> CallDetails:
+    return CallDetails(call_id=call_id, tenant="acme", line="support", caller="+15555550999",
+                       callee="+15555550100", persona=persona, max_call_seconds=seconds)
+
+
+def make_worker(slots: int = 2, registry=None, model: WorkerModel | None = None, ttl: float = 3.0) -> Worker:
+    return Worker(model or echo_model(slots), worker_id="w1", address="http://127.0.0.1:9", version="test",
+                  registry=registry, heartbeat_ttl=ttl)
+
+
+async def reserve(registry: MemoryRegistry, call_id: str) -> None:
+    await registry.reserve(NewCall(call_id, "acme", "support", "+15555550999", "+15555550100", 100))
+
+
+async def test_a_session_holds_a_slot_until_it_ends():
+    worker = make_worker(slots=2)
+    await worker.start()
+    try:
+        session = await worker.create_session(details("c1"))
+        assert (session.id, worker.free_slots, [s.id for s in worker.sessions]) == ("c1", 1, ["c1"])
+
+        await worker.end_session("c1", "caller hung up")
+
+        assert (worker.free_slots, worker.sessions) == (2, [])
+        assert session.end_reason == "caller hung up" and session.slot.closed
+    finally:
+        await worker.stop()
+
+
+async def test_refusals_full_draining_and_duplicate():
+    worker = make_worker(slots=1)
+    await worker.start()
+    try:
+        await worker.create_session(details("c1"))
+        with pytest.raises(SessionExists):
+            await worker.create_session(details("c1"))
+        with pytest.raises(WorkerFull):
+            await worker.create_session(details("c2"))
+        await worker.end_session("c1", "done")
+        await worker.set_draining(True)
+        with pytest.raises(WorkerDraining):
+            await worker.create_session(details("c3"))
+    finally:
+        await worker.stop()
+
+
+async def test_the_persona_becomes_the_calls_prompt_and_sampling():
+    prompts = []
+    echo = echo_model(1)
+    model = WorkerModel("recording", echo.backend, lambda persona: prompts.append(persona) or ("prompt", persona.voice))
+    worker = make_worker(model=model)
+    await worker.start()
+    try:
+        await worker.create_session(details("c1"))
+    finally:
+        await worker.stop()
+
+    assert prompts == [PERSONA]
+    seeded = PERSONA.model_copy(update={"sampling": PERSONA.sampling.model_copy(update={"seed": 7})})
+    setup = call_setup(seeded, ("prompt", "NATF2"))
+    assert (setup.prompt, setup.seed, setup.sampling.text_top_k, setup.sampling.audio_temperature) == (
+        ("prompt", "NATF2"), 7, 25, 0.8)
+
+
+async def test_a_call_ends_at_its_maximum_duration_and_is_released():
+    registry = MemoryRegistry()
+    worker = make_worker(registry=registry)
+    await worker.start()
+    try:
+        await reserve(registry, "c1")
+        session = await worker.create_session(details("c1", seconds=0.2))
+        await asyncio.wait_for(session.end_requested.wait(), 2)
+        for _ in range(50):
+            if not worker.sessions:
+                break
+            await asyncio.sleep(0.01)
+
+        record = await registry.call("c1")
+        assert worker.sessions == []
+        assert (record.state, record.reason) == ("ended", "the call reached its maximum duration")
+    finally:
+        await worker.stop()
+
+
+class EchoProbe:
+    """A media link that sends a tone, collects what comes back, then hangs up."""
+
+    def __init__(self, frames: int, fail: bool = False):
+        self.frames, self.fail = frames, fail
+        self.sent = np.sin(np.arange(frames * FRAME_SIZE) / 7.0).astype(np.float32) * 0.5
+        self.received: list[np.ndarray] = []
+
+    async def run(self, slot: CallSlot) -> None:
+        slot.push(self.sent)
+        while len(self.received) < self.frames - 1:
+            self.received.append((await slot.output.get()).pcm)
+        if self.fail:
+            raise ConnectionResetError("peer vanished")
+
+
+async def test_media_attached_to_a_session_flows_through_the_engine_and_ends_the_call():
+    registry = MemoryRegistry()
+    worker = make_worker(registry=registry)
+    await worker.start()
+    try:
+        await reserve(registry, "c1")
+        session = await worker.create_session(details("c1"))
+        probe = EchoProbe(frames=3)
+        session.attach(probe)
+        await asyncio.wait_for(session.end_requested.wait(), 5)
+        while worker.sessions:
+            await asyncio.sleep(0.01)
+    finally:
+        await worker.stop()
+
+    # The echo backend answers each frame one step later.
+    assert np.array_equal(np.concatenate(probe.received), probe.sent[:2 * FRAME_SIZE])
+    record = await registry.call("c1")
+    assert (record.state, record.reason) == ("ended", "the caller's media ended")
+
+
+async def test_a_failing_media_link_fails_the_call_and_ending_cancels_the_link():
+    registry = MemoryRegistry()
+    worker = make_worker(registry=registry)
+    await worker.start()
+    try:
+        await reserve(registry, "c1")
+        (await worker.create_session(details("c1"))).attach(EchoProbe(frames=2, fail=True))
+        await reserve(registry, "c2")
+        hanging = await worker.create_session(details("c2"))
+        hanging.attach(EchoProbe(frames=10_000))
+        while "c1" in [s.id for s in worker.sessions]:
+            await asyncio.sleep(0.01)
+
+        await worker.end_session("c2", "ended by an admin")
+    finally:
+        await worker.stop()
+
+    failed, ended = await registry.call("c1"), await registry.call("c2")
+    assert (failed.state, failed.reason) == ("failed", "media failed: ConnectionResetError('peer vanished')")
+    assert (ended.state, ended.reason) == ("ended", "ended by an admin")
+
+
+async def test_the_heartbeat_registers_and_ends_calls_the_registry_gave_up():
+    registry = MemoryRegistry()
+    worker = make_worker(registry=registry, ttl=0.3)
+    await worker.start()
+    try:
+        [status] = await registry.workers()
+        assert (status.info, status.alive) == (worker.info, True)
+        await reserve(registry, "c1")
+        session = await worker.create_session(details("c1"))
+        await registry.release("c1", "ended", "ended by the control plane")
+
+        await asyncio.wait_for(session.end_requested.wait(), 2)  # at the next heartbeat
+
+        assert session.end_reason == "the registry no longer holds the call"
+        await registry.set_draining("w1", True)
+        await asyncio.sleep(0.25)
+        assert worker.draining
+    finally:
+        await worker.stop()
+
+
+async def test_stop_drains_ends_the_calls_left_and_deregisters():
+    registry = MemoryRegistry()
+    worker = make_worker(registry=registry)
+    await worker.start()
+    await reserve(registry, "c1")
+    await worker.create_session(details("c1"))
+
+    await worker.stop(grace=0.1)
+
+    record = await registry.call("c1")
+    assert (record.state, record.reason) == ("failed", "the worker shut down")
+    assert await registry.workers() == []

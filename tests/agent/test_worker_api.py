@@ -1,0 +1,70 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from agent.worker import Worker, echo_model
+from agent.worker_api import create_worker_app
+from personas.schema import Persona
+
+SECRET = "worker-secret"
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+PERSONA = Persona(role="You work for Acme and your name is Maya.", voice="NATF2").model_dump(mode="json")
+
+
+def call(call_id: str) -> dict:
+    return {"call_id": call_id, "tenant": "acme", "line": "support", "caller": "+15555550999",
+            "callee": "+15555550100", "persona": PERSONA, "max_call_seconds": 60}
+
+
+@pytest.fixture
+def client():
+    worker = Worker(echo_model(1), worker_id="w1", address="http://127.0.0.1:9", version="test")
+    with TestClient(create_worker_app(worker, SECRET, shutdown_grace=0)) as client:
+        yield client
+
+
+def test_every_worker_route_needs_the_secret(client):
+    for method, path in [("get", "/worker"), ("get", "/worker/sessions"), ("delete", "/worker/sessions/x")]:
+        assert client.request(method, path).status_code == 401
+        assert client.request(method, path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/worker/sessions", json=call("c1")).status_code == 401
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_session_is_created_listed_read_and_ended(client):
+    created = client.post("/worker/sessions", json=call("c1"), headers=AUTH)
+
+    assert created.status_code == 201
+    assert created.json()["call_id"] == "c1" and created.json()["slot"] == 0
+    assert [s["call_id"] for s in client.get("/worker/sessions", headers=AUTH).json()] == ["c1"]
+    assert client.get("/worker/sessions/c1", headers=AUTH).json()["tenant"] == "acme"
+    assert client.get("/worker", headers=AUTH).json()["free"] == 0
+    assert client.delete("/worker/sessions/c1", headers=AUTH).status_code == 204
+    assert client.get("/worker/sessions/c1", headers=AUTH).status_code == 404
+    assert client.delete("/worker/sessions/c1", headers=AUTH).status_code == 404
+    assert client.get("/worker", headers=AUTH).json()["free"] == 1
+
+
+def test_refusals_carry_a_status_and_retry_after(client):
+    client.post("/worker/sessions", json=call("c1"), headers=AUTH)
+
+    duplicate = client.post("/worker/sessions", json=call("c1"), headers=AUTH)
+    full = client.post("/worker/sessions", json=call("c2"), headers=AUTH)
+    client.delete("/worker/sessions/c1", headers=AUTH)
+    drained = client.put("/worker/draining", json={"draining": True}, headers=AUTH)
+    draining = client.post("/worker/sessions", json=call("c3"), headers=AUTH)
+
+    assert duplicate.status_code == 409
+    assert (full.status_code, full.headers["Retry-After"]) == (503, "1")
+    assert "slots are busy" in full.json()["detail"]
+    assert drained.json()["draining"] is True
+    assert draining.status_code == 503 and "draining" in draining.json()["detail"]
+    assert client.get("/readyz").status_code == 503
+
+
+def test_a_bad_session_request_is_rejected_before_the_engine(client):
+    bad = call("c 1") | {"persona": {"role": "", "voice": "NATF2"}}
+
+    response = client.post("/worker/sessions", json=bad, headers=AUTH)
+
+    assert response.status_code == 422
+    assert {tuple(e["loc"]) for e in response.json()["detail"]} == {("body", "call_id"), ("body", "persona", "role")}
