@@ -11,16 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.engine.clock import CallSlot
 from agent.registration import CallOutcome
 from personas.schema import Persona
 from personas.tenant import Greeting
 
+if TYPE_CHECKING:  # the control plane imports this module; it has no use for torch
+    from agent.engine.clock import CallSlot
+
 CALL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class SessionError(Exception):
+    pass
+
+
+class WorkerFull(SessionError):
+    pass
+
+
+class WorkerDraining(SessionError):
+    pass
+
+
+class SessionExists(SessionError):
+    pass
+
+
+class UnknownSession(SessionError):
+    pass
 
 
 class CallDetails(BaseModel):

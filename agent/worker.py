@@ -13,11 +13,13 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from agent.engine.backend import Backend, CallSetup, SamplingSettings
+from agent.engine.backend import Backend, CallSetup
 from agent.engine.clock import EngineClock, NoFreeSlot
+from agent.engine.echo import EchoBackend
 from agent.registration import CallOutcome, Registration, WorkerInfo
-from agent.session import CallDetails, Session
+from agent.session import CallDetails, Session, SessionExists, UnknownSession, WorkerDraining, WorkerFull
 from personas.schema import Persona
 
 log = logging.getLogger(__name__)
@@ -25,47 +27,47 @@ log = logging.getLogger(__name__)
 HEARTBEATS_PER_TTL = 3
 
 
-class WorkerError(Exception):
-    pass
-
-
-class WorkerFull(WorkerError):
-    pass
-
-
-class WorkerDraining(WorkerError):
-    pass
-
-
-class SessionExists(WorkerError):
-    pass
-
-
-class UnknownSession(WorkerError):
-    pass
-
-
 @dataclass(frozen=True)
 class WorkerModel:
-    """What a worker runs: a backend, and how a persona becomes that backend's prompt."""
+    """What a worker runs: a backend, and how a call becomes that backend's setup (its prompt)."""
 
     name: str  # e.g. "echo", "dummy:tiny (RANDOM WEIGHTS)", "hf:nvidia/personaplex-7b-v1"
     backend: Backend
-    prompt_for: Callable[[Persona], object | None]  # runs on a thread: it may load and encode a voice
+    setup_for: Callable[[CallDetails], CallSetup]  # runs on a thread: it may load and encode a voice
 
 
 def echo_model(num_slots: int) -> WorkerModel:
     """No model: each call hears itself one frame later (for tests and transport measurements)."""
-    from agent.engine.echo import EchoBackend
-
-    return WorkerModel("echo", EchoBackend(num_slots), lambda persona: None)
+    return WorkerModel("echo", EchoBackend(num_slots), lambda call: CallSetup())
 
 
-def call_setup(persona: Persona, prompt: object | None) -> CallSetup:
-    s = persona.sampling
-    sampling = SamplingSettings(s.text.temperature, s.text.top_k, s.audio.temperature, s.audio.top_k)
-    seed = s.seed if s.seed is not None else secrets.randbits(62)
-    return CallSetup(prompt=prompt, sampling=sampling, seed=seed)
+def load_worker_model(spec: str, num_slots: int, device: str | None, voices_root: Path, cache_dir: Path) -> WorkerModel:
+    """`echo`, or a model spec of `agent.model.loading` on a batched model backend.
+
+    A persona's voice file is looked up in `voices_root/<tenant>/voices/` (beside the tenant's line
+    files when `voices_root` is the persona folder), so no tenant can name another's voices; the
+    released voices (NATF2, ...) need no file.
+    """
+    if spec == "echo":
+        return echo_model(num_slots)
+    from agent.engine.engine import ModelBackend
+    from agent.model.loading import load_models
+    from agent.prompts import PromptBuilder
+
+    models = load_models(spec, device)
+    builders: dict[str, PromptBuilder] = {}
+
+    def setup_for(call: CallDetails) -> CallSetup:
+        if call.tenant not in builders:
+            builders[call.tenant] = PromptBuilder(models, voices_root / call.tenant / "voices", cache_dir)
+        return builders[call.tenant].call(call.persona, seed=call_seed(call.persona))
+
+    return WorkerModel(models.name, ModelBackend(models.mimi, models.lm, num_slots), setup_for)
+
+
+def call_seed(persona: Persona) -> int:
+    """The persona's seed if it fixes one, else a fresh one: two calls should not sound the same."""
+    return persona.sampling.seed if persona.sampling.seed is not None else secrets.randbits(62)
 
 
 class Worker:
@@ -106,6 +108,8 @@ class Worker:
     async def stop(self, grace: float = 0.0) -> None:
         """Drain, let the calls finish for up to `grace` seconds, end the rest, deregister."""
         await self.set_draining(True)
+        if self._sessions and grace > 0:
+            log.warning("draining: waiting for calls to finish", extra={"calls": len(self._sessions), "grace_s": grace})
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._sessions and loop.time() < deadline:
@@ -153,8 +157,8 @@ class Worker:
             raise WorkerFull(f"all {self.info.slots} slots are busy")
         self._starting.add(call.call_id)
         try:
-            prompt = await asyncio.to_thread(self.model.prompt_for, call.persona)
-            slot = await self.clock.join(call_setup(call.persona, prompt))
+            setup = await asyncio.to_thread(self.model.setup_for, call)
+            slot = await self.clock.join(setup)
         except NoFreeSlot as error:
             raise WorkerFull(str(error)) from error
         finally:

@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from agent.session import CallDetails, Session
-from agent.worker import SessionExists, UnknownSession, Worker, WorkerDraining, WorkerFull
+from agent.session import CallDetails, Session, SessionExists, UnknownSession, WorkerDraining, WorkerFull
+from agent.worker import Worker
 
 RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
 

@@ -65,6 +65,172 @@ def bench_engine(args: argparse.Namespace) -> None:
     print(table(result))
 
 
+def _settings(cls, overrides: dict):
+    """`cls` (a pydantic-settings class) from the environment, with the flags that were given on top."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+        raise CommandError(f"invalid settings: {reasons}") from error
+
+
+def _worker_model(args: argparse.Namespace, voices_root: Path):
+    from agent.model.hub import ModelFilesError
+    from agent.model.loading import ModelSpecError
+    from agent.worker import load_worker_model
+
+    try:
+        return load_worker_model(args.model, args.slots, args.device, voices_root, args.cache_dir)
+    except (ModelFilesError, ModelSpecError) as error:
+        raise CommandError(str(error)) from error
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("plexline")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _serve_http(app, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import secrets
+    import socket
+
+    from pydantic import SecretStr
+
+    from agent.worker import Worker
+    from personas.store import TenantStore
+    from telephony.app import create_app
+    from telephony.control_plane import ControlPlane
+    from telephony.registry import open_registry
+    from telephony.settings import Settings
+    from telephony.worker_client import HttpWorkerClient, LocalWorkerClient
+
+    settings = _settings(Settings, {"redis_url": args.redis_url, "personas_dir": args.personas, "sip_port": args.sip_port})
+    if not settings.distributed:  # embedded: secrets for this run only
+        generated = {name: SecretStr(secrets.token_urlsafe(24)) for name in ("operator_token", "worker_secret")
+                     if getattr(settings, name) is None}
+        settings = settings.model_copy(update=generated)
+        if "operator_token" in generated:
+            print(f"plexline: operator token for this run: {settings.operator_token.get_secret_value()}",
+                  file=sys.stderr)
+    model = _worker_model(args, settings.personas_dir)
+    registry = open_registry(settings.redis_url, settings.redis_prefix)
+    address = args.advertise_url or f"http://{args.host}:{args.http_port}"
+    worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.http_port}", address=address,
+                    version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl)
+    secret = settings.worker_secret.get_secret_value()
+    workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout))
+    control_plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers, local_worker=worker)
+    _serve_http(create_app(control_plane), args.host, args.http_port)
+
+
+def control_plane(args: argparse.Namespace) -> None:
+    from personas.store import TenantStore
+    from telephony.app import create_app
+    from telephony.control_plane import ControlPlane
+    from telephony.registry import open_registry
+    from telephony.settings import Settings
+    from telephony.worker_client import HttpWorkerClient
+
+    settings = _settings(Settings, {"redis_url": args.redis_url, "personas_dir": args.personas, "sip_port": args.sip_port})
+    if not settings.distributed:
+        raise CommandError("the control plane needs a Redis URL (--redis-url or PLEXLINE_REDIS_URL); "
+                           "for one machine without Redis, use `plexline serve`")
+    registry = open_registry(settings.redis_url, settings.redis_prefix)
+    workers = HttpWorkerClient(settings.worker_secret.get_secret_value(), settings.worker_timeout)
+    plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers)
+    _serve_http(create_app(plane), args.host, args.http_port)
+
+
+def worker(args: argparse.Namespace) -> None:
+    import socket
+
+    from agent.worker import Worker
+    from agent.worker_api import create_worker_app
+    from agent.worker_settings import WorkerSettings
+    from telephony.registry import open_registry
+
+    settings = _settings(WorkerSettings, {"redis_url": args.redis_url})
+    model = _worker_model(args, args.voices_dir)
+    address = args.advertise_url or f"http://{args.host}:{args.port}"
+    registry = open_registry(settings.redis_url, settings.redis_prefix)
+    worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.port}", address=address,
+                    version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl)
+    app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace)
+    _serve_http(app, args.host, args.port)
+
+
+def tenant_token(args: argparse.Namespace) -> None:
+    from personas.tokens import hash_token, new_token
+
+    token = new_token()
+    print(f"token (give it to the tenant's admins; it is not stored): {token}")
+    print(f"tenant.yaml line: admin_token_hash: {hash_token(token)}")
+
+
+def add_serving_commands(commands) -> None:
+    """serve, control-plane, worker and tenant-token."""
+    from telephony.settings import EXAMPLE_TENANTS
+
+    def http(p: argparse.ArgumentParser, port_flag: str, port: int) -> None:
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+        p.add_argument(port_flag, type=int, default=port, help=f"HTTP port (default {port})")
+
+    def shared(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--redis-url", default=None, help="the registry shared with workers and other "
+                       "control planes (PLEXLINE_REDIS_URL); requires PLEXLINE_OPERATOR_TOKEN and "
+                       "PLEXLINE_WORKER_SECRET")
+        p.add_argument("--personas", type=Path, default=None,
+                       help=f"the tenant folder (PLEXLINE_PERSONAS_DIR; default the example, {EXAMPLE_TENANTS})")
+        p.add_argument("--sip-port", type=int, default=None,
+                       help="SIP port (default 5060): accepted and kept in the settings; SIP signalling "
+                            "comes in a later release, calls arrive over HTTP for now")
+
+    def worker_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--slots", type=int, default=4, help="concurrent calls on this engine (default 4)")
+        p.add_argument("--worker-id", default=None, help="the id in the registry (default HOSTNAME-PORT)")
+        p.add_argument("--advertise-url", default=None,
+                       help="the URL control planes reach this worker at (default http://HOST:PORT)")
+        add_model_flag(p)
+        p.set_defaults(model="dummy")
+
+    echo = "--model echo runs no model: each caller hears itself 80 ms later (tests, transport checks)."
+    p = commands.add_parser("serve", help="control plane and one worker in one process (no Redis needed)",
+                            description=echo)
+    http(p, "--http-port", 8080)
+    shared(p)
+    worker_flags(p)
+    p.set_defaults(run=serve)
+
+    p = commands.add_parser("control-plane", help="admin API and call routing, with workers found in Redis")
+    http(p, "--http-port", 8080)
+    shared(p)
+    p.set_defaults(run=control_plane)
+
+    p = commands.add_parser("worker", help="one engine on one device, registered in Redis", description=echo)
+    http(p, "--port", 8081)
+    p.add_argument("--redis-url", default=None, help="the registry (PLEXLINE_REDIS_URL; required, as is "
+                                                     "PLEXLINE_WORKER_SECRET)")
+    p.add_argument("--voices-dir", type=Path, default=EXAMPLE_TENANTS,
+                   help="voice files: VOICES_DIR/<tenant>/voices/ (default: the example tenant folder)")
+    worker_flags(p)
+    p.set_defaults(run=worker)
+
+    p = commands.add_parser("tenant-token", help="make a tenant admin token and the hash to put in tenant.yaml")
+    p.set_defaults(run=tenant_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="plexline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug logs")
@@ -90,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=Path("bench-engine.json"))
     add_model_flag(p)
     p.set_defaults(run=bench_engine, model="dummy:full")
+
+    add_serving_commands(commands)
     return parser
 
 

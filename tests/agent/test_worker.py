@@ -3,10 +3,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from agent.engine.backend import FRAME_SIZE
+from agent.engine.backend import FRAME_SIZE, CallSetup
 from agent.engine.clock import CallSlot
-from agent.session import CallDetails
-from agent.worker import SessionExists, Worker, WorkerDraining, WorkerFull, WorkerModel, call_setup, echo_model
+from agent.session import CallDetails, SessionExists, WorkerDraining, WorkerFull
+from agent.worker import Worker, WorkerModel, call_seed, echo_model
 from personas.schema import Persona
 from telephony.memory_registry import MemoryRegistry
 from telephony.registry import NewCall
@@ -62,10 +62,9 @@ async def test_refusals_full_draining_and_duplicate():
         await worker.stop()
 
 
-async def test_the_persona_becomes_the_calls_prompt_and_sampling():
-    prompts = []
-    echo = echo_model(1)
-    model = WorkerModel("recording", echo.backend, lambda persona: prompts.append(persona) or ("prompt", persona.voice))
+async def test_each_call_is_set_up_from_its_details():
+    calls = []
+    model = WorkerModel("recording", echo_model(1).backend, lambda call: calls.append(call) or CallSetup())
     worker = make_worker(model=model)
     await worker.start()
     try:
@@ -73,11 +72,14 @@ async def test_the_persona_becomes_the_calls_prompt_and_sampling():
     finally:
         await worker.stop()
 
-    assert prompts == [PERSONA]
+    assert calls == [details("c1")]
+
+
+def test_a_call_seed_is_the_personas_or_a_fresh_one():
     seeded = PERSONA.model_copy(update={"sampling": PERSONA.sampling.model_copy(update={"seed": 7})})
-    setup = call_setup(seeded, ("prompt", "NATF2"))
-    assert (setup.prompt, setup.seed, setup.sampling.text_top_k, setup.sampling.audio_temperature) == (
-        ("prompt", "NATF2"), 7, 25, 0.8)
+
+    assert call_seed(seeded) == 7
+    assert call_seed(PERSONA) != call_seed(PERSONA)
 
 
 async def test_a_call_ends_at_its_maximum_duration_and_is_released():

@@ -1,0 +1,20 @@
+"""The settings `plexline worker` reads from `PLEXLINE_*` environment variables (flags may override).
+
+The Redis URL and the worker secret are required: a worker alone is of no use without a registry
+to be found in, and its internal API never runs open.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLEXLINE_", env_ignore_empty=True, extra="ignore")
+
+    redis_url: str
+    redis_prefix: str = "plexline:"
+    worker_secret: SecretStr  # the control planes send it as a bearer token
+    heartbeat_ttl: float = Field(3.0, gt=0)
+    shutdown_grace: float = Field(30.0, ge=0)  # seconds calls may finish after SIGTERM

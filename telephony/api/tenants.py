@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from telephony.api.deps import ControlPlaneDep, OperatorDep, TenantDep
+from telephony.api.models import TenantPublic
+
+router = APIRouter(prefix="/tenants", tags=["tenants"])
+
+
+@router.get("", response_model=list[TenantPublic], dependencies=[OperatorDep])
+def list_tenants(control_plane: ControlPlaneDep) -> list[TenantPublic]:
+    """Every tenant (operator only)."""
+    catalog = control_plane.store.catalog
+    return [TenantPublic.of(e, catalog.problems.get(e.id, ())) for e in catalog.tenants.values()]
+
+
+@router.get("/problems", response_model=list[str], dependencies=[OperatorDep])
+def list_problems(control_plane: ControlPlaneDep) -> list[str]:
+    """Every file of the store that failed to load, and why (operator only)."""
+    problems = control_plane.store.catalog.problems
+    return [p for key in sorted(problems) for p in problems[key]]
+
+
+@router.get("/{tenant}", response_model=TenantPublic)
+def read_tenant(entry: TenantDep, control_plane: ControlPlaneDep) -> TenantPublic:
+    return TenantPublic.of(entry, control_plane.store.catalog.problems.get(entry.id, ()))

@@ -1,0 +1,48 @@
+"""The control plane's settings, from `PLEXLINE_*` environment variables (or the command line).
+
+With a Redis URL (distributed mode) the operator token and the worker secret are required: they
+must be the same on every control plane, and the workers need the secret. Without one
+(`plexline serve`, embedded) the command makes random ones for the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import personas
+
+EXAMPLE_TENANTS = Path(personas.__file__).parent / "examples" / "tenants"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLEXLINE_", env_ignore_empty=True, extra="ignore")
+
+    personas_dir: Path = EXAMPLE_TENANTS
+    redis_url: str | None = None
+    redis_prefix: str = "plexline:"
+    operator_token: SecretStr | None = None  # sees and administers every tenant, drains workers
+    worker_secret: SecretStr | None = None  # shared with the workers' internal API
+    heartbeat_ttl: float = Field(3.0, gt=0)  # a worker silent this long is reaped
+    reload_interval: float = Field(1.0, gt=0)  # seconds between scans of the persona folder
+    reap_interval: float = Field(1.0, gt=0)  # seconds between sweeps for lost workers
+    retry_after_seconds: int = Field(5, ge=1)  # told to callers refused for lack of a slot
+    worker_timeout: float = Field(5.0, gt=0)  # seconds to wait for a worker to take a call
+    route_attempts: int = Field(3, ge=1)  # workers tried for one call before refusing it
+    shutdown_grace: float = Field(30.0, ge=0)  # seconds the calls of `plexline serve`'s worker may finish
+    sip_port: int = Field(5060, ge=1, le=65535)  # kept for the SIP signalling of a later release
+
+    @property
+    def distributed(self) -> bool:
+        return self.redis_url is not None
+
+    @model_validator(mode="after")
+    def _secrets_required_with_redis(self) -> Settings:
+        if self.distributed:
+            missing = [f"PLEXLINE_{name.upper()}" for name in ("operator_token", "worker_secret")
+                       if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} must be set when a Redis URL is given")
+        return self
