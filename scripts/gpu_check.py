@@ -44,7 +44,7 @@ def reference_session(dtype: torch.dtype, forced: torch.Tensor | None = None):
         kwargs = {}
         if forced is not None and i + 1 < user.shape[2]:
             # Output i is the frame one step back; force this step's frame, which comes out next step.
-            kwargs = dict(text=forced[None, 0, i + 1], agent=forced[None, 1:9, i + 1])
+            kwargs = dict(text=forced[None, 0, i + 1].cuda(), agent=forced[None, 1:9, i + 1].cuda())
         out = stream.step(state, user[:, :, i], return_text_logits=True, **kwargs)
         tokens.append(out.tokens[0])
         logits.append(out.text_logits[0])

@@ -36,6 +36,9 @@ class BatchResult:
     max_ms: float
     memory_gb: float
     floor_ms: float  # weights + KV read once per step, at the measured copy bandwidth
+    encode_ms: float = 0.0  # p50 of each part alone, each captured as its own CUDA graph
+    lm_ms: float = 0.0
+    decode_ms: float = 0.0
 
 
 @dataclass
@@ -98,7 +101,7 @@ def time_ready(models: Models, call: CallSetup) -> tuple[float, float]:
     return cold, cached
 
 
-def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup) -> list[float]:
+def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup) -> tuple[list[float], dict]:
     backend = ModelBackend(models.mimi, models.lm, num_slots=batch)
     backend.warm_up()
     for slot in range(batch):
@@ -111,7 +114,37 @@ def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSet
         backend.step(pcm, active)  # ends with the output's copy to the host: a full sync
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1000)
-    return times
+    return times, part_times(backend, steps // 5)
+
+
+def part_times(backend: ModelBackend, steps: int) -> dict[str, float]:
+    """p50 milliseconds of Mimi encode, the LM step and Mimi decode, each replayed as its own graph."""
+    codes = torch.zeros(backend.num_slots, 8, dtype=torch.long, device=backend.device)
+    parts = {
+        "encode_ms": lambda: backend.mimi.encode_step(backend._pcm_in, backend.encoder_state),
+        "lm_ms": lambda: backend.generate(codes),
+        "decode_ms": lambda: backend.mimi.decode_step(codes[:, :, None], backend.decoder_state),
+    }
+    result = {}
+    for name, fn in parts.items():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        times = []
+        for _ in range(steps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        result[name] = percentile(times, 0.5)
+    return result
 
 
 def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, progress=print) -> EngineBench:
@@ -132,17 +165,17 @@ def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, pr
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            times = run_batch(models, batch, steps, warmup, call)
+            times, parts = run_batch(models, batch, steps, warmup, call)
         except torch.OutOfMemoryError:
             result.stopped = f"out of memory at {batch} calls"
             progress(result.stopped)
             break
         row = BatchResult(batch=batch, p50_ms=percentile(times, 0.5), p99_ms=percentile(times, 0.99),
                           max_ms=max(times), memory_gb=torch.cuda.max_memory_allocated(device) / 1e9,
-                          floor_ms=(weights + batch * kv) / bandwidth * 1000)
+                          floor_ms=(weights + batch * kv) / bandwidth * 1000, **parts)
         result.batches.append(row)
-        progress(f"{batch:>3} calls: p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms, "
-                 f"max {row.max_ms:.1f} ms, {row.memory_gb:.1f} GB")
+        progress(f"{batch:>3} calls: p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms, max {row.max_ms:.1f} ms, "
+                 f"{row.memory_gb:.1f} GB; encode {row.encode_ms:.1f}, LM {row.lm_ms:.1f}, decode {row.decode_ms:.1f} ms")
     under = [r.batch for r in result.batches if r.p99_ms < BUDGET_MS]
     result.max_batch_under_budget = max(under, default=0)
     single = [r for r in result.batches if r.batch == 1]
@@ -157,11 +190,11 @@ def table(result: EngineBench) -> str:
         f"copy bandwidth {result.copy_bandwidth_tbs:.2f} TB/s",
         f"ready: cold {result.ready_cold_ms:.1f} ms, cached {result.ready_cached_ms:.2f} ms "
         f"(8 s voice + {ROLE_TOKENS}-token role)",
-        "calls | frame p50 ms | p99 ms | max ms | floor ms | GB",
+        "calls | frame p50 ms | p99 ms | max ms | enc | LM   | dec | LM floor ms | GB",
     ]
     for r in result.batches:
-        lines.append(f"{r.batch:>5} | {r.p50_ms:>12.1f} | {r.p99_ms:>6.1f} | {r.max_ms:>6.1f} | "
-                     f"{r.floor_ms:>8.1f} | {r.memory_gb:>4.1f}")
+        lines.append(f"{r.batch:>5} | {r.p50_ms:>12.1f} | {r.p99_ms:>6.1f} | {r.max_ms:>6.1f} | {r.encode_ms:>3.1f} | "
+                     f"{r.lm_ms:>4.1f} | {r.decode_ms:>3.1f} | {r.floor_ms:>11.1f} | {r.memory_gb:>4.1f}")
     lines.append(f"largest batch with p99 < {BUDGET_MS:.0f} ms: {result.max_batch_under_budget}"
                  + (f" ({result.stopped})" if result.stopped else ""))
     return "\n".join(lines)

@@ -131,8 +131,8 @@ class ModelBackend:
 
     def warm_up(self) -> None:
         """Compile/capture before the first call, so no caller waits for it."""
+        self.step(torch.zeros(self.num_slots, FRAME_SIZE), torch.ones(self.num_slots, dtype=torch.bool))
         all_rows = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
-        self.step(torch.zeros(self.num_slots, FRAME_SIZE), all_rows)
         self.lm_state.reset(all_rows)
         self.encoder_state.reset(all_rows)
         self.decoder_state.reset(all_rows)

@@ -107,14 +107,13 @@ class PersonaPrefix:
 class PersonaCache:
     """Prefixes by prompt key, least recently used evicted beyond `max_bytes`.
 
-    `get` prefills on a miss, in a scratch state of one row that is reused for every miss.
+    `get` prefills on a miss, in a scratch state of one row.
     """
 
     def __init__(self, stream: StreamingLM, max_bytes: int):
         self.stream = stream
         self.max_bytes = max_bytes
         self._prefixes: OrderedDict[str, PersonaPrefix] = OrderedDict()
-        self._scratch: StreamState | None = None
         self.hits = 0
         self.misses = 0
 
@@ -146,10 +145,8 @@ class PersonaCache:
         if prompt.frames >= context:
             raise PromptTooLong(f"the persona's prompt takes {prompt.frames} frames; the model's context is "
                                 f"{context}: shorten the role text or the voice recording")
-        if self._scratch is None:
-            self._scratch = self.stream.init_state(1)
-        scratch = self._scratch
-        scratch.reset(torch.ones(1, dtype=torch.bool, device=scratch.offsets.device))
+        # A ring just longer than the prompt: the same steps as at full context, a fraction of the memory.
+        scratch = self.stream.init_state(1, capacity=prompt.frames + 1)
         voice = prompt.voice
         if isinstance(voice, torch.Tensor):
             voice = voice.to(scratch.offsets.device)

@@ -111,6 +111,10 @@ class TransformerState:
     key_positions: torch.Tensor  # [B, capacity] long: position held by each ring slot, -1 if empty
     caches: list[KVCache]
 
+    @property
+    def capacity(self) -> int:
+        return self.key_positions.shape[1]
+
     def reset(self, rows: torch.Tensor) -> None:
         """Make the rows selected by the bool mask `rows` [B] as new (their keys become invisible)."""
         self.positions.masked_fill_(rows, 0)
@@ -201,15 +205,18 @@ class Transformer(nn.Module):
         self.config = config
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
 
-    def init_state(self, batch_size: int, device=None, dtype=None) -> TransformerState:
+    def init_state(self, batch_size: int, device=None, dtype=None, capacity: int | None = None) -> TransformerState:
+        """A fresh state. A smaller `capacity` than the config's suits a state that never holds more
+        than that many steps (a prompt's prefill): its steps are then the same, with less memory."""
         cfg = self.config
         param = self.layers[0].self_attn.in_proj_weight
         device, dtype = device or param.device, dtype or param.dtype
-        caches = [KVCache(batch_size, cfg.num_heads, cfg.capacity, cfg.dim // cfg.num_heads, device, dtype)
+        capacity = capacity or cfg.capacity
+        caches = [KVCache(batch_size, cfg.num_heads, capacity, cfg.dim // cfg.num_heads, device, dtype)
                   for _ in range(cfg.num_layers)]
         return TransformerState(
             positions=torch.zeros(batch_size, dtype=torch.long, device=device),
-            key_positions=torch.full((batch_size, cfg.capacity), -1, dtype=torch.long, device=device),
+            key_positions=torch.full((batch_size, capacity), -1, dtype=torch.long, device=device),
             caches=caches,
         )
 
@@ -224,10 +231,10 @@ class Transformer(nn.Module):
             positions = offsets.expand(B, T)
             key_positions, write_index = positions, None
         else:
-            if T > self.config.capacity:
-                raise ValueError(f"{T} steps at once exceed the KV ring of {self.config.capacity}")
+            if T > state.capacity:
+                raise ValueError(f"{T} steps at once exceed the KV ring of {state.capacity}")
             positions = state.positions[:, None] + offsets  # [B, T]
-            write_index = positions % self.config.capacity
+            write_index = positions % state.capacity
             state.key_positions.scatter_(1, write_index, positions)
             key_positions = state.key_positions
         delta = positions[:, :, None] - key_positions[:, None, :]  # [B, T, S]
@@ -236,7 +243,7 @@ class Transformer(nn.Module):
             # Upstream's ring hides its oldest slot once full, so a streaming step sees at most
             # capacity - 1 earlier keys. The reference outputs depend on it: keep it.
             end = positions[:, -1:, None] + 1  # [B, 1, 1]
-            mask &= key_positions[:, None, :] > end - self.config.capacity
+            mask &= key_positions[:, None, :] > end - state.capacity
         if self.config.context is not None:
             mask &= delta < self.config.context
         mask = mask[:, None]  # [B, 1, T, S]
