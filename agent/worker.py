@@ -114,8 +114,10 @@ class Worker:
         deadline = loop.time() + grace
         while self._sessions and loop.time() < deadline:
             await asyncio.sleep(min(0.1, deadline - loop.time()))
-        for call_id in list(self._sessions):
-            await self.end_session(call_id, "the worker shut down", "failed")
+        for session in self._sessions.values():
+            session.request_end("the worker shut down", "failed")
+        if self._watchers:
+            await asyncio.wait(list(self._watchers.values()))
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.wait([self._heartbeat])

@@ -6,7 +6,7 @@ import pytest
 from agent.engine.backend import FRAME_SIZE, CallSetup
 from agent.engine.clock import CallSlot
 from agent.session import CallDetails, SessionExists, WorkerDraining, WorkerFull
-from agent.worker import Worker, WorkerModel, call_seed, echo_model
+from agent.worker import Worker, WorkerModel, call_seed, echo_model, load_worker_model
 from personas.schema import Persona
 from telephony.memory_registry import MemoryRegistry
 from telephony.registry import NewCall
@@ -194,3 +194,36 @@ async def test_stop_drains_ends_the_calls_left_and_deregisters():
     record = await registry.call("c1")
     assert (record.state, record.reason) == ("failed", "the worker shut down")
     assert await registry.workers() == []
+
+
+class Listener:
+    """Sends silence and keeps the first frames the agent says."""
+
+    def __init__(self, frames: int):
+        self.frames = frames
+        self.received = []
+
+    async def run(self, slot: CallSlot) -> None:
+        slot.push(np.zeros(FRAME_SIZE * (self.frames + 4), dtype=np.float32))
+        while len(self.received) < self.frames:
+            self.received.append(await slot.output.get())
+
+
+async def test_a_worker_runs_calls_on_the_tiny_dummy_model(tmp_path):
+    model = load_worker_model("dummy:tiny", 2, "cpu", tmp_path / "voices", tmp_path / "cache")
+    worker = make_worker(model=model)
+    await worker.start()
+    try:
+        sessions = [await worker.create_session(details(f"c{i}")) for i in range(2)]
+        listeners = [Listener(frames=3) for _ in sessions]
+        for session, listener in zip(sessions, listeners):
+            session.attach(listener)
+        await asyncio.wait_for(asyncio.gather(*(s.end_requested.wait() for s in sessions)), 30)
+    finally:
+        await worker.stop()
+
+    assert model.name == "dummy:tiny (RANDOM WEIGHTS)"
+    assert [s.end_reason for s in sessions] == ["the caller's media ended"] * 2
+    for listener in listeners:
+        assert [f.pcm.shape for f in listener.received] == [(FRAME_SIZE,)] * 3
+        assert all(np.isfinite(f.pcm).all() for f in listener.received)

@@ -3,7 +3,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis.asyncio as redis
@@ -17,10 +17,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """Gives a loopback port free at the time of asking."""
+    return _free_port
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +35,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.fail("redis-server is not installed: scripts/test.sh installs it (Debian package redis-server)")
-    port = free_port()
+    port = _free_port()
     folder = tmp_path_factory.mktemp("redis")
     server = subprocess.Popen(
         [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",

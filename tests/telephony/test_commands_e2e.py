@@ -1,0 +1,119 @@
+"""The commands as an operator runs them, as subprocesses on loopback ports.
+
+`plexline serve` alone (embedded: no Redis), then the distributed set: one `plexline worker` and
+two `plexline control-plane`s sharing a real Redis, and the worker killed mid-call.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).parents[2]
+OPERATOR = "e2e-operator-token"
+AUTH = {"Authorization": f"Bearer {OPERATOR}"}
+CALL = {"to": "+15555550100", "from": "+15555550999"}
+
+
+@contextmanager
+def command(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "plexline", *args], cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT, env=os.environ | {"PYTHONPATH": str(ROOT)} | env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args} exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail(f"{url} did not come up:\n{log.read_text()}")
+
+
+def eventually(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_serve_alone_places_and_ends_a_call_without_redis(tmp_path, free_port):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_SHUTDOWN_GRACE": "0", "PLEXLINE_REDIS_URL": ""}
+    args = ["serve", "--model", "echo", "--http-port", str(port), "--sip-port", "5062", "--slots", "1"]
+    with command(args, env, tmp_path / "serve.log") as serve:
+        wait_until_up(url, serve, tmp_path / "serve.log")
+
+        call = httpx.post(url + "/calls", json=CALL, headers=AUTH)
+        full = httpx.post(url + "/calls", json=CALL, headers=AUTH)
+        call_id = call.json()["call_id"]
+        on_worker = httpx.get(url + f"/worker/sessions/{call_id}", headers=AUTH)
+        ended = httpx.delete(url + f"/tenants/acme/calls/{call_id}", headers=AUTH)
+        record = httpx.get(url + f"/tenants/acme/calls/{call_id}", headers=AUTH).json()
+
+        assert (call.status_code, call.json()["state"], call.json()["line"]) == (201, "active", "support")
+        assert full.status_code == 503 and "Retry-After" in full.headers
+        assert on_worker.status_code == 401  # the worker's API wants the worker secret, not the operator's
+        assert ended.status_code == 204
+        assert (record["state"], record["reason"]) == ("ended", "ended by an admin")
+        assert httpx.get(url + "/readyz").json() == {"ready": True, "workers": 1, "free_slots": 1}
+
+
+def test_control_planes_and_a_worker_share_only_redis_and_a_lost_worker_fails_its_calls(
+        tmp_path, redis_url, redis_prefix, free_port):
+    env = {"PLEXLINE_REDIS_URL": redis_url, "PLEXLINE_REDIS_PREFIX": redis_prefix,
+           "PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_WORKER_SECRET": "e2e-worker-secret",
+           "PLEXLINE_HEARTBEAT_TTL": "1", "PLEXLINE_REAP_INTERVAL": "0.2", "PLEXLINE_SHUTDOWN_GRACE": "0"}
+    ports = [free_port() for _ in range(3)]
+    worker_url, one, two = (f"http://127.0.0.1:{p}" for p in ports)
+    with command(["worker", "--model", "echo", "--port", str(ports[0]), "--slots", "2", "--worker-id", "gpu0"],
+                 env, tmp_path / "worker.log") as worker, \
+            command(["control-plane", "--http-port", str(ports[1])], env, tmp_path / "one.log") as plane_one, \
+            command(["control-plane", "--http-port", str(ports[2])], env, tmp_path / "two.log") as plane_two:
+        wait_until_up(worker_url, worker, tmp_path / "worker.log")
+        wait_until_up(one, plane_one, tmp_path / "one.log")
+        wait_until_up(two, plane_two, tmp_path / "two.log")
+
+        first = httpx.post(one + "/calls", json=CALL, headers=AUTH).json()
+        second = httpx.post(two + "/calls", json=CALL, headers=AUTH).json()
+        third = httpx.post(one + "/calls", json=CALL, headers=AUTH)
+        sessions = httpx.get(worker_url + "/worker/sessions", headers={"Authorization": "Bearer e2e-worker-secret"})
+        assert (first["worker"], second["worker"], third.status_code) == ("gpu0", "gpu0", 503)
+        assert sorted(s["call_id"] for s in sessions.json()) == sorted([first["call_id"], second["call_id"]])
+
+        # One control plane ends a call the other placed.
+        assert httpx.delete(two + f"/tenants/acme/calls/{first['call_id']}", headers=AUTH).status_code == 204
+        assert [c["call_id"] for c in httpx.get(one + "/calls", headers=AUTH).json()] == [second["call_id"]]
+
+        worker.kill()  # no goodbye: its heartbeat just stops
+        lost_at = time.monotonic()
+        record = eventually(lambda: (r := httpx.get(one + f"/tenants/acme/calls/{second['call_id']}",
+                                                   headers=AUTH).json())["state"] == "failed" and r)
+        assert record and record["reason"] == "worker gpu0 lost: its heartbeat stopped"
+        assert time.monotonic() - lost_at < 5
+        assert httpx.get(two + "/workers", headers=AUTH).json() == []
+        assert httpx.post(two + "/calls", json=CALL, headers=AUTH).status_code == 503
