@@ -120,7 +120,7 @@ def test_a_tenant_token_cannot_reach_another_tenants_calls(client):
     assert client.get(f"/tenants/globex/calls/{call['call_id']}", headers=bearer(GLOBEX)).json()["state"] == "active"
 
 
-@pytest.mark.parametrize("method, path", [("get", "/tenants"), ("get", "/tenants/problems"), ("get", "/calls"),
+@pytest.mark.parametrize("method, path", [("get", "/tenants"), ("get", "/problems"), ("get", "/calls"),
                                           ("get", "/workers"), ("patch", "/workers/local"), ("get", "/metrics")])
 def test_operator_routes_refuse_tenant_tokens(client, method, path):
     response = client.request(method, path, json={"draining": True}, headers=bearer(ACME))
@@ -312,3 +312,16 @@ def test_health_readiness_and_openapi(client):
     assert {"/calls", "/tenants/{tenant}/lines/{line}", "/tenants/{tenant}/lines/{line}/persona",
             "/tenants/{tenant}/lines/{line}/validate", "/tenants/{tenant}/calls/{call_id}", "/workers/{worker_id}",
             "/worker/sessions"} <= set(paths)
+
+
+def test_the_operator_reads_the_problems_of_every_tenant(client, personas_dir):
+    (personas_dir / "globex" / "broken.yaml").write_text("answers: [oops\n")
+    client.app.state.control_plane.store.reload()
+
+    problems = client.get("/problems", headers=bearer(OPERATOR)).json()
+    globex = client.get("/tenants/globex", headers=bearer(GLOBEX)).json()
+    acme = client.get("/tenants/acme", headers=bearer(ACME)).json()
+
+    assert problems == globex["problems"] == ["globex/broken.yaml: line 2, column 1: invalid YAML: "
+                                              "expected ',' or ']', but got '<stream end>'"]
+    assert acme["problems"] == []
