@@ -18,13 +18,35 @@ Cluster would need the keys in one hash slot.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import functools
+from collections.abc import Awaitable, Callable, Collection
+from typing import ParamSpec, TypeVar
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent.registration import CallOutcome, HeartbeatReply, WorkerInfo
 from telephony.registry import (FINISHED_CALL_TTL, RESERVATION_GRACE, CallRecord, DuplicateCall, NewCall,
-                                NoCapacity, TenantLimitReached, WorkerStatus, worker_lost_reason)
+                                NoCapacity, RegistryUnavailable, TenantLimitReached, WorkerStatus,
+                                worker_lost_reason)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reachable(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Connection failures and timeouts become RegistryUnavailable (callers are refused, not crashed)."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            raise RegistryUnavailable(f"Redis unreachable: {error}") from error
+
+    return call
+
 
 # finish(p, call_id, state, reason, now_ms, ttl_ms): 1 if the call was in progress and is now finished.
 _FINISH = """
@@ -188,18 +210,22 @@ class RedisRegistry:
 
     # -- workers --------------------------------------------------------------------------------
 
+    @_reachable
     async def heartbeat(self, worker: WorkerInfo, ttl: float, sessions: Collection[str]) -> HeartbeatReply:
         reply = await self._heartbeat(args=[
             self.prefix, worker.id, worker.address, worker.slots, worker.model, worker.version,
             max(int(ttl * 1000), 1), self._grace_ms, self._finished_ms, *sessions])
         return HeartbeatReply(draining=reply[0] == "1", orphans=tuple(reply[1:]))
 
+    @_reachable
     async def set_draining(self, worker_id: str, draining: bool) -> bool:
         return bool(await self._set_draining(args=[self.prefix, worker_id, int(draining)]))
 
+    @_reachable
     async def deregister(self, worker_id: str, reason: str) -> None:
         await self._deregister(args=[self.prefix, worker_id, reason, self._finished_ms])
 
+    @_reachable
     async def workers(self) -> list[WorkerStatus]:
         ids = sorted(await self.client.smembers(self.prefix + "workers"))
         async with self.client.pipeline(transaction=False) as pipe:
@@ -215,12 +241,14 @@ class RedisRegistry:
                 statuses.append(WorkerStatus(info, used, fields.get("draining") == "1", bool(alive)))
         return statuses
 
+    @_reachable
     async def reap(self) -> list[CallRecord]:
         call_ids = await self._reap(args=[self.prefix, self._finished_ms, worker_lost_reason("%s")])
         return await self._records(call_ids)
 
     # -- calls ----------------------------------------------------------------------------------
 
+    @_reachable
     async def reserve(self, call: NewCall, exclude: Collection[str] = ()) -> WorkerInfo:
         reply = await self._reserve(args=[self.prefix, call.call_id, call.tenant, call.line, call.caller,
                                           call.callee, call.tenant_limit, *exclude])
@@ -235,19 +263,24 @@ class RedisRegistry:
             case _:
                 raise DuplicateCall(call.call_id)
 
+    @_reachable
     async def activate(self, call_id: str) -> bool:
         return bool(await self._activate(args=[self.prefix, call_id]))
 
+    @_reachable
     async def cancel(self, call_id: str) -> None:
         await self._release(args=[self.prefix, call_id, "cancelled", "", self._finished_ms])
 
+    @_reachable
     async def release(self, call_id: str, outcome: CallOutcome, reason: str = "") -> bool:
         return bool(await self._release(args=[self.prefix, call_id, outcome, reason, self._finished_ms]))
 
+    @_reachable
     async def call(self, call_id: str) -> CallRecord | None:
         [record] = await self._records([call_id])
         return record
 
+    @_reachable
     async def calls(self, tenant: str | None = None) -> list[CallRecord]:
         key = self.prefix + ("calls" if tenant is None else f"tenant:{tenant}:calls")
         records = await self._records(sorted(await self.client.smembers(key)))
@@ -262,6 +295,7 @@ class RedisRegistry:
 
     # -- the rest of the protocol ---------------------------------------------------------------
 
+    @_reachable
     async def ping(self) -> None:
         await self.client.ping()
 

@@ -28,6 +28,10 @@ class RegistryError(Exception):
     pass
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry cannot be reached: no call can be routed until it is back."""
+
+
 class NoCapacity(RegistryError):
     """No live, undrained worker has a free slot (or every one left was excluded)."""
 

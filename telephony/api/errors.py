@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from personas.store import InvalidLine, LineExists, UnknownLine, UnknownTenant
-from telephony.registry import NoCapacity, TenantLimitReached
+from telephony.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
 
 
 class UnknownAddress(Exception):
@@ -36,6 +36,7 @@ def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
                                                  "no free slot on any worker: try again later"))
     app.add_exception_handler(TenantLimitReached, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry,
                                                         "the tenant's limit of concurrent calls is reached"))
+    app.add_exception_handler(RegistryUnavailable, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry))
     app.add_exception_handler(InvalidLine, _invalid_line)
 
 

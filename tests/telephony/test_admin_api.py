@@ -325,3 +325,19 @@ def test_the_operator_reads_the_problems_of_every_tenant(client, personas_dir):
     assert problems == globex["problems"] == ["globex/broken.yaml: line 2, column 1: invalid YAML: "
                                               "expected ',' or ']', but got '<stream end>'"]
     assert acme["problems"] == []
+
+
+def test_with_redis_unreachable_calls_are_refused_and_the_plane_is_not_ready(personas_dir, free_port):
+    from telephony.redis_registry import RedisRegistry
+
+    settings = Settings(personas_dir=personas_dir, redis_url=f"redis://127.0.0.1:{free_port()}/0",
+                        operator_token=OPERATOR, worker_secret="worker-secret", retry_after_seconds=7)
+    plane = ControlPlane(settings, TenantStore(personas_dir), RedisRegistry.from_url(settings.redis_url),
+                         HttpWorkerClient("worker-secret"))
+    with TestClient(create_app(plane)) as client:
+        refused = place(client, "+15555550100")
+        ready = client.get("/readyz")
+
+    assert (refused.status_code, refused.headers["Retry-After"]) == (503, "7")
+    assert refused.json()["detail"].startswith("Redis unreachable")
+    assert ready.status_code == 503 and ready.json()["ready"] is False

@@ -216,3 +216,17 @@ async def test_deregistering_fails_the_calls_left(registry):
     assert await registry.workers() == []
     record = await registry.call(left.call_id)
     assert (record.state, record.reason) == ("failed", "worker shut down")
+
+
+async def test_an_unreachable_redis_is_reported_as_such(free_port):
+    from telephony.redis_registry import RedisRegistry
+    from telephony.registry import RegistryUnavailable
+
+    registry = RedisRegistry.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(RegistryUnavailable, match="Redis unreachable"):
+            await registry.reserve(call())
+        with pytest.raises(RegistryUnavailable):
+            await registry.heartbeat(worker("w1"), TTL, [])
+    finally:
+        await registry.close()
