@@ -45,6 +45,10 @@ class UnknownSession(SessionError):
     pass
 
 
+class CallSetupFailed(SessionError):
+    """The call's prompt could not be made (a voice file missing or unreadable, a prompt too long)."""
+
+
 class CallDetails(BaseModel):
     """Everything a worker needs to start a call; the persona is fixed for the call's life."""
 

@@ -19,7 +19,8 @@ from agent.engine.backend import Backend, CallSetup
 from agent.engine.clock import EngineClock, NoFreeSlot
 from agent.engine.echo import EchoBackend
 from agent.registration import CallOutcome, Registration, WorkerInfo
-from agent.session import CallDetails, Session, SessionExists, UnknownSession, WorkerDraining, WorkerFull
+from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
+                           WorkerFull)
 from personas.schema import Persona
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,11 @@ class Worker:
             raise WorkerFull(f"all {self.info.slots} slots are busy")
         self._starting.add(call.call_id)
         try:
-            setup = await asyncio.to_thread(self.model.setup_for, call)
+            try:
+                setup = await asyncio.to_thread(self.model.setup_for, call)
+            except Exception as error:
+                log.warning("call setup failed", extra={"call": call.call_id, "error": repr(error)})
+                raise CallSetupFailed(f"cannot set up call {call.call_id!r}: {error}") from error
             slot = await self.clock.join(setup)
         except NoFreeSlot as error:
             raise WorkerFull(str(error)) from error

@@ -1,6 +1,7 @@
 """The worker's internal HTTP API, for the control plane only (a shared secret as bearer token).
 
-    POST   /worker/sessions          start a call (201), or refuse it: 503 full or draining, 409 exists
+    POST   /worker/sessions          start a call (201), or refuse it: 503 full or draining, 409 exists,
+                                     422 its prompt cannot be made
     GET    /worker/sessions          the calls on this worker
     GET    /worker/sessions/{id}     one call
     DELETE /worker/sessions/{id}     end a call (204)
@@ -22,7 +23,8 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from agent.session import CallDetails, Session, SessionExists, UnknownSession, WorkerDraining, WorkerFull
+from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
+                           WorkerFull)
 from agent.worker import Worker
 
 RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
@@ -86,7 +88,8 @@ def _refused(detail: str) -> HTTPException:
 
 
 @router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionPublic,
-             responses={503: {"description": "no free slot, or draining"}, 409: {"description": "the call exists"}})
+             responses={503: {"description": "no free slot, or draining"}, 409: {"description": "the call exists"},
+                        422: {"description": "the call's prompt cannot be made (its voice, its role)"}})
 async def create_session(call: CallDetails, worker: WorkerDep) -> SessionPublic:
     try:
         return SessionPublic.of(await worker.create_session(call))
@@ -94,6 +97,8 @@ async def create_session(call: CallDetails, worker: WorkerDep) -> SessionPublic:
         raise _refused(str(error)) from error
     except SessionExists as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
+    except CallSetupFailed as error:
+        raise HTTPException(422, str(error)) from error
 
 
 @router.get("/sessions", response_model=list[SessionPublic])

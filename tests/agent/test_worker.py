@@ -5,7 +5,7 @@ import pytest
 
 from agent.engine.backend import FRAME_SIZE, CallSetup
 from agent.engine.clock import CallSlot
-from agent.session import CallDetails, SessionExists, WorkerDraining, WorkerFull
+from agent.session import CallDetails, CallSetupFailed, SessionExists, WorkerDraining, WorkerFull
 from agent.worker import Worker, WorkerModel, call_seed, echo_model, load_worker_model
 from personas.schema import Persona
 from telephony.memory_registry import MemoryRegistry
@@ -73,6 +73,20 @@ async def test_each_call_is_set_up_from_its_details():
         await worker.stop()
 
     assert calls == [details("c1")]
+
+
+async def test_a_call_whose_setup_fails_is_refused_and_holds_no_slot():
+    def no_voice(call):
+        raise FileNotFoundError("voices/acme/maya.wav")
+
+    worker = make_worker(slots=1, model=WorkerModel("broken", echo_model(1).backend, no_voice))
+    await worker.start()
+    try:
+        with pytest.raises(CallSetupFailed, match="cannot set up call 'c1': voices/acme/maya.wav"):
+            await worker.create_session(details("c1"))
+        assert (worker.free_slots, worker.sessions) == (1, [])
+    finally:
+        await worker.stop()
 
 
 def test_a_call_seed_is_the_personas_or_a_fresh_one():
