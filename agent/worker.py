@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +107,12 @@ class Worker:
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever(), name="heartbeat")
 
     async def stop(self, grace: float = 0.0) -> None:
-        """Drain, let the calls finish for up to `grace` seconds, end the rest, deregister."""
-        await self.set_draining(True)
+        """Drain, let the calls finish for up to `grace` seconds, end the rest, deregister.
+
+        The registry may be unreachable meanwhile: the worker then stops all the same, and the
+        registry reaps it when its heartbeat expires.
+        """
+        await self._tell_registry(self.set_draining(True))
         if self._sessions and grace > 0:
             log.warning("draining: waiting for calls to finish", extra={"calls": len(self._sessions), "grace_s": grace})
         loop = asyncio.get_running_loop()
@@ -124,8 +128,14 @@ class Worker:
             await asyncio.wait([self._heartbeat])
             self._heartbeat = None
         if self.registry is not None:
-            await self.registry.deregister(self.info.id, "the worker shut down")
+            await self._tell_registry(self.registry.deregister(self.info.id, "the worker shut down"))
         await self.clock.stop()
+
+    async def _tell_registry(self, request: Awaitable[object]) -> None:
+        try:
+            await request
+        except Exception as error:
+            log.warning("registry unreachable while stopping", extra={"worker": self.info.id, "error": repr(error)})
 
     async def set_draining(self, draining: bool) -> None:
         self.draining = draining

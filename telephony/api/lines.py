@@ -11,6 +11,7 @@ from personas.store import TenantEntry, UnknownLine
 from personas.tenant import ID_PATTERN, Line
 from telephony.api.deps import ControlPlaneDep, TenantDep
 from telephony.api.models import LineCreate, LinePublic, LineValidation
+from telephony.control_plane import ControlPlane
 
 router = APIRouter(prefix="/tenants/{tenant}/lines", tags=["lines"])
 
@@ -23,7 +24,7 @@ def _line(entry: TenantEntry, line_id: str) -> Line:
     return entry.lines[line_id]
 
 
-def _saved(control_plane: ControlPlaneDep, tenant_id: str, line_id: str) -> LinePublic:
+def _saved(control_plane: ControlPlane, tenant_id: str, line_id: str) -> LinePublic:
     entry = control_plane.store.catalog.tenants[tenant_id]
     return LinePublic.of(tenant_id, line_id, _line(entry, line_id))
 

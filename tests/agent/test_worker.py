@@ -241,3 +241,21 @@ async def test_a_worker_runs_calls_on_the_tiny_dummy_model(tmp_path):
     for listener in listeners:
         assert [f.pcm.shape for f in listener.received] == [(FRAME_SIZE,)] * 3
         assert all(np.isfinite(f.pcm).all() for f in listener.received)
+
+
+class UnreachableRegistry(MemoryRegistry):
+    async def set_draining(self, worker_id, draining):
+        raise ConnectionError("registry down")
+
+    async def deregister(self, worker_id, reason):
+        raise ConnectionError("registry down")
+
+
+async def test_a_worker_stops_even_when_the_registry_is_down():
+    worker = make_worker(registry=UnreachableRegistry())
+    await worker.start()
+    await worker.create_session(details("c1"))
+
+    await worker.stop()
+
+    assert worker.sessions == []
