@@ -105,9 +105,9 @@ class ModelBackend:
     def generate(self, user_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The LM part of a step, from the callers' codes [S, 8]: tokens [S, 17] and valid [S]."""
         cfg = self.lm.config
-        text_noise = uniform_noise(self.seeds, self.counters, 0, cfg.text_card)
-        audio_noise = torch.stack([uniform_noise(self.seeds, self.counters, 1 + k, cfg.card)
-                                   for k in range(self.stream.depformer_steps)], dim=1)
+        text_noise = uniform_noise(self.seeds, self.counters, cfg.text_card)[:, 0]
+        audio_noise = uniform_noise(self.seeds, self.counters, cfg.card, first_stream=1,
+                                    streams=self.stream.depformer_steps)
         out = self.stream.step(self.lm_state, user_codes, sampling=self.sampling,
                                text_noise=text_noise, audio_noise=audio_noise)
         self.counters.add_(1)

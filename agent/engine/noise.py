@@ -21,13 +21,17 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def uniform_noise(seeds: torch.Tensor, counters: torch.Tensor, stream: int, size: int) -> torch.Tensor:
-    """Uniform floats in (0, 1), shape [B, size], from per-row seeds [B] and counters [B] (int64).
+def uniform_noise(seeds: torch.Tensor, counters: torch.Tensor, size: int, first_stream: int = 0,
+                  streams: int = 1) -> torch.Tensor:
+    """Uniform floats in (0, 1), shape [B, streams, size], from per-row seeds [B] and counters [B] (int64).
 
-    `stream` separates independent uses within one step (text, then each audio codebook).
+    Streams first_stream.. separate independent uses within one step (text, then each audio codebook);
+    all of them come from one set of kernels.
     """
-    index = torch.arange(size, device=seeds.device, dtype=torch.long)
-    x = _mix32((seeds[:, None] & _MASK32) ^ (stream * 0x9E37))
+    device = seeds.device
+    stream = torch.arange(first_stream, first_stream + streams, device=device, dtype=torch.long)
+    index = torch.arange(size, device=device, dtype=torch.long)
+    x = _mix32((seeds[:, None] & _MASK32) ^ (stream * 0x9E37))  # [B, streams]
     x = _mix32(x ^ (counters[:, None] & _MASK32))
-    x = _mix32(x ^ index)
+    x = _mix32(x[:, :, None] ^ index)  # [B, streams, size]
     return ((x >> 8).float() + 0.5) / float(1 << 24)

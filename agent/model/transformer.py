@@ -49,9 +49,8 @@ class RMSNorm(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, 1, dim, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        var = self.eps + torch.mean(x32 * x32, dim=-1, keepdim=True)
-        return (x32 * (self.alpha.float() * torch.rsqrt(var))).to(x.dtype)
+        # One fused kernel; upstream's x * (alpha * rsqrt(mean(x^2) + eps)) up to float32 rounding.
+        return F.rms_norm(x.float(), (x.shape[-1],), self.alpha.view(-1).float(), self.eps).to(x.dtype)
 
 
 class LayerScale(nn.Module):
@@ -71,21 +70,28 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}")
 
 
-def apply_rope(x: torch.Tensor, positions: torch.Tensor, max_period: float) -> torch.Tensor:
-    """Rotate interleaved pairs of `x` [B, H, T, D] by per-row positions [B, T], in float32."""
-    B, H, T, D = x.shape
-    freqs = torch.exp(torch.arange(D // 2, device=x.device, dtype=torch.float32) * (-math.log(max_period) * 2 / D))
-    angles = positions.float()[:, None, :, None] * freqs  # [B, 1, T, D/2]
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    pairs = x.view(B, H, T, D // 2, 2)
+def rope_rotation(positions: torch.Tensor, head_dim: int, max_period: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [B, 1, T, head_dim/2] of per-row positions [B, T]: computed once, used by every layer."""
+    exponents = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
+    freqs = torch.exp(exponents * (-math.log(max_period) * 2 / head_dim))
+    angles = positions.float()[:, None, :, None] * freqs
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of `x` [..., B, H, T, D] by `rope_rotation`'s angles, in float32."""
+    D = x.shape[-1]
+    pairs = x.unflatten(-1, (D // 2, 2))
     real, imag = pairs[..., 0].float(), pairs[..., 1].float()
     rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-    return rotated.to(x.dtype).view(B, H, T, D)
+    return rotated.to(x.dtype).flatten(-2)
 
 
 def step_linear(weight: torch.Tensor, x: torch.Tensor, num_steps: int, step: int) -> torch.Tensor:
     """A linear layer with one weight per step: x [B, T, in] at steps step..step+T-1."""
     weights = weight.view(num_steps, -1, weight.shape[1])
+    if x.shape[1] == 1:  # the depth transformer's case: one step at a time
+        return F.linear(x, weights[step])
     return torch.stack([F.linear(x[:, t], weights[step + t]) for t in range(x.shape[1])], dim=1)
 
 
@@ -129,19 +135,21 @@ class Attention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(steps * 3 * config.dim, config.dim))
         self.out_proj = nn.Linear(config.dim, steps * config.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: KVCache | None,
-                write_index: torch.Tensor | None, step: int) -> torch.Tensor:
-        # x: [B, T, D]; positions: [B, T]; mask: [B, 1, T, S] (S keys: the ring, or T without a cache)
+    def forward(self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor,
+                cache: KVCache | None, write_index: torch.Tensor | None, step: int) -> torch.Tensor:
+        # x: [B, T, D]; rotation: rope's (cos, sin); mask: [B, 1, T, S] (S keys: the ring, or T without a cache)
         cfg = self.config
         B, T, D = x.shape
         if cfg.weights_per_step:
             qkv = step_linear(self.in_proj_weight, x, cfg.weights_per_step, step)
         else:
             qkv = F.linear(x, self.in_proj_weight)
-        q, k, v = qkv.view(B, T, 3, cfg.num_heads, D // cfg.num_heads).permute(2, 0, 3, 1, 4)  # [B, H, T, Dh]
-        if cfg.rope:
-            q = apply_rope(q, positions, cfg.max_period)
-            k = apply_rope(k, positions, cfg.max_period)
+        qkv = qkv.view(B, T, 3, cfg.num_heads, D // cfg.num_heads).permute(2, 0, 3, 1, 4)  # [3, B, H, T, Dh]
+        if rotation is not None:
+            q, k = apply_rope(qkv[:2], *rotation)  # queries and keys rotated together
+            v = qkv[2]
+        else:
+            q, k, v = qkv
         if cache is not None:
             cache.write(write_index, k, v)
             k, v = cache.k, cache.v
@@ -194,8 +202,8 @@ class Layer(nn.Module):
             return torch.cat([self.gating[step + t](x[:, t:t + 1]) for t in range(x.shape[1])], dim=1)
         return self.gating(x)
 
-    def forward(self, x, positions, mask, cache, write_index, step):
-        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), positions, mask, cache, write_index, step))
+    def forward(self, x, rotation, mask, cache, write_index, step):
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), rotation, mask, cache, write_index, step))
         return x + self.layer_scale_2(self.feed_forward(self.norm2(x), step))
 
 
@@ -247,9 +255,11 @@ class Transformer(nn.Module):
         if self.config.context is not None:
             mask &= delta < self.config.context
         mask = mask[:, None]  # [B, 1, T, S]
+        cfg = self.config
+        rotation = rope_rotation(positions, cfg.dim // cfg.num_heads, cfg.max_period) if cfg.rope else None
         for i, layer in enumerate(self.layers):
             cache = state.caches[i] if state is not None else None
-            x = layer(x, positions, mask, cache, write_index, step)
+            x = layer(x, rotation, mask, cache, write_index, step)
         if state is not None:
             state.positions.add_(T)
         return x
