@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages used by the tests (real peers, speech synthesis), installed where missing.
-debs=(espeak-ng sox redis-server sip-tester baresip)
+debs=(espeak-ng sox redis-server sip-tester baresip chromium)
 missing=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
