@@ -181,7 +181,7 @@ def tenant_token(args: argparse.Namespace) -> None:
 
 def add_serving_commands(commands) -> None:
     """serve, control-plane, worker and tenant-token."""
-    from telephony.settings import EXAMPLE_TENANTS
+    from personas import EXAMPLE_TENANTS  # a path only: building the parser imports no service code
 
     def http(p: argparse.ArgumentParser, port_flag: str, port: int) -> None:
         p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")

@@ -12,9 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-import personas
+from personas import EXAMPLE_TENANTS
 
-EXAMPLE_TENANTS = Path(personas.__file__).parent / "examples" / "tenants"
 
 
 class Settings(BaseSettings):

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 MAX_BUFFERED_FRAMES = 3  # caller audio beyond this (a sender running fast) is dropped, oldest first
+MAX_OUTPUT_FRAMES = 25  # agent audio no one reads (no media attached yet) is kept for 2 s at most
 
 
 class NoFreeSlot(RuntimeError):
@@ -42,6 +43,7 @@ class SlotStats:
     frames: int = 0
     concealed: int = 0  # ticks with no caller frame: silence was fed
     dropped: int = 0  # caller frames dropped because too many were buffered
+    unread: int = 0  # agent frames dropped because no one read them
 
 
 @dataclass
@@ -172,4 +174,7 @@ class EngineClock:
         self.stats.steps += 1
         for index, slot in slots.items():
             if out.ready[index] and not slot.closed:
+                if slot.output.qsize() >= MAX_OUTPUT_FRAMES:
+                    slot.output.get_nowait()
+                    slot.stats.unread += 1
                 slot.output.put_nowait(AgentFrame(out.pcm[index].numpy().copy(), int(out.text[index])))

@@ -76,3 +76,18 @@ def test_slots_are_freed_on_leave_and_refused_when_full():
 
     a, c = asyncio.run(run_clock(2, body))
     assert c.index == a.index and a.closed
+
+
+def test_agent_audio_no_one_reads_is_bounded_and_counted():
+    from agent.engine.clock import MAX_OUTPUT_FRAMES
+
+    async def body(clock):
+        slot = await clock.join(CallSetup())
+        for _ in range(MAX_OUTPUT_FRAMES + 6):
+            slot.push(frame(1))
+            await asyncio.sleep(PERIOD)
+        return slot
+
+    slot = asyncio.run(run_clock(1, body))
+    assert slot.output.qsize() == MAX_OUTPUT_FRAMES
+    assert slot.stats.unread >= 3
