@@ -42,7 +42,11 @@ def echo_model(num_slots: int) -> WorkerModel:
     return WorkerModel("echo", EchoBackend(num_slots), lambda call: CallSetup())
 
 
-def load_worker_model(spec: str, num_slots: int, device: str | None, voices_root: Path, cache_dir: Path) -> WorkerModel:
+CPU_SLOTS = 4
+
+
+def load_worker_model(spec: str, num_slots: int | None, device: str | None, voices_root: Path,
+                      cache_dir: Path) -> WorkerModel:
     """`echo`, or a model spec of `agent.model.loading` on a batched model backend.
 
     A persona's voice file is looked up in `voices_root/<tenant>/voices/` (beside the tenant's line
@@ -50,12 +54,13 @@ def load_worker_model(spec: str, num_slots: int, device: str | None, voices_root
     released voices (NATF2, ...) need no file.
     """
     if spec == "echo":
-        return echo_model(num_slots)
+        return echo_model(num_slots or CPU_SLOTS)
     from agent.engine.engine import ModelBackend
     from agent.model.loading import load_models
     from agent.prompts import PromptBuilder
 
     models = load_models(spec, device)
+    num_slots = num_slots or default_slots(models)
     builders: dict[str, PromptBuilder] = {}
 
     def setup_for(call: CallDetails) -> CallSetup:
@@ -63,7 +68,25 @@ def load_worker_model(spec: str, num_slots: int, device: str | None, voices_root
             builders[call.tenant] = PromptBuilder(models, voices_root / call.tenant / "voices", cache_dir)
         return builders[call.tenant].call(call.persona, seed=call_seed(call.persona))
 
-    return WorkerModel(models.name, ModelBackend(models.mimi, models.lm, num_slots), setup_for)
+    backend = ModelBackend(models.mimi, models.lm, num_slots)
+    backend.warm_up()  # CUDA graph captured before any call joins
+    log.info("engine ready", extra={"model": models.name, "slots": num_slots})
+    return WorkerModel(models.name, backend, setup_for)
+
+
+def default_slots(models) -> int:
+    """As many calls as GPU memory holds at full context; a few on the CPU."""
+    import torch
+
+    from agent.engine.capacity import slots_that_fit
+
+    if models.device.type != "cuda":
+        return CPU_SLOTS
+    free, _ = torch.cuda.mem_get_info(models.device)
+    slots = slots_that_fit(models.lm.config, models.lm.text_linear.weight.dtype, free)
+    if slots < 1:
+        raise RuntimeError(f"no call fits in the {free / 1e9:.1f} GB of GPU memory left after the weights")
+    return slots
 
 
 def call_seed(persona: Persona) -> int:

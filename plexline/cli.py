@@ -198,7 +198,9 @@ def add_serving_commands(commands) -> None:
                             "comes in a later release, calls arrive over HTTP for now")
 
     def worker_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--slots", type=int, default=4, help="concurrent calls on this engine (default 4)")
+        p.add_argument("--slots", type=lambda v: None if v == "auto" else int(v), default=None,
+                       help="concurrent calls on this engine: a number, or auto (default): as many as GPU "
+                            "memory holds at full context on CUDA, 4 on the CPU")
         p.add_argument("--worker-id", default=None, help="the id in the registry (default HOSTNAME-PORT)")
         p.add_argument("--advertise-url", default=None,
                        help="the URL control planes reach this worker at (default http://HOST:PORT)")

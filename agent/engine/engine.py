@@ -83,9 +83,7 @@ class ModelBackend:
     @torch.no_grad()
     def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
         self._pcm_in.copy_(pcm.view(self.num_slots, 1, FRAME_SIZE), non_blocking=True)
-        if self._use_graph:
-            if self._graph is None:
-                self._capture()
+        if self._graph is not None:
             self._graph.replay()
             pcm_out, text, valid = self._outputs
         else:
@@ -114,10 +112,10 @@ class ModelBackend:
         return out.tokens, out.valid
 
     def _capture(self) -> None:
-        """Record the step once as a CUDA graph (after warm-up steps on a side stream), then replay it.
+        """Record the step once as a CUDA graph (after warm-up steps on a side stream), to replay it.
 
-        Warm-up and capture advance the states like real steps; every slot is reset on join, so this
-        only has to happen before the first call joins, which `warm_up` does.
+        Warm-up and capture advance the states like real steps, so they happen in `warm_up`, before
+        any call joins; `warm_up` then resets every row.
         """
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -130,8 +128,15 @@ class ModelBackend:
             self._outputs = self._step()
 
     def warm_up(self) -> None:
-        """Compile/capture before the first call, so no caller waits for it."""
-        self.step(torch.zeros(self.num_slots, FRAME_SIZE), torch.ones(self.num_slots, dtype=torch.bool))
+        """Run (and on CUDA capture) the step before the first call, so no caller waits for it.
+
+        Until then steps run eagerly, which is correct but slow on a GPU.
+        """
+        self._pcm_in.zero_()
+        if self._use_graph:
+            self._capture()
+        else:
+            self._step()
         all_rows = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
         self.lm_state.reset(all_rows)
         self.encoder_state.reset(all_rows)
