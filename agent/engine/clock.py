@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -46,11 +47,17 @@ class SlotStats:
     unread: int = 0  # agent frames dropped because no one read them
 
 
+# Sees every step of a slot: the caller frame the engine took (silence if none came) and the
+# agent frame it made (None while the model's delay fills). The call's recording and transcript.
+FrameListener = Callable[[np.ndarray, "AgentFrame | None"], None]
+
+
 @dataclass
 class CallSlot:
     """One call's seat in the engine: caller audio in, agent frames out."""
 
     index: int
+    listener: FrameListener | None = None
     stats: SlotStats = field(default_factory=SlotStats)
     output: asyncio.Queue[AgentFrame] = field(default_factory=asyncio.Queue)
     _pending: deque[np.ndarray] = field(default_factory=deque)
@@ -173,8 +180,13 @@ class EngineClock:
         self.stats.step_seconds.append(self.stats.last_step_seconds)
         self.stats.steps += 1
         for index, slot in slots.items():
-            if out.ready[index] and not slot.closed:
+            if slot.closed:
+                continue
+            agent = AgentFrame(out.pcm[index].numpy().copy(), int(out.text[index])) if out.ready[index] else None
+            if agent is not None:
                 if slot.output.qsize() >= MAX_OUTPUT_FRAMES:
                     slot.output.get_nowait()
                     slot.stats.unread += 1
-                slot.output.put_nowait(AgentFrame(out.pcm[index].numpy().copy(), int(out.text[index])))
+                slot.output.put_nowait(agent)
+            if slot.listener is not None:
+                slot.listener(pcm[index].numpy().copy(), agent)

@@ -91,3 +91,20 @@ def test_agent_audio_no_one_reads_is_bounded_and_counted():
     slot = asyncio.run(run_clock(1, body))
     assert slot.output.qsize() == MAX_OUTPUT_FRAMES
     assert slot.stats.unread >= 3
+
+
+def test_a_listener_sees_each_step_caller_input_and_agent_output_side_by_side():
+    seen: list[tuple[float, float | None]] = []
+
+    async def body(clock):
+        slot = await clock.join(CallSetup())
+        slot.listener = lambda caller, agent: seen.append((caller[0], None if agent is None else agent.pcm[0]))
+        for i in (1, 2, 3):
+            slot.push(frame(i))
+        await asyncio.sleep(PERIOD * 8)
+        return slot
+
+    slot = asyncio.run(run_clock(1, body))
+    # The echo answers one frame late: nothing at first, then each step gives the previous input.
+    assert seen[:4] == [(1, None), (2, 1), (3, 2), (0, 3)]
+    assert slot.stats.frames - 1 <= len(seen) <= slot.stats.frames  # the clock may stop mid-step
