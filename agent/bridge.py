@@ -3,8 +3,15 @@
 WebRTC (aiortc), RTP from a SIP trunk and media WebSockets all give the worker an aiortc
 `MediaStreamTrack` of `av.AudioFrame`s at whatever rate and layout their codec decodes to. The
 bridge resamples the caller's frames to 24 kHz mono and pushes them into the call's engine slot;
-`AgentTrack` hands the agent's frames back as 20 ms `av.AudioFrame`s at 24 kHz, paced by their
-timestamps, for the transport to encode (aiortc's encoders resample to their codec's rate).
+`AgentTrack` hands the agent's frames back as 20 ms `av.AudioFrame`s at 24 kHz, mono, paced by
+their timestamps: float samples, or s16 for aiortc's encoders (Opus, G.711), which take nothing
+else and resample to their codec's rate.
+
+Timestamps are sample counts (integers): a frame's due time is the first frame's time plus
+pts / 24000 s, so lateness of one wake-up never carries into the next and a 30-minute call ends
+where it should (90 000 frames, pts 43 200 000, due at exactly 1800 s). Caller frames carry the
+transport's timestamps; a break in them (packets lost, or dropped by the transport's jitter
+buffer) is filled with as much silence, so the caller's audio keeps its timing, and counted.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import asyncio
 import fractions
 import time
 from collections.abc import Callable
+from fractions import Fraction
+from typing import Literal
 
 import av
 import numpy as np
@@ -24,6 +33,8 @@ from agent.engine.clock import AgentFrame, CallSlot
 PACKET_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 MAX_QUEUED_FRAMES = 3  # agent frames beyond this (a reader that fell behind) are dropped, oldest first
+MAX_CONCEALED = Fraction(1, 4)  # seconds of silence put in for one break (the slot keeps less anyway)
+GAP_TOLERANCE = Fraction(1, 1000)  # timestamps this far apart still count as contiguous
 
 TextCallback = Callable[[int, int], None]  # (frame index since the call started, text token)
 
@@ -39,6 +50,22 @@ def to_pcm(frames: list[av.AudioFrame]) -> np.ndarray:
     return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
 
 
+class Pacer:
+    """When each frame of a stream is due: counted from the first frame, never from the last wake-up."""
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.clock = clock
+        self._start: float | None = None
+
+    def delay(self, pts: int) -> float:
+        """Seconds to wait before sending the frame that starts at sample `pts` (0 for the first)."""
+        now = self.clock()
+        if self._start is None:
+            self._start = now - pts / self.rate
+        return max(0.0, self._start + pts / self.rate - now)
+
+
 class AgentTrack(MediaStreamTrack):
     """The agent's voice as a live audio track: 20 ms frames, timestamps counted in samples.
 
@@ -49,31 +76,32 @@ class AgentTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, slot: CallSlot, on_text: TextCallback | None = None):
+    def __init__(self, slot: CallSlot, on_text: TextCallback | None = None,
+                 sample_format: Literal["flt", "s16"] = "flt"):
         super().__init__()
         self.slot = slot
+        self.sample_format = sample_format
         self.on_text = on_text
         self.underruns = 0  # 20 ms packets of silence sent because no agent audio was ready
         self.dropped = 0
         self._pending = np.zeros(0, dtype=np.float32)
         self._pts = 0
-        self._start: float | None = None
+        self._pacer = Pacer(SAMPLE_RATE)
         self._frames = 0
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            await asyncio.sleep(max(0.0, self._start + self._pts / SAMPLE_RATE - time.monotonic()))
+        await asyncio.sleep(self._pacer.delay(self._pts))
         self._fill()
         if self._pending.size >= PACKET_SAMPLES:
             samples, self._pending = self._pending[:PACKET_SAMPLES], self._pending[PACKET_SAMPLES:]
         else:
             samples = np.zeros(PACKET_SAMPLES, dtype=np.float32)
             self.underruns += 1
-        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+        if self.sample_format == "s16":
+            samples = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format=self.sample_format, layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._pts, TIME_BASE
         self._pts += PACKET_SAMPLES
         return frame
@@ -100,12 +128,26 @@ class TrackBridge:
 
     def __init__(self, caller: MediaStreamTrack):
         self.caller = caller
+        self.gaps = 0  # breaks in the caller's timestamps, each filled with silence
+        self.concealed = Fraction(0)  # seconds of silence put in for them
 
     async def run(self, slot: CallSlot) -> None:
         resampler = caller_resampler()
+        expected: Fraction | None = None  # where the next frame should start, in seconds
         while True:
             try:
                 frame = await self.caller.recv()
             except MediaStreamError:
                 return
+            if frame.pts is not None and frame.time_base is not None:
+                start = frame.pts * Fraction(frame.time_base)
+                if expected is not None and start - expected > GAP_TOLERANCE:
+                    self._conceal(slot, start - expected)
+                expected = start + Fraction(frame.samples, frame.sample_rate)
             slot.push(to_pcm(resampler.resample(frame)))
+
+    def _conceal(self, slot: CallSlot, seconds: Fraction) -> None:
+        seconds = min(seconds, MAX_CONCEALED)
+        slot.push(np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32))
+        self.gaps += 1
+        self.concealed += seconds

@@ -5,7 +5,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from agent.bridge import PACKET_SAMPLES, AgentTrack, TrackBridge
+from agent.bridge import PACKET_SAMPLES, AgentTrack, Pacer, TrackBridge
 from agent.engine.backend import SAMPLE_RATE, CallSetup
 from agent.engine.clock import EngineClock
 from agent.engine.echo import EchoBackend
@@ -85,3 +85,92 @@ def test_agent_text_tokens_reach_the_callback_in_frame_order():
         return seen
 
     assert asyncio.run(run()) == [(0, 5), (2, 7)]
+
+
+def test_agent_frames_encode_to_opus_with_rtp_timestamps_exactly_20_ms_apart():
+    from aiortc.codecs.opus import OpusEncoder
+
+    from agent.engine.clock import AgentFrame, CallSlot
+
+    async def run():
+        slot = CallSlot(index=0)
+        track = AgentTrack(slot, sample_format="s16")  # the only format aiortc's encoders take
+        encoder = OpusEncoder()
+        stamps = []
+        for i in range(500):
+            if i % 4 == 0:
+                slot.output.put_nowait(AgentFrame(np.full(1920, 0.1, np.float32), -1))
+            frame = await track.recv()
+            packets, timestamp = encoder.encode(frame)
+            stamps.append(timestamp)
+        return stamps
+
+    with patch_sleep():
+        stamps = asyncio.run(run())
+    sent = [t for t in stamps if t is not None]  # the encoder's resampler holds back the very first packet
+    assert len(sent) >= 498 and sent == [960 * i for i in range(len(sent))]  # 48 kHz RTP clock: 20 ms a packet
+
+
+def test_frames_stay_due_on_the_first_frames_schedule_over_a_30_minute_call():
+    """A fake clock whose every wake-up is up to 4 ms late: lateness never accumulates."""
+    rng = np.random.default_rng(1)
+    now = [1000.0]
+    pacer = Pacer(SAMPLE_RATE, clock=lambda: now[0])
+    sent = []
+    for n in range(30 * 60 * 50):
+        now[0] += pacer.delay(n * PACKET_SAMPLES) + rng.uniform(0, 0.004)
+        sent.append(now[0])
+    lateness = np.asarray(sent) - (1000.0 + np.arange(len(sent)) * 0.02)  # due: the first call's time + n * 20 ms
+    assert len(sent) == 90_000 and (89_999 * PACKET_SAMPLES) / SAMPLE_RATE == 1799.98
+    assert lateness.min() >= -1e-6 and lateness.max() < 0.004 + 1e-6
+
+
+class GappyTrack(MediaStreamTrack):
+    """48 kHz frames of a constant level, with the frames in `missing` never delivered (lost packets)."""
+
+    kind = "audio"
+
+    def __init__(self, frames: int, missing: set[int]):
+        super().__init__()
+        self.order = [i for i in range(frames) if i not in missing]
+
+    async def recv(self) -> av.AudioFrame:
+        if not self.order:
+            raise MediaStreamError
+        i = self.order.pop(0)
+        pcm = np.full((1, 960), 8000, dtype=np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48_000, i * 960, fractions.Fraction(1, 48_000)
+        return frame
+
+
+def test_a_break_in_the_callers_timestamps_is_filled_with_silence_and_counted():
+    from agent.engine.clock import CallSlot
+
+    slot = CallSlot(index=0)
+    slot.push = lambda pcm: pushed.append(np.asarray(pcm))  # record everything the bridge gives the slot
+    pushed: list[np.ndarray] = []
+    bridge = TrackBridge(GappyTrack(frames=20, missing={5, 6, 12}))
+
+    asyncio.run(bridge.run(slot))
+
+    pcm = np.concatenate(pushed)
+    assert (bridge.gaps, bridge.concealed) == (2, fractions.Fraction(3, 50))
+    assert abs(pcm.size - 20 * 480) <= 32  # the caller's timing is kept (less the resampler's delay)
+    quiet = np.flatnonzero(np.abs(pcm) < 0.01)
+    assert 3 * 480 - 64 <= quiet.size <= 3 * 480 + 64
+
+
+def patch_sleep():
+    """asyncio.sleep that returns at once: frames are made as fast as the test asks for them."""
+    from contextlib import contextmanager
+    from unittest import mock
+
+    real = asyncio.sleep
+
+    @contextmanager
+    def patched():
+        with mock.patch("agent.bridge.asyncio.sleep", lambda seconds: real(0)):
+            yield
+
+    return patched()
