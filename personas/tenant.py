@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, IPvAnyNetwork
 
 from personas.schema import Persona
 from personas.tokens import check_hash_format
@@ -70,12 +70,34 @@ class Limits(_Strict):
     max_call_seconds: int = Field(900, ge=10, le=86_400)
 
 
+class DigestUser(_Strict):
+    username: str = Field(pattern=r"^[A-Za-z0-9._~+-]{1,64}$")
+    password: str = Field(min_length=8)  # digest needs the password itself (or a hash per realm)
+
+
+class SipTrunk(_Strict):
+    """Who may send this tenant's calls over SIP. Calls must come from one of the `allow` networks
+    when any are listed, and authenticate as one of the `digest` users when any are listed; a
+    tenant with neither (or no `sip` at all) takes no SIP calls."""
+
+    allow: list[IPvAnyNetwork] = []
+    digest: list[DigestUser] = []
+
+
+class Transfer(_Strict):
+    """Hand the caller to a human (SIP REFER) when they press `digit`."""
+
+    digit: str = Field(pattern=r"^[0-9*#]$")
+    to: str = Field(pattern=r"^(\+[1-9][0-9]{1,14}|sips?:[^\s<>]{3,200})$")  # E.164, or a SIP URI
+
+
 class Tenant(_Strict):
     name: str = Field(min_length=1)
     addresses: Annotated[list[Address], AfterValidator(_unique)] = []
     admin_token_hash: TokenHash | None = None  # `plexline tenant-token` makes one; none: operator only
     webhook: Webhook | None = None
     limits: Limits = Limits()
+    sip: SipTrunk | None = None
 
 
 Greeting = Literal["agent_first", "caller_first"]
@@ -91,3 +113,4 @@ class Line(_Strict):
     greeting: Greeting = "agent_first"
     recording: bool = False
     max_call_seconds: int | None = Field(None, ge=10, le=86_400)  # capped by the tenant's limit
+    transfer: Transfer | None = None
