@@ -34,7 +34,9 @@ class Sampling(_Strict):
 
 
 class Persona(_Strict):
-    role: str = Field(min_length=1)  # e.g. "You work for ... and your name is ... Information: ..."
+    # e.g. "You work for ... and your name is ... Information: ...". At most about 1500 tokens, so the
+    # prompt leaves most of the model's 3000-frame context to the conversation.
+    role: str = Field(min_length=1, max_length=6000)
     voice: str  # a released voice name (NATF2), or a .wav/.pt path inside the voices folder
     sampling: Sampling = Sampling()
 

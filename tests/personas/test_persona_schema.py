@@ -95,3 +95,8 @@ def test_rejected_fields(fields, loc):
 def test_persona_is_immutable():
     with pytest.raises(ValidationError):
         persona().voice = "NATM0"  # type: ignore[misc]
+
+
+def test_a_role_too_long_for_the_context_is_refused():
+    with pytest.raises(ValidationError, match="at most 6000 characters"):
+        Persona(role="word " * 1300, voice="NATF2")
