@@ -5,6 +5,7 @@
     GET    /worker/sessions          the calls on this worker
     GET    /worker/sessions/{id}     one call
     DELETE /worker/sessions/{id}     end a call (204)
+    PUT    /worker/sessions/{id}/rtp open or change a call's RTP leg (SIP): where it receives
     GET    /worker                   the worker: slots, model, draining
     PUT    /worker/draining          drain (or undrain) the worker
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
                            WorkerFull)
 from agent.worker import Worker
+from telephony.media_api import MediaAddress, RtpLegSpec
 
 RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
 
@@ -123,6 +125,24 @@ async def end_session(call_id: str, worker: WorkerDep, reason: str = "ended by t
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.put("/sessions/{call_id}/rtp", response_model=MediaAddress,
+            responses={404: {"description": "no such call, or this worker takes no RTP"},
+                       503: {"description": "no free RTP port"}})
+async def set_rtp_leg(call_id: str, spec: RtpLegSpec, request: Request, worker: WorkerDep) -> MediaAddress:
+    """The call's media over RTP to the address agreed in SIP; a second PUT (re-INVITE) changes it."""
+    from telephony.rtp_legs import NoMediaPort
+
+    legs = getattr(request.app.state, "rtp_legs", None)
+    if legs is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this worker takes no RTP media")
+    try:
+        return await legs.open(worker.session(call_id), spec)
+    except UnknownSession as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    except NoMediaPort as error:
+        raise _refused(str(error)) from error
+
+
 def _public(worker: Worker) -> WorkerPublic:
     i = worker.info
     return WorkerPublic(id=i.id, address=i.address, model=i.model, version=i.version, slots=i.slots,
@@ -140,7 +160,7 @@ async def set_draining(body: Draining, worker: WorkerDep) -> WorkerPublic:
     return _public(worker)
 
 
-def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0) -> FastAPI:
+def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0, rtp_legs=None) -> FastAPI:
     """The app of `plexline worker`: the internal API, health and readiness; it runs the worker."""
 
     @asynccontextmanager
@@ -153,6 +173,7 @@ def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0)
 
     app = FastAPI(title="plexline worker", lifespan=lifespan)
     app.state.worker, app.state.worker_secret = worker, secret
+    app.state.rtp_legs = rtp_legs  # telephony.rtp_legs.RtpLegs: media of calls answered over SIP
     app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

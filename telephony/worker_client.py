@@ -8,9 +8,11 @@ import httpx
 
 from agent.registration import WorkerInfo
 from agent.session import CallDetails, SessionError, UnknownSession
+from telephony.media_api import MediaAddress, RtpLegSpec
 
 if TYPE_CHECKING:  # only `plexline serve` has a worker in the process (and torch)
     from agent.worker import Worker
+    from telephony.rtp_legs import RtpLegs
 
 
 class WorkerRefused(Exception):
@@ -23,6 +25,9 @@ class WorkerClient(Protocol):
 
     async def end_session(self, worker: WorkerInfo, call_id: str, reason: str) -> bool:
         """False if the worker does not hold the call; raises WorkerRefused if it cannot be asked."""
+
+    async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
+        """Open (or change) the call's RTP leg on its worker; raises WorkerRefused."""
 
     async def close(self) -> None: ...
 
@@ -42,6 +47,12 @@ class HttpWorkerClient:
         if response.status_code not in (httpx.codes.NO_CONTENT, httpx.codes.NOT_FOUND):
             raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
         return response.status_code == httpx.codes.NO_CONTENT
+
+    async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
+        response = await self._request("PUT", worker, f"/worker/sessions/{call_id}/rtp", json=spec.model_dump())
+        if response.status_code != httpx.codes.OK:
+            raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
+        return MediaAddress.model_validate(response.json())
 
     async def _request(self, method: str, worker: WorkerInfo, path: str, **kwargs) -> httpx.Response:
         try:
@@ -63,8 +74,8 @@ def _detail(response: httpx.Response) -> str:
 class LocalWorkerClient:
     """`plexline serve`: calls for this process's own worker skip HTTP; others go to `others`."""
 
-    def __init__(self, worker: Worker, others: WorkerClient):
-        self.worker, self.others = worker, others
+    def __init__(self, worker: Worker, others: WorkerClient, rtp_legs: RtpLegs | None = None):
+        self.worker, self.others, self.rtp_legs = worker, others, rtp_legs
 
     async def create_session(self, worker: WorkerInfo, call: CallDetails) -> None:
         if worker.id != self.worker.info.id:
@@ -82,6 +93,18 @@ class LocalWorkerClient:
         except UnknownSession:
             return False
         return True
+
+    async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
+        if worker.id != self.worker.info.id:
+            return await self.others.set_rtp(worker, call_id, spec)
+        if self.rtp_legs is None:
+            raise WorkerRefused(f"worker {worker.id} takes no RTP media")
+        from telephony.rtp_legs import NoMediaPort
+
+        try:
+            return await self.rtp_legs.open(self.worker.session(call_id), spec)
+        except (SessionError, NoMediaPort) as error:
+            raise WorkerRefused(f"worker {worker.id}: {error}") from error
 
     async def close(self) -> None:
         await self.others.close()

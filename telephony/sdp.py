@@ -1,0 +1,280 @@
+"""SDP (RFC 4566) for audio calls, and the answerer's side of offer/answer (RFC 3264).
+
+`SessionDescription.parse` reads what an audio call needs (origin, connection, the media lines
+with their rtpmap, fmtp, ptime, direction and RTCP attributes) and raises `ValueError` with the
+line that is wrong; `serialise` writes it back. `answer_offer` picks a codec the worker can
+serve (PCMU, PCMA, Opus) in the offerer's order of preference, and telephone-event (RFC 4733) at
+the codec's clock rate when offered; an offer with nothing servable raises `NotAcceptable` (488).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+MAX_SDP_BYTES = 16_384
+MAX_LINES = 200
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+_ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str  # as in rtpmap, e.g. PCMU
+    clock_rate: int
+    channels: int
+    static_type: int | None  # RFC 3551's payload type, if it has one
+
+
+# What the worker can encode and decode, by name (lower case).
+CODECS = {c.name.lower(): c for c in (Codec("PCMU", 8000, 1, 0), Codec("PCMA", 8000, 1, 8),
+                                     Codec("opus", 48000, 2, None))}
+STATIC_TYPES = {c.static_type: c for c in CODECS.values() if c.static_type is not None}
+TELEPHONE_EVENT = "telephone-event"
+
+
+class NotAcceptable(ValueError):
+    """The offer has nothing this side can serve (SIP 488)."""
+
+
+@dataclass
+class RtpMap:
+    name: str
+    clock_rate: int
+    channels: int = 1
+
+    def __str__(self) -> str:
+        channels = f"/{self.channels}" if self.channels != 1 else ""
+        return f"{self.name}/{self.clock_rate}{channels}"
+
+
+@dataclass
+class Media:
+    kind: str  # audio, video, ...
+    port: int
+    proto: str  # RTP/AVP
+    formats: list[str]  # payload types as written
+    connection: str | None = None  # c= of this media, if any
+    rtpmap: dict[int, RtpMap] = field(default_factory=dict)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    direction: str | None = None
+    ptime: int | None = None
+    rtcp_port: int | None = None
+    rtcp_mux: bool = False
+    other: list[str] = field(default_factory=list)  # attributes kept as written
+
+    def codec_of(self, payload_type: int) -> RtpMap | None:
+        if payload_type in self.rtpmap:
+            return self.rtpmap[payload_type]
+        static = STATIC_TYPES.get(payload_type)
+        return RtpMap(static.name, static.clock_rate, static.channels) if static else None
+
+
+@dataclass
+class SessionDescription:
+    origin: str = "plexline 0 0 IN IP4 127.0.0.1"
+    name: str = "plexline"
+    connection: str | None = None
+    direction: str | None = None  # session-level a=sendrecv etc.
+    media: list[Media] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> SessionDescription:
+        if isinstance(data, bytes):
+            if len(data) > MAX_SDP_BYTES:
+                raise ValueError(f"SDP of {len(data)} bytes exceeds the limit of {MAX_SDP_BYTES}")
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"SDP is not UTF-8 (byte {error.start})") from None
+        lines = [line for line in data.replace("\r\n", "\n").split("\n") if line.strip()]
+        if len(lines) > MAX_LINES:
+            raise ValueError(f"SDP has more than {MAX_LINES} lines")
+        if not lines or lines[0].strip() != "v=0":
+            raise ValueError("SDP must start with v=0")
+        sdp = cls(origin="", name="")
+        for number, line in enumerate(lines[1:], start=2):
+            kind, eq, value = line.partition("=")
+            if not eq or len(kind) != 1:
+                raise ValueError(f"SDP line {number}: {line[:80]!r} is not of the form x=value")
+            try:
+                sdp._line(kind, value.strip())
+            except ValueError as error:
+                raise ValueError(f"SDP line {number} ({line[:80]!r}): {error}") from None
+        if not sdp.media:
+            raise ValueError("SDP has no m= line")
+        return sdp
+
+    def _line(self, kind: str, value: str) -> None:
+        media = self.media[-1] if self.media else None
+        if kind == "o":
+            self.origin = value
+        elif kind == "s":
+            self.name = value
+        elif kind == "c":
+            address = parse_connection(value)
+            if media is None:
+                self.connection = address
+            else:
+                media.connection = address
+        elif kind == "m":
+            self.media.append(parse_media_line(value))
+        elif kind == "a":
+            if media is None:
+                if value in DIRECTIONS:
+                    self.direction = value
+            else:
+                _media_attribute(media, value)
+
+    def serialise(self) -> bytes:
+        lines = ["v=0", f"o={self.origin}", f"s={self.name or '-'}"]
+        if self.connection:
+            lines.append(f"c={connection_line(self.connection)}")
+        lines.append("t=0 0")
+        if self.direction:
+            lines.append(f"a={self.direction}")
+        for m in self.media:
+            lines.append(f"m={m.kind} {m.port} {m.proto} {' '.join(m.formats)}")
+            if m.connection:
+                lines.append(f"c={connection_line(m.connection)}")
+            lines += [f"a=rtpmap:{pt} {rtpmap}" for pt, rtpmap in m.rtpmap.items()]
+            lines += [f"a=fmtp:{pt} {params}" for pt, params in m.fmtp.items()]
+            if m.ptime:
+                lines.append(f"a=ptime:{m.ptime}")
+            if m.rtcp_port:
+                lines.append(f"a=rtcp:{m.rtcp_port}")
+            lines += [f"a={a}" for a in m.other]
+            if m.direction:
+                lines.append(f"a={m.direction}")
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def parse_connection(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise ValueError("expected 'IN IP4 <address>' or 'IN IP6 <address>'")
+    address = parts[2].split("/")[0]
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"{address[:60]!r} is not an IP address") from None
+    return address
+
+
+def connection_line(address: str) -> str:
+    return f"IN IP{ipaddress.ip_address(address).version} {address}"
+
+
+def parse_media_line(value: str) -> Media:
+    parts = value.split()
+    if len(parts) < 4:
+        raise ValueError("expected '<media> <port> <proto> <format>...'")
+    port = parts[1].split("/")[0]
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"bad port {parts[1][:20]!r}")
+    return Media(parts[0], int(port), parts[2], parts[3:])
+
+
+def _media_attribute(media: Media, value: str) -> None:
+    name, _, rest = value.partition(":")
+    if name == "rtpmap":
+        pt, _, encoding = rest.partition(" ")
+        fields = encoding.strip().split("/")
+        if not pt.isdigit() or int(pt) > 127 or len(fields) < 2 or not fields[1].isdigit():
+            raise ValueError("expected 'rtpmap:<type> <name>/<rate>[/<channels>]'")
+        channels = int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 1
+        media.rtpmap[int(pt)] = RtpMap(fields[0], int(fields[1]), channels)
+    elif name == "fmtp":
+        pt, _, params = rest.partition(" ")
+        if not pt.isdigit() or int(pt) > 127:
+            raise ValueError("expected 'fmtp:<type> <parameters>'")
+        media.fmtp[int(pt)] = params.strip()
+    elif name == "ptime":
+        if not rest.strip().isdigit():
+            raise ValueError("expected 'ptime:<milliseconds>'")
+        media.ptime = int(rest)
+    elif name == "rtcp":
+        port = rest.split()[0] if rest.split() else ""
+        if not port.isdigit() or int(port) > 65535:
+            raise ValueError("expected 'rtcp:<port>'")
+        media.rtcp_port = int(port)
+    elif name == "rtcp-mux":
+        media.rtcp_mux = True
+    elif value in DIRECTIONS:
+        media.direction = value
+    else:
+        media.other.append(value)
+
+
+# -- offer/answer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """What was agreed for the call's audio: the worker's leg is set up from this."""
+
+    remote_host: str  # where the caller wants RTP (0.0.0.0 when it holds the call)
+    remote_port: int
+    remote_rtcp_port: int
+    codec: Codec
+    payload_type: int
+    dtmf_payload_type: int | None
+    direction: str  # ours: sendrecv, sendonly (the caller holds), recvonly or inactive
+
+
+def plan_for_offer(offer: SessionDescription) -> MediaPlan:
+    """The first audio stream of `offer` that can be served; raises NotAcceptable."""
+    audio = [m for m in offer.media if m.kind == "audio"]
+    if not audio:
+        raise NotAcceptable("the offer has no audio stream")
+    reasons = []
+    for media in audio:
+        try:
+            return _plan(offer, media)
+        except NotAcceptable as error:
+            reasons.append(str(error))
+    raise NotAcceptable("; ".join(reasons))
+
+
+def _plan(offer: SessionDescription, media: Media) -> MediaPlan:
+    if media.port == 0:
+        raise NotAcceptable("the audio stream is disabled (port 0)")
+    if media.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
+        raise NotAcceptable(f"transport {media.proto!r} is not served (plain RTP/AVP only)")
+    host = media.connection or offer.connection
+    if host is None:
+        raise NotAcceptable("the offer has no connection address (c=)")
+    chosen = None
+    for fmt in media.formats:
+        if not fmt.isdigit():
+            continue
+        rtpmap = media.codec_of(int(fmt))
+        codec = CODECS.get(rtpmap.name.lower()) if rtpmap else None
+        if codec and rtpmap.clock_rate == codec.clock_rate:
+            chosen = (int(fmt), codec)
+            break
+    if chosen is None:
+        raise NotAcceptable(f"none of the offered formats {' '.join(media.formats)[:80]} is PCMU, PCMA or opus")
+    payload_type, codec = chosen
+    dtmf = next((pt for pt, r in media.rtpmap.items() if r.name.lower() == TELEPHONE_EVENT
+                 and r.clock_rate == codec.clock_rate and str(pt) in media.formats), None)
+    offered = media.direction or offer.direction or "sendrecv"
+    if host in ("0.0.0.0", "::"):  # RFC 2543 hold
+        offered = "sendonly" if offered == "sendrecv" else "inactive" if offered == "recvonly" else offered
+    return MediaPlan(host, media.port, media.rtcp_port or media.port + 1, codec, payload_type, dtmf,
+                     _ANSWER_DIRECTION[offered])
+
+
+def answer_for(plan: MediaPlan, host: str, port: int, session_id: int, version: int) -> SessionDescription:
+    """Our answer: the worker's media address `host`:`port` and the plan's codec and events."""
+    rtpmap = {plan.payload_type: RtpMap(plan.codec.name, plan.codec.clock_rate, plan.codec.channels)}
+    formats = [str(plan.payload_type)]
+    fmtp = {}
+    if plan.dtmf_payload_type is not None:
+        formats.append(str(plan.dtmf_payload_type))
+        rtpmap[plan.dtmf_payload_type] = RtpMap(TELEPHONE_EVENT, plan.codec.clock_rate)
+        fmtp[plan.dtmf_payload_type] = "0-16"
+    media = Media("audio", port, "RTP/AVP", formats, rtpmap=rtpmap, fmtp=fmtp, direction=plan.direction,
+                  ptime=20)
+    origin = f"plexline {session_id} {version} {connection_line(host)}"
+    return SessionDescription(origin=origin, name="plexline", connection=host, media=[media])
