@@ -8,6 +8,8 @@ answer addresses of its own tenant, so no tenant can take another's calls.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Annotated, Literal
 
@@ -60,9 +62,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_webhook_secret(secret: str) -> str:
+    """Standard Webhooks' form: whsec_ and the base64 of 24 to 64 random bytes."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except binascii.Error:
+        key = b""
+    if not secret.startswith("whsec_") or not 24 <= len(key) <= 64:
+        raise ValueError("must be whsec_ and the base64 of 24 to 64 random bytes, e.g. "
+                         "whsec_$(head -c 32 /dev/urandom | base64)")
+    return secret
+
+
 class Webhook(_Strict):
+    """Where the tenant's call events go, signed with `secret` (Standard Webhooks)."""
+
     url: HttpUrl
-    secret: str | None = Field(None, min_length=1)  # Standard Webhooks signing secret (whsec_...)
+    secret: Annotated[str, AfterValidator(_check_webhook_secret)]
+    allow_http: bool = False  # plain http (unencrypted): for a receiver on a trusted network only
+    allow_private_network: bool = False  # targets on loopback, private or link-local addresses
 
 
 class Limits(_Strict):
@@ -111,6 +129,8 @@ class Line(_Strict):
     # agent_first: the agent speaks as soon as the call is answered (PersonaPlex greets on its own);
     # caller_first: the agent stays silent until the caller has spoken.
     greeting: Greeting = "agent_first"
-    recording: bool = False
+    recording: bool = False  # a stereo WAV of each call (caller left, agent right)
     max_call_seconds: int | None = Field(None, ge=10, le=86_400)  # capped by the tenant's limit
+    # Send call.transcript.partial webhooks this often during a call (none: only call.ended).
+    partial_transcript_seconds: float | None = Field(None, ge=1, le=300)
     transfer: Transfer | None = None
