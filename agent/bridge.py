@@ -82,7 +82,8 @@ class AgentTrack(MediaStreamTrack):
         self.slot = slot
         self.sample_format = sample_format
         self.on_text = on_text
-        self.underruns = 0  # 20 ms packets of silence sent because no agent audio was ready
+        self.packets = 0  # 20 ms packets handed out
+        self.underruns = 0  # of those, silence because no agent audio was ready
         self.dropped = 0
         self._pending = np.zeros(0, dtype=np.float32)
         self._pts = 0
@@ -104,6 +105,7 @@ class AgentTrack(MediaStreamTrack):
         frame = av.AudioFrame.from_ndarray(samples[None, :], format=self.sample_format, layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._pts, TIME_BASE
         self._pts += PACKET_SAMPLES
+        self.packets += 1
         return frame
 
     def _fill(self) -> None:

@@ -35,6 +35,7 @@ class WorkerModel:
     name: str  # e.g. "echo", "dummy:tiny (RANDOM WEIGHTS)", "hf:nvidia/personaplex-7b-v1"
     backend: Backend
     setup_for: Callable[[CallDetails], CallSetup]  # runs on a thread: it may load and encode a voice
+    tokenizer: PieceText | None = None  # the agent's text tokens as text (None: the backend has no text)
 
 
 def echo_model(num_slots: int) -> WorkerModel:
@@ -71,7 +72,7 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     backend = ModelBackend(models.mimi, models.lm, num_slots)
     backend.warm_up()  # CUDA graph captured before any call joins
     log.info("engine ready", extra={"model": models.name, "slots": num_slots})
-    return WorkerModel(models.name, backend, setup_for)
+    return WorkerModel(models.name, backend, setup_for, models.tokenizer)
 
 
 def default_slots(models) -> int:
@@ -209,6 +210,26 @@ class Worker:
         log.info("call started", extra={"call": call.call_id, "tenant": call.tenant, "line": call.line,
                                         "slot": slot.index})
         return session
+
+    async def answer_webrtc(self, call_id: str, offer: str) -> str:
+        """Answer the caller's WebRTC offer for a call and bridge its media; returns the SDP answer.
+
+        Raises UnknownSession, telephony.webrtc.OfferError, or RuntimeError if the call has media.
+        """
+        from telephony.webrtc import WebRtcCall
+
+        session = self.session(call_id)
+        leg = WebRtcCall(session, self.model.tokenizer)
+        answer = await leg.answer(offer)
+        if session.end_requested.is_set():  # it ended while the answer was made: nothing would stop the leg
+            await leg.close()
+            raise UnknownSession(f"call {call_id!r} ended while its offer was answered")
+        try:
+            session.attach(leg)
+        except RuntimeError:
+            await leg.close()
+            raise
+        return answer
 
     async def end_session(self, call_id: str, reason: str, outcome: CallOutcome = "ended") -> Session:
         session = self.session(call_id)

@@ -5,6 +5,7 @@
     GET    /worker/sessions          the calls on this worker
     GET    /worker/sessions/{id}     one call
     DELETE /worker/sessions/{id}     end a call (204)
+    POST   /worker/sessions/{id}/webrtc   answer the caller's WebRTC offer: the call's media (200)
     PUT    /worker/sessions/{id}/rtp open or change a call's RTP leg (SIP): where it receives
     GET    /worker                   the worker: slots, model, draining
     PUT    /worker/draining          drain (or undrain) the worker
@@ -18,11 +19,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
                            WorkerFull)
@@ -65,6 +66,13 @@ class WorkerPublic(BaseModel):
 
 class Draining(BaseModel):
     draining: bool
+
+
+class SessionDescription(BaseModel):
+    """An SDP offer or answer, as WebRTC's RTCSessionDescriptionInit."""
+
+    type: Literal["offer", "answer"]
+    sdp: str = Field(max_length=64 * 1024)
 
 
 def get_worker(request: Request) -> Worker:
@@ -141,6 +149,24 @@ async def set_rtp_leg(call_id: str, spec: RtpLegSpec, request: Request, worker: 
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
     except NoMediaPort as error:
         raise _refused(str(error)) from error
+
+
+@router.post("/sessions/{call_id}/webrtc", response_model=SessionDescription,
+             responses={400: {"description": "the offer cannot be answered"},
+                        409: {"description": "the call already has media"}})
+async def answer_webrtc(call_id: str, offer: SessionDescription, worker: WorkerDep) -> SessionDescription:
+    from telephony.webrtc import OfferError
+
+    if offer.type != "offer":
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "an offer is expected")
+    try:
+        return SessionDescription(type="answer", sdp=await worker.answer_webrtc(call_id, offer.sdp))
+    except UnknownSession as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from error
+    except OfferError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    except RuntimeError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from error
 
 
 def _public(worker: Worker) -> WorkerPublic:

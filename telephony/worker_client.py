@@ -19,12 +19,19 @@ class WorkerRefused(Exception):
     """The worker did not take the call (full, draining, unreachable, failed): try another."""
 
 
+class OfferRejected(Exception):
+    """The worker cannot answer the caller's WebRTC offer (not SDP, no audio, no codec in common)."""
+
+
 class WorkerClient(Protocol):
     async def create_session(self, worker: WorkerInfo, call: CallDetails) -> None:
         """Raises WorkerRefused."""
 
     async def end_session(self, worker: WorkerInfo, call_id: str, reason: str) -> bool:
         """False if the worker does not hold the call; raises WorkerRefused if it cannot be asked."""
+
+    async def answer_webrtc(self, worker: WorkerInfo, call_id: str, offer: str) -> str:
+        """The worker's SDP answer to the caller's offer; raises OfferRejected or WorkerRefused."""
 
     async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
         """Open (or change) the call's RTP leg on its worker; raises WorkerRefused."""
@@ -53,6 +60,15 @@ class HttpWorkerClient:
         if response.status_code != httpx.codes.OK:
             raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
         return MediaAddress.model_validate(response.json())
+
+    async def answer_webrtc(self, worker: WorkerInfo, call_id: str, offer: str) -> str:
+        response = await self._request("POST", worker, f"/worker/sessions/{call_id}/webrtc",
+                                       json={"type": "offer", "sdp": offer})
+        if response.status_code == httpx.codes.BAD_REQUEST:
+            raise OfferRejected(_detail(response))
+        if response.status_code != httpx.codes.OK:
+            raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
+        return response.json()["sdp"]
 
     async def _request(self, method: str, worker: WorkerInfo, path: str, **kwargs) -> httpx.Response:
         try:
@@ -93,6 +109,18 @@ class LocalWorkerClient:
         except UnknownSession:
             return False
         return True
+
+    async def answer_webrtc(self, worker: WorkerInfo, call_id: str, offer: str) -> str:
+        if worker.id != self.worker.info.id:
+            return await self.others.answer_webrtc(worker, call_id, offer)
+        from telephony.webrtc import OfferError
+
+        try:
+            return await self.worker.answer_webrtc(call_id, offer)
+        except OfferError as error:
+            raise OfferRejected(str(error)) from error
+        except (SessionError, RuntimeError) as error:
+            raise WorkerRefused(f"worker {worker.id}: {error}") from error
 
     async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
         if worker.id != self.worker.info.id:

@@ -1,0 +1,150 @@
+"""A WebRTC call leg on the worker: aiortc answers the caller's offer, and the call's media flows here.
+
+The caller's Opus track (aiortc decodes it to 48 kHz stereo frames) goes through
+`agent.bridge.TrackBridge` into the call's engine slot; `agent.bridge.AgentTrack` is the answer's
+audio track (aiortc's Opus encoder resamples it to 48 kHz and stamps RTP from its sample counts).
+A data channel opened by the caller carries the agent's text and the call's events
+(`telephony.call_channel`). No trickle ICE and no STUN or TURN: the answer holds every host
+candidate of the worker (aiortc gathers them before it answers).
+
+Jitter: this leg relies on aiortc's receiver, which keeps a jitter buffer for audio (16 packets,
+a frame handed on once four more have come: 80 ms on a steady stream) that restores the order
+of packets. A packet still missing when the buffer is full is given up; the break it leaves in
+the frame timestamps is filled with silence by the bridge and counted. Arrivals that are late or
+bunched are absorbed a second time by the slot, which holds up to three frames of caller audio;
+ticks when it has less than a frame are fed silence and counted by the engine.
+
+The call ends (`Session.request_end`, whose first reason is the one recorded) when the caller
+hangs up (its DTLS close, or the end of its track), when ICE or DTLS fails (aioice also fails a
+connection whose consent checks go unanswered for about 30 s), when media does not connect in
+time, or when the worker ends it (the control plane's DELETE, the line's maximum duration); then
+the data channel is told why and the peer connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from agent.bridge import AgentTrack, TrackBridge
+from agent.engine.clock import CallSlot
+from agent.session import Session
+from agent.transcript import PieceText
+from telephony.call_channel import CallChannel
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 20.0  # seconds from the answer to connected media, or the call ends
+DRAIN_TIMEOUT = 0.5  # seconds the last data channel messages get before the connection closes
+MAX_OFFER_BYTES = 64 * 1024
+
+
+class OfferError(ValueError):
+    """The caller's offer cannot be answered (not SDP, no audio, no codec in common)."""
+
+
+@dataclass(frozen=True)
+class MediaCounts:
+    """The gaps of one call, each filled with silence; told to the caller and logged when it ends."""
+
+    caller_gaps: int  # breaks in the caller's RTP timestamps (packets lost or given up)
+    caller_concealed_seconds: float  # silence put in for them
+    engine_frames: int  # 80 ms engine steps the call took
+    engine_concealed: int  # steps with less than a frame of caller audio (fed silence)
+    engine_dropped: int  # caller frames dropped because more than three were waiting
+    agent_packets: int  # 20 ms packets sent to the caller
+    agent_underruns: int  # of those, silence because no agent audio was ready
+    agent_dropped: int  # agent frames dropped because the sender fell behind
+
+
+class WebRtcCall:
+    """A `MediaLink` (see agent.session) for one call: answer the offer, then `Session.attach` it."""
+
+    def __init__(self, session: Session, tokenizer: PieceText | None):
+        self.session = session
+        self.channel = CallChannel(session.call, tokenizer)
+        self.agent = AgentTrack(session.slot, on_text=self.channel.spoke, sample_format="s16")
+        self.bridge: TrackBridge | None = None
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._caller: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+        self._connected = asyncio.Event()
+        self._closing = False
+
+    @property
+    def connection_state(self) -> str:
+        return self._pc.connectionState
+
+    async def answer(self, offer: str) -> str:
+        """The SDP answer to the caller's offer; raises OfferError (the connection is then closed)."""
+        self._pc.on("track", self._on_track)
+        self._pc.on("datachannel", self.channel.attach)
+        self._pc.on("connectionstatechange", self._on_state)
+        try:
+            if len(offer.encode()) > MAX_OFFER_BYTES:
+                raise OfferError(f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+            if not offer.lstrip().startswith("v=0"):
+                raise OfferError("the offer is not SDP (it must start with v=0)")
+            try:
+                await self._pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            except Exception as error:  # aiortc's parser and negotiation raise many kinds on bad SDP
+                raise OfferError(f"the offer cannot be used: {error or type(error).__name__}") from error
+            audio = [t for t in self._pc.getTransceivers() if t.kind == "audio"]
+            if not audio or not self._caller.done():
+                raise OfferError("the offer has no audio the caller sends")
+            self._pc.addTrack(self.agent)
+            await self._pc.setLocalDescription(await self._pc.createAnswer())
+        except BaseException:
+            await self.close()
+            raise
+        return self._pc.localDescription.sdp
+
+    async def run(self, slot: CallSlot) -> None:
+        try:
+            try:
+                await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT)
+            except TimeoutError:
+                self.session.request_end(f"media did not connect within {CONNECT_TIMEOUT:.0f} s", "failed")
+                return
+            self.bridge = TrackBridge(self._caller.result())
+            await self.bridge.run(slot)
+            self.session.request_end("the caller hung up")  # its track ended: RTCP BYE or DTLS close
+        finally:
+            await self._finish()
+
+    def counts(self) -> MediaCounts:
+        stats, bridge = self.session.slot.stats, self.bridge
+        gaps, concealed = (bridge.gaps, float(bridge.concealed)) if bridge is not None else (0, 0.0)
+        return MediaCounts(gaps, round(concealed, 3), stats.frames, stats.concealed, stats.dropped,
+                           self.agent.packets, self.agent.underruns, self.agent.dropped)
+
+    async def close(self) -> None:
+        self._closing = True
+        self.agent.stop()
+        await self._pc.close()
+
+    async def _finish(self) -> None:
+        """Tell the caller why the call ends, then close (also when cancelled: the worker ends the call)."""
+        counts = self.counts()
+        reason = self.session.end_reason or "the call ended"
+        self.channel.ended(reason, self.session.end_outcome, asdict(counts))
+        log.info("webrtc leg closed", extra={"call": self.session.id, "reason": reason, **asdict(counts)})
+        await self.channel.drain(DRAIN_TIMEOUT)
+        await self.close()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and not self._caller.done():
+            self._caller.set_result(track)
+
+    def _on_state(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected":
+            self._connected.set()
+            self.channel.connected()
+        elif state == "failed":
+            self.session.request_end("the connection failed (ICE or DTLS)", "failed")
+        elif state == "closed" and not self._closing:
+            self.session.request_end("the caller hung up")
