@@ -60,7 +60,7 @@ def bench_engine(args: argparse.Namespace) -> None:
     models = load_models(args)
     if models.device.type != "cuda":
         raise CommandError("the engine benchmark needs a CUDA device")
-    result = run(models, args.batches, args.steps, args.warmup, compile=args.compile)
+    result = run(models, args.batches, args.steps, args.warmup)
     write_json(result, args.json)
     print(table(result))
 
@@ -256,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=500, help="timed steps per batch size")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--json", type=Path, default=Path("bench-engine.json"))
-    p.add_argument("--compile", action="store_true", help="torch.compile the step (compiles per batch size)")
     add_model_flag(p)
     p.set_defaults(run=bench_engine, model="dummy:full")
 

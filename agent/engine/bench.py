@@ -54,7 +54,6 @@ class EngineBench:
     single_call_p50_ms: float = 0.0
     max_batch_under_budget: int = 0
     batches: list[BatchResult] = field(default_factory=list)
-    compiled: bool = False
     stopped: str = ""
 
 
@@ -102,9 +101,8 @@ def time_ready(models: Models, call: CallSetup) -> tuple[float, float]:
     return cold, cached
 
 
-def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup,
-              compile: bool = False) -> tuple[list[float], dict]:
-    backend = ModelBackend(models.mimi, models.lm, num_slots=batch, compile=compile)
+def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup) -> tuple[list[float], dict]:
+    backend = ModelBackend(models.mimi, models.lm, num_slots=batch)
     backend.warm_up()
     for slot in range(batch):
         backend.join(slot, call)
@@ -149,8 +147,7 @@ def part_times(backend: ModelBackend, steps: int) -> dict[str, float]:
     return result
 
 
-def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, progress=print,
-                 compile: bool = False) -> EngineBench:
+def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, progress=print) -> EngineBench:
     device = models.device
     cfg = models.lm.config
     dtype = models.lm.text_linear.weight.dtype
@@ -158,8 +155,7 @@ def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, pr
     kv = kv_bytes_per_slot(cfg, dtype)
     bandwidth = copy_bandwidth(device)
     result = EngineBench(device=torch.cuda.get_device_name(device), model=models.name, steps=steps,
-                         copy_bandwidth_tbs=bandwidth / 1e12, weights_gb=weights / 1e9, kv_gb_per_call=kv / 1e9,
-                         compiled=compile)
+                         copy_bandwidth_tbs=bandwidth / 1e12, weights_gb=weights / 1e9, kv_gb_per_call=kv / 1e9)
     call = CallSetup(prompt=bench_prompt(models), seed=7)
 
     result.ready_cold_ms, result.ready_cached_ms = time_ready(models, call)
@@ -169,7 +165,7 @@ def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, pr
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            times, parts = run_batch(models, batch, steps, warmup, call, compile)
+            times, parts = run_batch(models, batch, steps, warmup, call)
         except torch.OutOfMemoryError:
             result.stopped = f"out of memory at {batch} calls"
             progress(result.stopped)
@@ -189,8 +185,7 @@ def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, pr
 
 def table(result: EngineBench) -> str:
     lines = [
-        f"{result.device}, {result.model}, {result.steps} steps per batch size"
-        + (", torch.compile" if result.compiled else ""),
+        f"{result.device}, {result.model}, {result.steps} steps per batch size",
         f"weights {result.weights_gb:.2f} GB, KV {result.kv_gb_per_call:.2f} GB per call, "
         f"copy bandwidth {result.copy_bandwidth_tbs:.2f} TB/s",
         f"ready: cold {result.ready_cold_ms:.1f} ms, cached {result.ready_cached_ms:.2f} ms "

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 class ModelBackend:
     def __init__(self, mimi: Mimi, lm: LM, num_slots: int, prefix_cache_bytes: int = 4 << 30,
-                 depformer_steps: int = AGENT_CODEBOOKS, cuda_graph: bool | None = None, compile: bool = False):
+                 depformer_steps: int = AGENT_CODEBOOKS, cuda_graph: bool | None = None):
         self.mimi, self.lm, self.num_slots = mimi, lm, num_slots
         self.device = lm.text_linear.weight.device
         self.stream = StreamingLM(lm, depformer_steps=depformer_steps)
@@ -44,8 +44,6 @@ class ModelBackend:
         self.counters = torch.zeros(num_slots, dtype=torch.long, device=self.device)
         self._pcm_in = torch.zeros(num_slots, 1, FRAME_SIZE, device=self.device, dtype=mimi_dtype(mimi))
         self._use_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
-        # torch.compile fuses the step's many small kernels (norms, rope, sampling); `warm_up` compiles.
-        self._device_step = torch.compile(self._step, dynamic=False) if compile else self._step
         self._graph: torch.cuda.CUDAGraph | None = None
         self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -89,7 +87,7 @@ class ModelBackend:
             self._graph.replay()
             pcm_out, text, valid = self._outputs
         else:
-            pcm_out, text, valid = self._device_step()
+            pcm_out, text, valid = self._step()
         pcm_out, text, valid = pcm_out.float().cpu(), text.cpu(), valid.cpu()  # the one sync per step
         return StepOutput(pcm=pcm_out, text=text, ready=valid & active)
 
@@ -123,11 +121,11 @@ class ModelBackend:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                self._device_step()
+                self._step()
         torch.cuda.current_stream().wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph):
-            self._outputs = self._device_step()
+            self._outputs = self._step()
 
     def warm_up(self) -> None:
         """Run (and on CUDA capture) the step before the first call, so no caller waits for it.
@@ -138,7 +136,7 @@ class ModelBackend:
         if self._use_graph:
             self._capture()
         else:
-            self._device_step()
+            self._step()
         all_rows = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
         self.lm_state.reset(all_rows)
         self.encoder_state.reset(all_rows)
