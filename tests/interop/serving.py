@@ -1,0 +1,96 @@
+"""`plexline serve` as an operator runs it, in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).parents[2]
+OPERATOR = "interop-operator-token"
+WORKER_SECRET = "interop-worker-secret"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def operator(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {OPERATOR}"}
+
+    @property
+    def worker(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {WORKER_SECRET}"}
+
+    def free_slots(self) -> int:
+        return httpx.get(self.url + "/readyz").json()["free_slots"]
+
+    def sessions(self) -> list[dict]:
+        return httpx.get(self.url + "/worker/sessions", headers=self.worker).json()
+
+    def call(self, tenant: str, call_id: str) -> dict:
+        return httpx.get(f"{self.url}/tenants/{tenant}/calls/{call_id}", headers=self.operator).json()
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(model: str, slots: int, folder: Path, personas: Path | None = None) -> Iterator[Server]:
+    port = free_port()
+    log = folder / "serve.log"
+    env = os.environ | {"PYTHONPATH": str(ROOT), "PLEXLINE_OPERATOR_TOKEN": OPERATOR,
+                        "PLEXLINE_WORKER_SECRET": WORKER_SECRET, "PLEXLINE_SHUTDOWN_GRACE": "0",
+                        "PLEXLINE_REDIS_URL": ""}
+    args = ["serve", "--model", model, "--slots", str(slots), "--http-port", str(port),
+            "--sip-port", str(free_port())]
+    if personas is not None:
+        args += ["--personas", str(personas)]
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "plexline", "-v", *args], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log)
+    try:
+        _wait_until_up(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_up(server: Server, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"plexline serve exited with {server.process.returncode}:\n{server.log.read_text()}")
+        try:
+            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"plexline serve did not come up in {timeout} s:\n{server.log.read_text()}")
