@@ -100,6 +100,9 @@ class SipTrunk(_Strict):
 
     allow: list[IPvAnyNetwork] = []
     digest: list[DigestUser] = []
+    # Digest challenges in this order (RFC 8760: the strongest first); some older equipment reads
+    # only the first challenge and knows only MD5.
+    digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(["SHA-256", "MD5"], min_length=1)
 
 
 class Transfer(_Strict):
