@@ -18,3 +18,6 @@ class WorkerSettings(BaseSettings):
     worker_secret: SecretStr  # the control planes send it as a bearer token
     heartbeat_ttl: float = Field(3.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)  # seconds calls may finish after SIGTERM
+    media_host: str | None = None  # the address RTP of SIP calls comes to (default: --host)
+    rtp_port_min: int = Field(20000, ge=1024, le=65535)
+    rtp_port_max: int = Field(29999, ge=1024, le=65535)

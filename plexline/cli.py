@@ -102,6 +102,24 @@ def _serve_http(app, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
+def _attach_sip(plane, settings, http_host: str) -> None:
+    """The control plane's SIP server, listening on --sip-port (UDP and TCP)."""
+    from telephony.sip_server import SipConfig, SipServer
+
+    config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
+                       advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
+                       realm=settings.sip_realm)
+    plane.sip = SipServer(plane, config)
+
+
+def _rtp_legs(host: str, low: int, high: int):
+    from telephony.rtp_legs import RtpLegs
+
+    if high <= low:
+        raise CommandError(f"the RTP port range {low}-{high} is empty")
+    return RtpLegs(host, range(low, high + 1))
+
+
 def serve(args: argparse.Namespace) -> None:
     import secrets
     import socket
@@ -130,9 +148,14 @@ def serve(args: argparse.Namespace) -> None:
     worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.http_port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl)
     secret = settings.worker_secret.get_secret_value()
-    workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout))
+    media_host = settings.media_host or settings.sip_host or args.host
+    legs = _rtp_legs(media_host, settings.rtp_port_min, settings.rtp_port_max)
+    workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout), legs)
     control_plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers, local_worker=worker)
-    _serve_http(create_app(control_plane), args.host, args.http_port)
+    _attach_sip(control_plane, settings, args.host)
+    app = create_app(control_plane)
+    app.state.rtp_legs = legs
+    _serve_http(app, args.host, args.http_port)
 
 
 def control_plane(args: argparse.Namespace) -> None:
@@ -150,6 +173,7 @@ def control_plane(args: argparse.Namespace) -> None:
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     workers = HttpWorkerClient(settings.worker_secret.get_secret_value(), settings.worker_timeout)
     plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers)
+    _attach_sip(plane, settings, args.host)
     _serve_http(create_app(plane), args.host, args.http_port)
 
 
@@ -167,7 +191,8 @@ def worker(args: argparse.Namespace) -> None:
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl)
-    app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace)
+    legs = _rtp_legs(settings.media_host or args.host, settings.rtp_port_min, settings.rtp_port_max)
+    app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace, legs)
     _serve_http(app, args.host, args.port)
 
 
@@ -194,8 +219,8 @@ def add_serving_commands(commands) -> None:
         p.add_argument("--personas", type=Path, default=None,
                        help=f"the tenant folder (PLEXLINE_PERSONAS_DIR; default the example, {EXAMPLE_TENANTS})")
         p.add_argument("--sip-port", type=int, default=None,
-                       help="SIP port (default 5060): accepted and kept in the settings; SIP signalling "
-                            "comes in a later release, calls arrive over HTTP for now")
+                       help="SIP port, UDP and TCP (default 5060; PLEXLINE_SIP_PORT); the SIP address is "
+                            "--host unless PLEXLINE_SIP_HOST is set")
 
     def worker_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--slots", type=lambda v: None if v == "auto" else int(v), default=None,

@@ -18,6 +18,7 @@ from telephony.worker_client import WorkerClient
 
 if TYPE_CHECKING:
     from agent.worker import Worker
+    from telephony.sip_server import SipServer
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,20 @@ class ControlPlane:
         self.auth = Authenticator(settings.operator_token.get_secret_value())
         self.router = CallRouter(registry, workers, self.metrics, settings.route_attempts)
         self._tasks: list[asyncio.Task[None]] = []
+        self.sip: SipServer | None = None  # set by `plexline serve` and `control-plane` (see sip_server)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if self.local_worker is not None:
             await self.local_worker.start()
+        if self.sip is not None:
+            await self.sip.start()
         self._tasks = [loop.create_task(self.store.watch(self.settings.reload_interval), name="store-watch"),
                        loop.create_task(self._monitor_forever(), name="registry-monitor")]
 
     async def stop(self) -> None:
+        if self.sip is not None:  # first: its calls are hung up while their workers still run
+            await self.sip.stop()
         for task in self._tasks:
             task.cancel()
         if self._tasks:

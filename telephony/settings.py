@@ -31,7 +31,14 @@ class Settings(BaseSettings):
     worker_timeout: float = Field(5.0, gt=0)  # seconds to wait for a worker to take a call
     route_attempts: int = Field(3, ge=1)  # workers tried for one call before refusing it
     shutdown_grace: float = Field(30.0, ge=0)  # seconds the calls of `plexline serve`'s worker may finish
-    sip_port: int = Field(5060, ge=1, le=65535)  # kept for the SIP signalling of a later release
+    sip_port: int = Field(5060, ge=0, le=65535)  # SIP over UDP and TCP (0: any free port)
+    sip_host: str | None = None  # the address SIP listens on (default: the HTTP host)
+    sip_advertised_host: str | None = None  # put in Via and Contact when listening on a wildcard address
+    sip_realm: str = "plexline"  # the digest realm of SIP challenges
+    media_host: str | None = None  # where `plexline serve`'s worker takes RTP (default: the SIP host)
+    rtp_port_min: int = Field(20000, ge=1024, le=65535)
+    rtp_port_max: int = Field(29999, ge=1024, le=65535)
+    rtp_timeout: float = Field(30.0, gt=0)  # seconds without the caller's RTP that end a call
 
     @property
     def distributed(self) -> bool:

@@ -1,0 +1,228 @@
+"""The service the interop tests call: the control plane with its SIP server and an echo worker, in this process.
+
+Two tenants: `acme` admits trunks from 127.0.0.0/8 (its line `support` answers +15555550100 and
+transfers to +15555550199 on DTMF 0); `globex` admits the digest user `trunk` from anywhere
+(its line `desk` answers +15555550200); `initech` admits 127.0.0.2 only (+15555550300).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from agent.worker import Worker, echo_model
+from personas.store import TenantStore
+from telephony.bench_echo_latency import speech_8k
+from telephony.control_plane import ControlPlane
+from telephony.memory_registry import MemoryRegistry
+from telephony.rtp_legs import RtpLegs
+from telephony.settings import Settings
+from telephony.sip_server import SipConfig, SipServer
+from telephony.worker_client import HttpWorkerClient, LocalWorkerClient
+
+DIGEST_USER, DIGEST_PASSWORD = "trunk", "s3cret-pass"
+PERSONA = """persona:
+  role: You answer the phone for a test company.
+  voice: NATF2
+"""
+
+
+def write_tenants(root: Path) -> Path:
+    (root / "acme").mkdir(parents=True)
+    (root / "acme" / "tenant.yaml").write_text(
+        'name: Acme\naddresses: ["+15555550100", "+15555550101"]\n'
+        "limits: {max_concurrent_calls: 50}\nsip:\n  allow: [127.0.0.0/8]\n")
+    (root / "acme" / "support.yaml").write_text(
+        'answers: ["+15555550100"]\n' + PERSONA + 'transfer: {digit: "0", to: "+15555550199"}\n')
+    (root / "globex").mkdir()
+    (root / "globex" / "tenant.yaml").write_text(
+        f'name: Globex\naddresses: ["+15555550200"]\nsip:\n  digest: [{{username: {DIGEST_USER}, '
+        f'password: {DIGEST_PASSWORD}}}]\n  digest_algorithms: [MD5, SHA-256]  # sipp knows only MD5, and reads the first\n')
+    (root / "globex" / "desk.yaml").write_text('answers: ["+15555550200"]\n' + PERSONA)
+    (root / "initech").mkdir()
+    (root / "initech" / "tenant.yaml").write_text('name: Initech\naddresses: ["+15555550300"]\n'
+                                                  "sip:\n  allow: [127.0.0.2/32]\n")
+    (root / "initech" / "main.yaml").write_text('answers: ["+15555550300"]\n' + PERSONA)
+    return root
+
+
+@dataclass
+class Service:
+    plane: ControlPlane
+    worker: Worker
+    legs: RtpLegs
+    registry: MemoryRegistry
+
+    @property
+    def sip_port(self) -> int:
+        return self.plane.sip.port
+
+    async def wait_idle(self, timeout: float = 5.0) -> None:
+        """Until no call is left in the registry or on the worker."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not await self.registry.calls() and not self.worker.sessions:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"calls left: {await self.registry.calls()}")
+
+
+@asynccontextmanager
+async def running_service(folder: Path, slots: int = 24) -> AsyncIterator[Service]:
+    registry = MemoryRegistry()
+    settings = Settings(personas_dir=write_tenants(folder / "tenants"), operator_token=SecretStr("o" * 32),
+                        worker_secret=SecretStr("w" * 32), retry_after_seconds=2, reap_interval=0.2)
+    worker = Worker(echo_model(slots), worker_id="w1", address="http://127.0.0.1:9", version="test",
+                    registry=registry, heartbeat_ttl=3.0)
+    legs = RtpLegs("127.0.0.1", range(30000, 32000))
+    workers = LocalWorkerClient(worker, HttpWorkerClient("w" * 32, 2.0), legs)
+    plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers, local_worker=worker)
+    plane.sip = SipServer(plane, SipConfig(host="127.0.0.1", port=0, rtp_timeout=5.0))
+    await plane.start()
+    try:
+        yield Service(plane, worker, legs, registry)
+    finally:
+        await plane.stop()
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    async with running_service(tmp_path) as running:
+        yield running
+
+
+# -- media on the wire --------------------------------------------------------------------------
+
+
+def write_rtp_pcap(path: Path, pcm: np.ndarray, payload_type: int = 0) -> Path:
+    """A pcap of 20 ms G.711 mu-law RTP packets of `pcm` (int16, 8 kHz), as sipp's play_pcap_audio reads."""
+    from telephony.bench_echo_latency import encode, g711
+
+    encoder = g711("PCMU" if payload_type == 0 else "PCMA", "w")
+    seq, ts, ssrc = random.getrandbits(16), random.getrandbits(32), random.getrandbits(32)
+    records = []
+    for i in range(len(pcm) // 160):
+        payload = encode(encoder, pcm[i * 160:(i + 1) * 160])
+        rtp = struct.pack("!BBHLL", 0x80, payload_type, (seq + i) & 0xFFFF, (ts + 160 * i) & 0xFFFFFFFF, ssrc) + payload
+        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(rtp), 0) + rtp
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+                         socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1")) + udp
+        frame = b"\x00" * 12 + b"\x08\x00" + ip
+        seconds, micros = divmod(i * 20_000, 1_000_000)
+        records.append(struct.pack("<IIII", seconds, micros, len(frame), len(frame)) + frame)
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
+    return path
+
+
+@dataclass
+class Captured:
+    """A UDP datagram seen on loopback."""
+
+    at: float
+    source: tuple[str, int]
+    destination: tuple[str, int]
+    payload: bytes
+
+
+class LoopbackCapture:
+    """Every UDP datagram on `lo`, as tcpdump would see it: a packet socket (root in the namespace)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.bind(("lo", 0))
+        self.sock.setblocking(False)
+        self.packets: list[Captured] = []
+
+    def drain(self) -> list[Captured]:
+        while True:
+            try:
+                frame, address = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                return self.packets
+            if address[2] != socket.PACKET_HOST or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+                continue  # keep each datagram once (as received), IPv4 UDP only
+            header = (frame[14] & 0x0F) * 4
+            ip, udp = frame[14:], frame[14 + header:]
+            source_port, destination_port, length = struct.unpack("!HHH", udp[:6])
+            self.packets.append(Captured(time.monotonic(), (socket.inet_ntoa(ip[12:16]), source_port),
+                                         (socket.inet_ntoa(ip[16:20]), destination_port), udp[8:length]))
+
+    async def collect(self, seconds: float) -> list[Captured]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.drain()
+            await asyncio.sleep(0.01)
+        return self.drain()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def speech(seconds: float) -> np.ndarray:
+    return speech_8k(seconds)
+
+
+# -- sipp -----------------------------------------------------------------------------------------
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+@dataclass
+class SippRun:
+    returncode: int
+    output: str
+    errors: str  # sipp's log of unexpected messages
+
+    def check(self) -> None:
+        assert self.returncode == 0, f"sipp failed ({self.returncode}):\n{self.output[-3000:]}\n{self.errors[-3000:]}"
+
+
+def free_udp_port(pair: bool = False) -> int:
+    """A loopback port free for UDP and TCP (and, with `pair`, an even one whose next is free too)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if pair and (port % 2 or port > 65000):
+            continue
+        try:
+            for p in (port, port + 1) if pair else (port,):
+                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                    with socket.socket(socket.AF_INET, kind) as s:
+                        s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+async def run_sipp(port: int, scenario: str, folder: Path, dialled: str, *, calls: int = 1, substitutions=None,
+                   extra: tuple[str, ...] = (), media_port: int | None = None, transport: str = "u1",
+                   timeout: float = 60.0) -> SippRun:
+    """Run sipp's `scenario` (a file of scenarios/, with PLACEHOLDERS replaced) against the service."""
+    text = (SCENARIOS / scenario).read_text()
+    for key, value in (substitutions or {}).items():
+        text = text.replace(key, str(value))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / scenario
+    path.write_text(text)
+    command = ["sipp", f"127.0.0.1:{port}", "-sf", str(path), "-s", dialled, "-i", "127.0.0.1",
+               "-p", str(free_udp_port()), "-mp", str(media_port or free_udp_port(pair=True)), "-t", transport,
+               "-m", str(calls), "-l", str(calls), "-r", str(max(calls, 1)), "-timeout", f"{int(timeout)}s",
+               "-timeout_error", "-trace_err", "-nostdin", *extra]
+    process = await asyncio.create_subprocess_exec(*command, cwd=str(folder), stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout + 10)
+    errors = "\n".join(p.read_text(errors="replace") for p in folder.glob(f"{path.stem}_*_errors.log"))
+    return SippRun(process.returncode, output.decode(errors="replace"), errors)
