@@ -226,3 +226,49 @@ async def run_sipp(port: int, scenario: str, folder: Path, dialled: str, *, call
     output, _ = await asyncio.wait_for(process.communicate(), timeout + 10)
     errors = "\n".join(p.read_text(errors="replace") for p in folder.glob(f"{path.stem}_*_errors.log"))
     return SippRun(process.returncode, output.decode(errors="replace"), errors)
+
+
+# -- baresip --------------------------------------------------------------------------------------
+
+BARESIP_CONFIG = """\
+sip_listen      127.0.0.1:{sip_port}
+net_interface   127.0.0.1
+audio_source    aufile,{wav}
+audio_player    aufile,{folder}/unused.wav
+audio_alert     aufile,{folder}/unused-alert.wav
+rtp_ports       {rtp_low}-{rtp_high}
+module_path     /usr/lib/baresip/modules
+module          stdio.so
+module          g711.so
+module          aufile.so
+module          sndfile.so
+module_app      account.so
+module_app      menu.so
+snd_path        {folder}/dumps
+"""
+
+
+def write_wav_8k(path: Path, pcm: np.ndarray) -> Path:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return path
+
+
+async def run_baresip(folder: Path, dialled: str, port: int, wav: Path, seconds: float) -> tuple[int, str]:
+    """baresip calls `dialled` with `wav` as its microphone, records both directions under folder/dumps."""
+    (folder / "dumps").mkdir(parents=True, exist_ok=True)
+    sip_port, rtp_low = free_udp_port(), free_udp_port(pair=True)
+    (folder / "config").write_text(BARESIP_CONFIG.format(sip_port=sip_port, wav=wav, folder=folder,
+                                                         rtp_low=rtp_low, rtp_high=rtp_low + 1))
+    (folder / "accounts").write_text(f"<sip:probe@127.0.0.1:{sip_port};transport=udp>;regint=0;"
+                                     "audio_codecs=PCMU,PCMA\n")
+    process = await asyncio.create_subprocess_exec(
+        "baresip", "-4", "-f", str(folder), "-e", f"/dial sip:{dialled}@127.0.0.1:{port}", "-t", str(int(seconds)),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), seconds + 15)
+    return process.returncode, output.decode(errors="replace")

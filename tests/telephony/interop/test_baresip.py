@@ -1,0 +1,34 @@
+"""baresip as a second real user agent: it calls a line, speaks a WAV for 10 s and hangs up; what it heard is checked."""
+
+from __future__ import annotations
+
+import wave
+
+import numpy as np
+import pytest
+from sip_service import run_baresip, speech, write_wav_8k
+
+from telephony.bench_echo_latency import echo_lag
+
+pytestmark = pytest.mark.anyio
+
+
+def read_wav(path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2"), w.getframerate()
+
+
+async def test_baresip_calls_a_line_for_10_s_and_hears_its_speech_back(service, tmp_path):
+    wav = write_wav_8k(tmp_path / "caller.wav", speech(10.0))
+    returncode, output = await run_baresip(tmp_path / "baresip", "+15555550100", service.sip_port, wav, seconds=14)
+    assert returncode == 0, output[-2000:]
+    assert "terminated (duration: 10 secs)" in output, output[-2000:]  # it hung up at the end of its WAV
+    await service.wait_idle()  # and its BYE freed the slot
+    sent = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-enc.wav")))
+    heard = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-dec.wav")))
+    assert sent[1] == heard[1] == 8000
+    assert heard[0].size > 9 * 8000
+    lag, peak = echo_lag(sent[0], heard[0])
+    assert 0.1 <= lag <= 0.5 and peak > 0.5, (lag, peak)  # the echo engine returned its speech, in time
+    assert np.sqrt(np.mean(heard[0][int(lag * 8000):].astype(np.float64) ** 2)) > 300
