@@ -27,7 +27,7 @@ import asyncio
 import logging
 from dataclasses import asdict, dataclass
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceTransport, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from agent.bridge import AgentTrack, TrackBridge
@@ -39,6 +39,9 @@ from telephony.call_channel import CallChannel
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 20.0  # seconds from the answer to connected media, or the call ends
+SETTLE_TIMEOUT = 1.0  # seconds the connection gets to say why the caller's track ended
+HUNG_UP = "the caller hung up"
+CONNECTION_FAILED = "the connection failed (ICE or DTLS)"
 DRAIN_TIMEOUT = 0.5  # seconds the last data channel messages get before the connection closes
 MAX_OFFER_BYTES = 64 * 1024
 
@@ -72,6 +75,8 @@ class WebRtcCall:
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._caller: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
         self._connected = asyncio.Event()
+        self._settled = asyncio.Event()  # the connection closed or failed
+        self._ice: RTCIceTransport | None = None
         self._closing = False
 
     @property
@@ -95,6 +100,9 @@ class WebRtcCall:
             audio = [t for t in self._pc.getTransceivers() if t.kind == "audio"]
             if not audio or not self._caller.done():
                 raise OfferError("the offer has no audio the caller sends")
+            ice = audio[0].receiver.transport.transport  # bundled: the one ICE transport of the call
+            ice.on("statechange", lambda: ice.state == "failed" and self._failed())
+            self._ice = ice
             self._pc.addTrack(self.agent)
             await self._pc.setLocalDescription(await self._pc.createAnswer())
         except BaseException:
@@ -111,7 +119,13 @@ class WebRtcCall:
                 return
             self.bridge = TrackBridge(self._caller.result())
             await self.bridge.run(slot)
-            self.session.request_end("the caller hung up")  # its track ended: RTCP BYE or DTLS close
+            # The track ends for a hang-up (RTCP BYE, DTLS close) and for a failure alike: the
+            # connection's own state, which comes a moment later, tells them apart.
+            try:
+                await asyncio.wait_for(self._settled.wait(), SETTLE_TIMEOUT)
+            except TimeoutError:
+                pass
+            self.session.request_end(HUNG_UP)
         finally:
             await self._finish()
 
@@ -130,9 +144,10 @@ class WebRtcCall:
         """Tell the caller why the call ends, then close (also when cancelled: the worker ends the call)."""
         counts = self.counts()
         reason = self.session.end_reason or "the call ended"
-        self.channel.ended(reason, self.session.end_outcome, asdict(counts))
         log.info("webrtc leg closed", extra={"call": self.session.id, "reason": reason, **asdict(counts)})
-        await self.channel.drain(DRAIN_TIMEOUT)
+        if self._pc.connectionState == "connected":  # else there is no one left to tell
+            self.channel.ended(reason, self.session.end_outcome, asdict(counts))
+            await self.channel.drain(DRAIN_TIMEOUT)
         await self.close()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -145,6 +160,15 @@ class WebRtcCall:
             self._connected.set()
             self.channel.connected()
         elif state == "failed":
-            self.session.request_end("the connection failed (ICE or DTLS)", "failed")
+            self._failed()
         elif state == "closed" and not self._closing:
-            self.session.request_end("the caller hung up")
+            # aiortc closes itself once DTLS is down, which a failed ICE also brings about: then the
+            # connection says "closed" before the ICE transport has told its own state.
+            if self._ice is not None and self._ice.state == "failed":
+                return self._failed()
+            self.session.request_end(HUNG_UP)
+            self._settled.set()
+
+    def _failed(self) -> None:
+        self.session.request_end(CONNECTION_FAILED, "failed")
+        self._settled.set()
