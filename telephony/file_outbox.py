@@ -5,7 +5,7 @@ Every change is a JSON line appended to `<folder>/outbox.journal`:
     {"op": "add", "id", "tenant", "key", "type", "body", "at"}   an event (fsynced before append returns)
     {"op": "retry", "id", "attempts", "due", "error"}           a failed attempt
     {"op": "done", "id"}                                         delivered (the ack)
-    {"op": "dead", "id", "at", "error"}                          dead-lettered (fsynced)
+    {"op": "dead", "id", "at", "error", "attempts"}              dead-lettered (fsynced)
     {"op": "replay", "id", "at"}                                 a dead letter queued again (fsynced)
 
 At start the journal is read back into memory (a line torn by a crash is cut off); fsyncs of
@@ -159,7 +159,7 @@ class FileOutbox:
             self._sent[event_id] = time.time()
         elif op == "dead" and event_id in self._events:
             entry = self._events[event_id]
-            entry.died_at, entry.error = r["at"], r["error"]
+            entry.died_at, entry.error, entry.attempts = r["at"], r["error"], r["attempts"]
             self._leave_queue(entry)
             self._dead.setdefault(entry.event.tenant, {})[event_id] = None
         elif op == "replay" and event_id in self._events:
@@ -262,7 +262,7 @@ class FileOutbox:
         if entry is None or entry.died_at is not None:
             return
         now = time.time()
-        self._log({"op": "dead", "id": claim.event.id, "at": now, "error": error})
+        self._log({"op": "dead", "id": claim.event.id, "at": now, "error": error, "attempts": claim.attempts + 1})
         self._schedule_head(claim.event.key, now)
         await self._journal.sync()
 
@@ -310,7 +310,8 @@ class FileOutbox:
                 records.append({"op": "retry", "id": e.event.id, "attempts": e.attempts, "due": e.due,
                                 "error": e.error})
             if e.died_at is not None:
-                records.append({"op": "dead", "id": e.event.id, "at": e.died_at, "error": e.error})
+                records.append({"op": "dead", "id": e.event.id, "at": e.died_at, "error": e.error,
+                                "attempts": e.attempts})
         before = self._journal.lines
         self._journal.rewrite(records)
         log.info("outbox journal compacted", extra={"lines_before": before, "lines_after": len(records)})

@@ -43,7 +43,7 @@ class Claim:
 class DeadLetter:
     event: OutboxEvent
     created_at: float
-    attempts: int
+    attempts: int  # all of them, the last included
     error: str  # how the last attempt failed
     died_at: float
 
@@ -80,7 +80,7 @@ class Outbox(Protocol):
         """The attempt failed: claim the event again at `due` (seconds since the epoch)."""
 
     async def dead_letter(self, claim: Claim, error: str) -> None:
-        """Give up on the event; the next event of its key may go."""
+        """The attempt failed and is the last: the next event of its key may go."""
 
     async def dead_letters(self, tenant: str) -> list[DeadLetter]:
         """The tenant's dead letters, oldest death first."""

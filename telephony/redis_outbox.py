@@ -84,7 +84,7 @@ end
 return out
 """
 
-# ARGV: p, id, 'delivered' or 'dead', now, error, seconds to remember a delivered id.
+# ARGV: p, id, 'delivered' or 'dead', now, error, seconds to remember a delivered id, attempts.
 _FINISH = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[4]
 local ev = p .. 'event:' .. id
@@ -97,7 +97,7 @@ if ARGV[3] == 'delivered' then
   redis.call('DEL', ev)
   redis.call('SET', p .. 'sent:' .. id, 1, 'EX', ARGV[6])
 else
-  redis.call('HSET', ev, 'died', now, 'error', ARGV[5])
+  redis.call('HSET', ev, 'died', now, 'error', ARGV[5], 'attempts', ARGV[7])
   redis.call('ZADD', p .. 'dead:' .. f[2], now, id)
 end
 local next_id = redis.call('LINDEX', list, 0)
@@ -223,14 +223,14 @@ class RedisOutbox:
 
     async def delivered(self, claim: Claim) -> None:
         await self._scripts["finish"](args=[self._p, claim.event.id, "delivered", time.time(), "",
-                                            int(SENT_MEMORY_SECONDS)])
+                                            int(SENT_MEMORY_SECONDS), claim.attempts])
 
     async def retry_later(self, claim: Claim, due: float, error: str) -> None:
         await self._scripts["retry"](args=[self._p, claim.event.id, due, claim.attempts + 1, error])
 
     async def dead_letter(self, claim: Claim, error: str) -> None:
         await self._scripts["finish"](args=[self._p, claim.event.id, "dead", time.time(), error,
-                                            int(SENT_MEMORY_SECONDS)])
+                                            int(SENT_MEMORY_SECONDS), claim.attempts + 1])
 
     async def dead_letters(self, tenant: str) -> list[DeadLetter]:
         ids = await self._redis.zrange(self._p + f"dead:{tenant}", 0, -1)

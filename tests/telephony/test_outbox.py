@@ -96,7 +96,7 @@ async def test_dead_letters_free_their_key_and_can_be_replayed(opener):
 
     assert await ids(await outbox.claim(10, wait=1)) == ["msg_2"]
     dead = await outbox.dead_letters("acme")
-    assert [(d.event.id, d.attempts, d.error) for d in dead] == [("msg_1", 1, "HTTP 500 for 24 h")]
+    assert [(d.event.id, d.attempts, d.error) for d in dead] == [("msg_1", 2, "HTTP 500 for 24 h")]
     assert await outbox.dead_letters("globex") == []
     assert not await outbox.replay("globex", "msg_1")  # another tenant's letter is not found
     assert await outbox.replay("acme", "msg_1")

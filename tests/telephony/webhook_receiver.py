@@ -6,6 +6,7 @@ records it, and answers as the test's `behaviour` says: a status, after a delay,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -49,7 +50,8 @@ class Receiver:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="receiver", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="receiver",
+                                        daemon=True)
 
     @property
     def url(self) -> str:
@@ -78,6 +80,13 @@ class Receiver:
         deadline = time.monotonic() + timeout
         while len(self.accepted()) < count and time.monotonic() < deadline:
             time.sleep(0.02)
+        return self.accepted()
+
+    async def until(self, count: int, timeout: float = 20.0) -> list[Delivery]:
+        """`wait_for` for a test whose event loop must keep running meanwhile."""
+        deadline = time.monotonic() + timeout
+        while len(self.accepted()) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         return self.accepted()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
