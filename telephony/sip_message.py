@@ -27,6 +27,7 @@ _COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", 
 _CANONICAL = {"call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate", "mime-version":
               "MIME-Version", "rack": "RAck", "rseq": "RSeq"}
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) (.*)$")
 
 
@@ -84,6 +85,7 @@ class SipRequest:
     uri: str
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    version: str = SIP_VERSION
 
     @property
     def call_id(self) -> str:
@@ -139,11 +141,15 @@ def parse_message(data: bytes) -> SipMessage:
     except UnicodeDecodeError as error:
         raise SipParseError(f"header section is not UTF-8 (byte {error.start})") from None
     start_line, *lines = text.split("\r\n")
-    headers = _parse_headers(lines)
+    headers, problem = _parse_headers(lines)
     message: SipMessage = _start(start_line, headers)
     body = data[end + 4:]
     request = message if isinstance(message, SipRequest) and _answerable(headers) else None
     try:
+        if problem is not None:
+            raise problem
+        if isinstance(message, SipRequest) and message.version != SIP_VERSION:
+            raise SipParseError(f"unsupported version {message.version[:20]!r}", 505)
         message.body = _body(headers, body)
         if isinstance(message, SipRequest):
             _check_request(message)
@@ -160,15 +166,14 @@ def _start(line: str, headers: Headers) -> SipMessage:
             raise SipParseError(f"malformed status line {line[:80]!r}")
         return SipResponse(int(match[1]), match[2], headers)
     parts = line.split(" ")
-    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1] or not parts[2].startswith("SIP/"):
         raise SipParseError(f"malformed request line {line[:80]!r}")
-    if parts[2] != SIP_VERSION:
-        raise SipParseError(f"unsupported version {parts[2][:20]!r}", 505)
-    return SipRequest(parts[0], parts[1], headers)
+    return SipRequest(parts[0], parts[1], headers, version=parts[2])
 
 
-def _parse_headers(lines: list[str]) -> Headers:
-    headers = Headers()
+def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
+    """The header fields, and the first problem that still leaves the message answerable."""
+    headers, problem = Headers(), None
     for line in lines:
         if line[:1] in (" ", "\t"):
             if not headers.fields:
@@ -180,10 +185,12 @@ def _parse_headers(lines: list[str]) -> Headers:
         name = name.rstrip(" \t")
         if not colon or not _TOKEN.match(name):
             raise SipParseError(f"malformed header line {line[:80]!r}")
+        if _CONTROL.search(value):
+            problem = problem or SipParseError(f"control character in header {name[:40]!r}")
         if len(headers.fields) >= MAX_HEADERS:
-            raise SipParseError(f"more than {MAX_HEADERS} header fields", 513)
+            return headers, SipParseError(f"more than {MAX_HEADERS} header fields", 513)
         headers.add(name, value.strip())
-    return headers
+    return headers, problem
 
 
 def _answerable(headers: Headers) -> bool:
