@@ -7,7 +7,7 @@
     DELETE /worker/sessions/{id}     end a call (204)
     POST   /worker/sessions/{id}/webrtc   answer the caller's WebRTC offer: the call's media (200)
     PUT    /worker/sessions/{id}/rtp open or change a call's RTP leg (SIP): where it receives
-    GET    /worker                   the worker: slots, model, draining
+    GET    /worker                   the worker: slots, model, draining, its engine's recent step times
     PUT    /worker/draining          drain (or undrain) the worker
 
 `plexline worker` serves it alone (`create_worker_app`); `plexline serve` includes `router` in
@@ -54,6 +54,12 @@ class SessionPublic(BaseModel):
                    concealed=stats.concealed)
 
 
+class ClockPublic(BaseModel):
+    steps: int  # engine steps since the worker started
+    overruns: int  # steps that ran past their 80 ms budget
+    step_seconds: list[float]  # the latest steps' durations (whole frame), oldest first, up to 1000
+
+
 class WorkerPublic(BaseModel):
     id: str
     address: str
@@ -62,6 +68,7 @@ class WorkerPublic(BaseModel):
     slots: int
     free: int
     draining: bool
+    clock: ClockPublic
 
 
 class Draining(BaseModel):
@@ -170,9 +177,10 @@ async def answer_webrtc(call_id: str, offer: SessionDescription, worker: WorkerD
 
 
 def _public(worker: Worker) -> WorkerPublic:
-    i = worker.info
+    i, c = worker.info, worker.clock.stats
+    clock = ClockPublic(steps=c.steps, overruns=c.overruns, step_seconds=list(c.step_seconds))
     return WorkerPublic(id=i.id, address=i.address, model=i.model, version=i.version, slots=i.slots,
-                        free=worker.free_slots, draining=worker.draining)
+                        free=worker.free_slots, draining=worker.draining, clock=clock)
 
 
 @router.get("", response_model=WorkerPublic)

@@ -1,3 +1,5 @@
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -42,6 +44,18 @@ def test_a_session_is_created_listed_read_and_ended(client):
     assert client.get("/worker/sessions/c1", headers=AUTH).status_code == 404
     assert client.delete("/worker/sessions/c1", headers=AUTH).status_code == 404
     assert client.get("/worker", headers=AUTH).json()["free"] == 1
+
+
+def test_the_worker_reports_its_engine_step_times(client):
+    idle = client.get("/worker", headers=AUTH).json()["clock"]
+    client.post("/worker/sessions", json=call("c1"), headers=AUTH)
+    deadline = time.monotonic() + 5
+    while (clock := client.get("/worker", headers=AUTH).json()["clock"])["steps"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert idle == {"steps": 0, "overruns": 0, "step_seconds": []}  # no call, no step
+    assert clock["steps"] >= 3 and len(clock["step_seconds"]) == clock["steps"]
+    assert all(0 < s < 1 for s in clock["step_seconds"])
 
 
 def test_refusals_carry_a_status_and_retry_after(client):
