@@ -41,5 +41,9 @@ tar -C "$work/site" -cf - . | xz -9 >"$WHEELS/site.tar.xz"
 # redis-tools holds the binary, redis-server its name; libssl3 and libatomic1 in case the host lacks them.
 rm -rf .deb && mkdir .deb
 (cd .deb && apt-get download redis-server redis-tools libjemalloc2 liblzf1 libssl3 libatomic1 2>&1 | grep -v '^W:' || true)
+for deb in .deb/*.deb; do  # plain names (no '%3a' or '~') for any copying tool
+  version=$(dpkg-deb -f "$deb" Version | tr -c 'A-Za-z0-9.\n' '.')
+  mv "$deb" ".deb/$(dpkg-deb -f "$deb" Package)_$version.deb"
+done
 
 du -ch "$WHEELS/site.tar.xz" .deb/* | tail -1
