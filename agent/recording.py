@@ -11,6 +11,7 @@ append and its header update the sizes its data really has.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import threading
 from pathlib import Path
@@ -22,6 +23,15 @@ CHANNELS = 2
 SAMPLE_BYTES = 2
 HEADER_BYTES = 44
 MAX_DATA_BYTES = 0xFFFF_FFFF - 36  # a WAV's sizes are 32-bit: about 12 h at this rate
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # tenant and call ids: never a path
+
+
+def recording_path(root: Path, tenant: str, call_id: str) -> Path:
+    """Where a call's recording lives: `<root>/<tenant>/<call id>.wav`."""
+    for name in (tenant, call_id):
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"{name!r} cannot name a recording")
+    return root / tenant / f"{call_id}.wav"
 
 
 def wav_header(data_bytes: int) -> bytes:

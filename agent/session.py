@@ -10,17 +10,25 @@ other reason, and asks to end when the link returns or fails.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.registration import CallOutcome
+from agent.timeline import FRAME_SECONDS, CallTimeline
 from personas.schema import Persona
 from personas.tenant import Greeting
 
 if TYPE_CHECKING:  # the control plane imports this module; it has no use for torch
-    from agent.engine.clock import CallSlot
+    from agent.caller_speech import CallerSpeech
+    from agent.engine.clock import AgentFrame, CallSlot
+    from agent.recording import CallRecorder
+
+log = logging.getLogger(__name__)
 
 CALL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -63,6 +71,7 @@ class CallDetails(BaseModel):
     greeting: Greeting = "agent_first"
     recording: bool = False
     max_call_seconds: float = Field(gt=0)
+    partial_transcript_seconds: float | None = None  # call.transcript.partial this often, if set
 
 
 class MediaLink(Protocol):
@@ -71,14 +80,24 @@ class MediaLink(Protocol):
 
 
 class Session:
-    def __init__(self, call: CallDetails, slot: CallSlot):
+    """A call in progress. The engine shows it every step (`on_frame`), which feeds the call's
+    timeline (the agent's words), its recording and its caller recogniser, if it has them."""
+
+    def __init__(self, call: CallDetails, slot: CallSlot, timeline: CallTimeline | None = None,
+                 recorder: CallRecorder | None = None, caller_speech: CallerSpeech | None = None):
         self.call = call
         self.slot = slot
         self.started_at = time.time()
+        self.answered_at = datetime.fromtimestamp(self.started_at, timezone.utc)
         self.end_requested = asyncio.Event()
         self.end_reason = ""
         self.end_outcome: CallOutcome = "ended"
+        self.timeline = timeline or CallTimeline(None, FRAME_SECONDS)
+        self.recorder = recorder
+        self.caller_speech = caller_speech
+        self.frames = 0  # engine steps seen
         self._media: asyncio.Task[None] | None = None
+        slot.listener = self.on_frame
 
     @property
     def id(self) -> str:
@@ -89,6 +108,28 @@ class Session:
             raise RuntimeError(f"call {self.id} already has media")
         self._media = asyncio.get_running_loop().create_task(media.run(self.slot), name=f"media-{self.id}")
         self._media.add_done_callback(self._media_done)
+
+    def on_frame(self, caller: np.ndarray, agent: AgentFrame | None) -> None:
+        """One engine step of this call (the slot's listener): never raises into the engine."""
+        frame, self.frames = self.frames, self.frames + 1
+        if agent is not None and agent.text_token >= 0:
+            self.timeline.agent_text(frame, agent.text_token)
+        if self.recorder is not None:
+            try:
+                self.recorder.add(caller, agent.pcm if agent is not None else np.zeros_like(caller))
+            except Exception as error:
+                log.error("recording stopped", extra={"call": self.id, "error": repr(error)})
+                self.recorder = None
+        if self.caller_speech is not None:
+            try:
+                self.caller_speech.feed(caller)
+            except Exception as error:
+                log.error("caller recogniser stopped", extra={"call": self.id, "error": repr(error)})
+                self.caller_speech = None
+
+    def pressed(self, digit: str) -> None:
+        """The caller pressed a key (RFC 4733 or in-band DTMF, as the transport detects them)."""
+        self.timeline.dtmf(digit)
 
     def request_end(self, reason: str, outcome: CallOutcome = "ended") -> None:
         """Ask the worker to end the call; the first reason given is the one recorded."""

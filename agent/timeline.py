@@ -16,6 +16,7 @@ from agent import call_events as ev
 from agent.transcript import PieceText, TranscriptBuilder, Word
 
 TURN_GAP = 1.0  # seconds of silence that end a turn
+FRAME_SECONDS = 1920 / 24_000  # the engine's frame (agent.engine.backend), without importing torch
 
 
 @dataclass(frozen=True)

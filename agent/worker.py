@@ -13,19 +13,26 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+from agent.call_reporter import CallReporter, outcome_of
+from agent.caller_speech import CallerRecognizer
 from agent.engine.backend import Backend, CallSetup
-from agent.engine.clock import EngineClock, NoFreeSlot
+from agent.engine.clock import FRAME_SECONDS, CallSlot, EngineClock, NoFreeSlot
 from agent.engine.echo import EchoBackend
+from agent.recording import CallRecorder, recording_path
 from agent.registration import CallOutcome, Registration, WorkerInfo
 from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
                            WorkerFull)
+from agent.timeline import CallTimeline
 from personas.schema import Persona
 
 log = logging.getLogger(__name__)
 
 HEARTBEATS_PER_TTL = 3
+RECORDING_FLUSH_SECONDS = 1.0  # a crash loses at most about this much of a recording
+CALLER_SPEECH_TIMEOUT = 10.0  # seconds a caller recogniser may take to finish a call's words
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,15 @@ def call_seed(persona: Persona) -> int:
 
 class Worker:
     def __init__(self, model: WorkerModel, *, worker_id: str, address: str, version: str,
-                 registry: Registration | None = None, heartbeat_ttl: float = 3.0):
+                 registry: Registration | None = None, heartbeat_ttl: float = 3.0,
+                 reporter: CallReporter | None = None, recordings: Path | None = None,
+                 recognizer: CallerRecognizer | None = None):
+        """`reporter` sends the calls' events; `recordings` is where lines that record write their
+        calls; `recognizer` (optional, the deployment's) puts the caller's words in transcripts."""
         self.model = model
+        self.reporter = reporter
+        self.recordings = recordings
+        self.recognizer = recognizer
         self.clock = EngineClock(model.backend)
         self.info = WorkerInfo(worker_id, address, model.backend.num_slots, model.name, version)
         self.registry = registry
@@ -126,6 +140,8 @@ class Worker:
 
     async def start(self) -> None:
         self.clock.start()
+        if self.reporter is not None:
+            self.reporter.start()
         if self.registry is not None:
             await self.beat()
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat_forever(), name="heartbeat")
@@ -153,6 +169,8 @@ class Worker:
             self._heartbeat = None
         if self.registry is not None:
             await self._tell_registry(self.registry.deregister(self.info.id, "the worker shut down"))
+        if self.reporter is not None:
+            await self.reporter.stop()
         await self.clock.stop()
 
     async def _tell_registry(self, request: Awaitable[object]) -> None:
@@ -204,7 +222,7 @@ class Worker:
             raise WorkerFull(str(error)) from error
         finally:
             self._starting.discard(call.call_id)
-        session = self._sessions[call.call_id] = Session(call, slot)
+        session = self._sessions[call.call_id] = self._new_session(call, slot)
         self._watchers[call.call_id] = asyncio.get_running_loop().create_task(
             self._watch(session), name=f"call-{call.call_id}")
         log.info("call started", extra={"call": call.call_id, "tenant": call.tenant, "line": call.line,
@@ -231,6 +249,23 @@ class Worker:
             raise
         return answer
 
+    def _new_session(self, call: CallDetails, slot: CallSlot) -> Session:
+        recorder = None
+        if call.recording and self.recordings is None:
+            log.warning("the line records its calls but this worker has no recordings folder",
+                        extra={"call": call.call_id})
+        elif call.recording:
+            try:
+                recorder = CallRecorder(recording_path(self.recordings, call.tenant, call.call_id))
+            except (OSError, ValueError) as error:
+                log.error("cannot record a call", extra={"call": call.call_id, "error": repr(error)})
+        speech = self.recognizer.open(call) if self.recognizer is not None else None
+        session = Session(call, slot, CallTimeline(self.model.tokenizer, FRAME_SECONDS), recorder, speech)
+        session.timeline.mark("answered")
+        if self.reporter is not None:
+            self.reporter.started(session)
+        return session
+
     async def end_session(self, call_id: str, reason: str, outcome: CallOutcome = "ended") -> Session:
         session = self.session(call_id)
         session.request_end(reason, outcome)
@@ -238,6 +273,7 @@ class Worker:
         return session
 
     async def _watch(self, session: Session) -> None:
+        flusher = asyncio.get_running_loop().create_task(self._flush_recording(session), name=f"rec-{session.id}")
         try:
             await asyncio.wait_for(session.end_requested.wait(), session.call.max_call_seconds)
         except TimeoutError:
@@ -248,9 +284,40 @@ class Worker:
         finally:
             del self._sessions[session.id]
             del self._watchers[session.id]
+            flusher.cancel()
+        ended_at = datetime.now(timezone.utc)
         log.info("call ended", extra={"call": session.id, "reason": session.end_reason})
         if self.registry is not None:
             try:
                 await self.registry.release(session.id, session.end_outcome, session.end_reason)
             except Exception as error:  # the heartbeat's reconciliation frees the slot later
                 log.warning("could not release a call", extra={"call": session.id, "error": repr(error)})
+        await asyncio.wait([flusher])
+        await self._complete_record(session)
+        if self.reporter is not None:
+            self.reporter.ended(session, ended_at)
+
+    async def _flush_recording(self, session: Session) -> None:
+        while session.recorder is not None:
+            await asyncio.sleep(RECORDING_FLUSH_SECONDS)
+            recorder = session.recorder
+            try:
+                await asyncio.to_thread(recorder.flush)
+            except OSError as error:
+                log.error("recording stopped", extra={"call": session.id, "error": repr(error)})
+                session.recorder = None
+
+    async def _complete_record(self, session: Session) -> None:
+        """The end of the call's timeline, the caller's words, the rest of its recording."""
+        session.timeline.mark(outcome_of(session.end_reason, session.end_outcome), session.end_reason)
+        if session.caller_speech is not None:
+            try:
+                words = await asyncio.wait_for(session.caller_speech.finish(), CALLER_SPEECH_TIMEOUT)
+                session.timeline.caller_words(words)
+            except Exception as error:
+                log.warning("the caller recogniser failed", extra={"call": session.id, "error": repr(error)})
+        if session.recorder is not None:
+            try:
+                await asyncio.to_thread(session.recorder.close)
+            except OSError as error:
+                log.error("recording not closed", extra={"call": session.id, "error": repr(error)})

@@ -33,6 +33,7 @@ class RtpLeg:
 
     def on_dtmf(self, digit: str) -> None:
         self.digits.append(digit)
+        self.session.pressed(digit)  # into the call's transcript
         log.info("caller pressed a key", extra={"call": self.session.id, "digit": digit})
         if digit == self.rtp.spec.transfer_digit:
             self.session.request_end(transfer_reason(digit))
