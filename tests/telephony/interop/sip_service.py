@@ -140,6 +140,7 @@ class LoopbackCapture:
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 25)  # as much as the kernel allows
         self.sock.bind(("lo", 0))
         self.sock.setblocking(False)
         self.packets: list[Captured] = []
