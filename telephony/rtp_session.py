@@ -303,7 +303,7 @@ class RtpSession:
         now = asyncio.get_running_loop().time()
         if source != self._latched and (self._latched is None or now - self.last_arrival > RELATCH_SECONDS):
             self._latched = source
-            if not self._latched_rtcp:
+            if not self._latched_rtcp and source != self._remote:  # behind a NAT: RTCP is likely next to RTP
                 self._remote_rtcp = (source[0], source[1] + 1)
         if source != self._latched:
             self.stats.rejected += 1
