@@ -6,8 +6,16 @@ to be found in, and its internal API never runs open.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/plexline (~/.local/share/plexline): the embedded outbox, call records, recordings."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "plexline"
 
 
 class WorkerSettings(BaseSettings):
@@ -21,3 +29,6 @@ class WorkerSettings(BaseSettings):
     media_host: str | None = None  # the address RTP of SIP calls comes to (default: --host)
     rtp_port_min: int = Field(20000, ge=1024, le=65535)
     rtp_port_max: int = Field(29999, ge=1024, le=65535)
+    # Where lines that record write their calls: a folder the control planes share (they serve them).
+    recordings_dir: Path = Field(default_factory=lambda: default_data_dir() / "recordings")
+    call_record_retention_days: float = Field(90.0, gt=0)  # call records are kept in Redis this long

@@ -112,6 +112,19 @@ def _attach_sip(plane, settings, http_host: str) -> None:
     plane.sip = SipServer(plane, config)
 
 
+def _call_history(settings):
+    """Call records, recordings and the webhook outbox: in Redis, or files in the data folder."""
+    from datetime import timedelta
+
+    from telephony.call_history import open_call_history
+
+    return open_call_history(settings.redis_url, settings.redis_prefix, settings.recordings_folder,
+                             data_dir=settings.data_dir,
+                             record_retention=timedelta(days=settings.call_record_retention_days),
+                             recording_retention=timedelta(days=settings.recording_retention_days),
+                             lease=2 * settings.webhook_timeout + 5)
+
+
 def _rtp_legs(host: str, low: int, high: int):
     from telephony.rtp_legs import RtpLegs
 
@@ -126,6 +139,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from pydantic import SecretStr
 
+    from agent.call_reporter import CallReporter
     from agent.worker import Worker
     from personas.store import TenantStore
     from telephony.app import create_app
@@ -145,13 +159,16 @@ def serve(args: argparse.Namespace) -> None:
     model = _worker_model(args, settings.personas_dir)
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     address = args.advertise_url or f"http://{args.host}:{args.http_port}"
+    history = _call_history(settings)
     worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.http_port}", address=address,
-                    version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl)
+                    version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
+                    reporter=CallReporter(history), recordings=settings.recordings_folder)
     secret = settings.worker_secret.get_secret_value()
     media_host = settings.media_host or settings.sip_host or args.host
     legs = _rtp_legs(media_host, settings.rtp_port_min, settings.rtp_port_max)
     workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout), legs)
     control_plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers, local_worker=worker)
+    control_plane.history = history
     _attach_sip(control_plane, settings, args.host)
     app = create_app(control_plane)
     app.state.rtp_legs = legs
@@ -173,6 +190,7 @@ def control_plane(args: argparse.Namespace) -> None:
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     workers = HttpWorkerClient(settings.worker_secret.get_secret_value(), settings.worker_timeout)
     plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers)
+    plane.history = _call_history(settings)
     _attach_sip(plane, settings, args.host)
     _serve_http(create_app(plane), args.host, args.http_port)
 
@@ -180,17 +198,24 @@ def control_plane(args: argparse.Namespace) -> None:
 def worker(args: argparse.Namespace) -> None:
     import socket
 
+    from datetime import timedelta
+
+    from agent.call_reporter import CallReporter
     from agent.worker import Worker
     from agent.worker_api import create_worker_app
     from agent.worker_settings import WorkerSettings
+    from telephony.call_history import open_call_history
     from telephony.registry import open_registry
 
     settings = _settings(WorkerSettings, {"redis_url": args.redis_url})
     model = _worker_model(args, args.voices_dir)
     address = args.advertise_url or f"http://{args.host}:{args.port}"
     registry = open_registry(settings.redis_url, settings.redis_prefix)
+    history = open_call_history(settings.redis_url, settings.redis_prefix, settings.recordings_dir,
+                                record_retention=timedelta(days=settings.call_record_retention_days))
     worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.port}", address=address,
-                    version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl)
+                    version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
+                    reporter=CallReporter(history), recordings=settings.recordings_dir)
     legs = _rtp_legs(settings.media_host or args.host, settings.rtp_port_min, settings.rtp_port_max)
     app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace, legs)
     _serve_http(app, args.host, args.port)

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from telephony.api import calls, dialer, health, lines, tenants, whip, workers
+from telephony.api import call_records, calls, dialer, health, lines, recordings, tenants, webhooks, whip, workers
 from telephony.api.errors import add_error_handlers
 from telephony.control_plane import ControlPlane
 
@@ -35,7 +35,7 @@ def create_app(control_plane: ControlPlane) -> FastAPI:
     app = FastAPI(title="plexline control plane", description=DESCRIPTION, lifespan=lifespan)
     app.state.control_plane = control_plane
     add_error_handlers(app, control_plane.settings.retry_after_seconds)
-    for module in (tenants, lines, calls, whip, dialer, workers, health):
+    for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, workers, health):
         app.include_router(module.router)
     if control_plane.local_worker is not None:  # `plexline serve`: other control planes may call it
         from agent.worker_api import router as worker_router

@@ -12,8 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.worker_settings import default_data_dir
 from personas import EXAMPLE_TENANTS
-
 
 
 class Settings(BaseSettings):
@@ -39,6 +39,22 @@ class Settings(BaseSettings):
     rtp_port_min: int = Field(20000, ge=1024, le=65535)
     rtp_port_max: int = Field(29999, ge=1024, le=65535)
     rtp_timeout: float = Field(30.0, gt=0)  # seconds without the caller's RTP that end a call
+    # Call history: in Redis when distributed, else files in data_dir (the webhook outbox, call records).
+    data_dir: Path = Field(default_factory=default_data_dir)
+    recordings_dir: Path | None = None  # default data_dir/recordings; distributed: a folder workers share
+    webhook_timeout: float = Field(15.0, gt=0)  # seconds for one delivery attempt, the answer included
+    webhook_max_response_bytes: int = Field(65_536, ge=0)  # no more of a receiver's answer is read
+    webhook_concurrency: int = Field(64, ge=1)  # attempts in flight at once per control plane
+    webhook_retry_first: float = Field(5.0, gt=0)  # seconds before the first retry, then doubling (jittered)
+    webhook_retry_cap: float = Field(3600.0, gt=0)  # the longest wait between two attempts
+    webhook_max_age: float = Field(86_400.0, gt=0)  # an event still undelivered this long after is dead-lettered
+    call_record_retention_days: float = Field(90.0, gt=0)
+    recording_retention_days: float = Field(30.0, gt=0)
+    retention_sweep_interval: float = Field(3600.0, gt=0)  # seconds between deletions of what is too old
+
+    @property
+    def recordings_folder(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     @property
     def distributed(self) -> bool:

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from personas.store import TenantEntry, UnknownTenant
 from personas.tenant import ID_PATTERN
+from telephony.call_history import CallHistory
 from telephony.control_plane import ControlPlane
 
 _bearer = HTTPBearer(auto_error=False, description="the operator token, or a tenant's admin token")
@@ -51,3 +52,12 @@ def get_tenant(tenant: Annotated[str, Path(pattern=ID_PATTERN.pattern)], token: 
 
 OperatorDep = Depends(require_operator)
 TenantDep = Annotated[TenantEntry, Depends(get_tenant)]
+
+
+def get_history(control_plane: ControlPlaneDep) -> CallHistory:
+    if control_plane.history is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this control plane keeps no call history")
+    return control_plane.history
+
+
+HistoryDep = Annotated[CallHistory, Depends(get_history)]

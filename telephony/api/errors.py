@@ -21,13 +21,17 @@ class CallFinished(Exception):
     pass
 
 
+class UnknownEvent(Exception):
+    pass
+
+
 def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     def plain(code: int, headers: dict[str, str] | None = None, detail: str | None = None):
         async def handler(request: Request, error: Exception) -> JSONResponse:
             return JSONResponse({"detail": detail or str(error)}, status_code=code, headers=headers)
         return handler
 
-    for error in (UnknownTenant, UnknownLine, UnknownAddress, UnknownCall):
+    for error in (UnknownTenant, UnknownLine, UnknownAddress, UnknownCall, UnknownEvent):
         app.add_exception_handler(error, plain(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(LineExists, plain(status.HTTP_409_CONFLICT))
     app.add_exception_handler(CallFinished, plain(status.HTTP_409_CONFLICT))

@@ -6,12 +6,16 @@ PUTs is what the file holds.
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from agent.call_events import CallEndedData, Outcome
 from personas.store import TenantEntry
 from personas.tenant import Limits, Line, check_id
+from telephony.outbox import DeadLetter
 from telephony.registry import CallRecord, CallState, WorkerStatus
 
 
@@ -96,3 +100,49 @@ class WorkerPublic(BaseModel):
 
 class WorkerUpdate(BaseModel):
     draining: bool
+
+
+class CallRecordSummary(BaseModel):
+    """A finished call without its transcript (GET the call's record for that)."""
+
+    call_id: str
+    line: str
+    from_: str = Field(alias="from")
+    to: str
+    answered_at: datetime
+    ended_at: datetime
+    duration_seconds: float
+    outcome: Outcome
+    reason: str
+    recorded: bool
+
+    model_config = {"populate_by_name": True}
+
+    @classmethod
+    def of(cls, record: CallEndedData) -> CallRecordSummary:
+        return cls(call_id=record.call_id, line=record.line, from_=record.from_, to=record.to,
+                   answered_at=record.answered_at, ended_at=record.ended_at,
+                   duration_seconds=record.duration_seconds, outcome=record.outcome, reason=record.reason,
+                   recorded=record.recording is not None)
+
+
+class DeadLetterPublic(BaseModel):
+    event_id: str
+    type: str
+    call_id: str
+    attempts: int
+    error: str  # how the last attempt failed
+    created_at: datetime
+    died_at: datetime
+    payload: dict  # the event, as it would be sent
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterPublic:
+        e = letter.event
+        return cls(event_id=e.id, type=e.type, call_id=e.key, attempts=letter.attempts, error=letter.error,
+                   created_at=datetime.fromtimestamp(letter.created_at, timezone.utc),
+                   died_at=datetime.fromtimestamp(letter.died_at, timezone.utc), payload=json.loads(e.body))
+
+
+class Replayed(BaseModel):
+    event_id: str
