@@ -105,6 +105,12 @@ class SipTrunk(_Strict):
     digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(["SHA-256", "MD5"], min_length=1)
 
 
+class MediaStreams(_Strict):
+    """Calls from a carrier with Twilio-style media streams: its webhooks are signed with this token."""
+
+    auth_token: str = Field(min_length=16)  # the account's auth token (X-Twilio-Signature, HMAC-SHA1)
+
+
 class Transfer(_Strict):
     """Hand the caller to a human (SIP REFER) when they press `digit`."""
 
@@ -119,6 +125,7 @@ class Tenant(_Strict):
     webhook: Webhook | None = None
     limits: Limits = Limits()
     sip: SipTrunk | None = None
+    media_streams: MediaStreams | None = None  # none: no media-stream calls for this tenant
 
 
 Greeting = Literal["agent_first", "caller_first"]
