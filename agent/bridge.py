@@ -33,6 +33,7 @@ from agent.engine.clock import AgentFrame, CallSlot
 PACKET_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 MAX_QUEUED_FRAMES = 3  # agent frames beyond this (a reader that fell behind) are dropped, oldest first
+QUIET_RMS = 10 ** (-50 / 20)  # an agent frame this quiet is a pause, which may be skipped to catch up
 MAX_CONCEALED = Fraction(1, 4)  # seconds of silence put in for one break (the slot keeps less anyway)
 GAP_TOLERANCE = Fraction(1, 1000)  # timestamps this far apart still count as contiguous
 
@@ -71,20 +72,30 @@ class AgentTrack(MediaStreamTrack):
 
     The first frame is due when `recv` is first called; each next one 20 ms later. When the engine
     has nothing ready (its frame is late, or the call just started), silence is sent and counted,
-    so the far end always hears a steady stream.
+    so the far end always hears a steady stream. When the reader is a frame or more behind (frames
+    made before the transport started sending, or a step that came late), the agent's pauses are
+    skipped (and counted) until it is not: a delay once taken would otherwise stay for the call.
+
+    With `rate` 48 kHz the frames come resampled (PyAV) to exactly 960 samples each, the first
+    led by the resampler's delay in silence: aiortc's Opus encoder then has nothing to resample and
+    sends each frame at once, where from 24 kHz it would hold every packet back 20 ms to fill one.
     """
 
     kind = "audio"
 
     def __init__(self, slot: CallSlot, on_text: TextCallback | None = None,
-                 sample_format: Literal["flt", "s16"] = "flt"):
+                 sample_format: Literal["flt", "s16"] = "flt", rate: int = SAMPLE_RATE):
         super().__init__()
         self.slot = slot
         self.sample_format = sample_format
+        self.rate = rate
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate) if rate != SAMPLE_RATE else None
+        self._resampled = np.zeros(0, dtype=np.float32)
         self.on_text = on_text
         self.packets = 0  # 20 ms packets handed out
         self.underruns = 0  # of those, silence because no agent audio was ready
-        self.dropped = 0
+        self.dropped = 0  # agent frames dropped because more than MAX_QUEUED_FRAMES waited
+        self.skipped = 0  # quiet agent frames skipped because the reader was behind
         self._pending = np.zeros(0, dtype=np.float32)
         self._pts = 0
         self._pacer = Pacer(SAMPLE_RATE)
@@ -100,13 +111,27 @@ class AgentTrack(MediaStreamTrack):
         else:
             samples = np.zeros(PACKET_SAMPLES, dtype=np.float32)
             self.underruns += 1
+        if self._resampler is not None:
+            samples = self._to_rate(samples)
         if self.sample_format == "s16":
             samples = (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(samples[None, :], format=self.sample_format, layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._pts, TIME_BASE
+        frame.sample_rate, frame.time_base = self.rate, fractions.Fraction(1, self.rate)
+        frame.pts = self.packets * (self.rate // 50)
         self._pts += PACKET_SAMPLES
         self.packets += 1
         return frame
+
+    def _to_rate(self, samples: np.ndarray) -> np.ndarray:
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._pts, TIME_BASE
+        self._resampled = np.concatenate([self._resampled, to_pcm(self._resampler.resample(frame))])
+        packet = self.rate // 50
+        if self._pts == 0:  # the resampler's delay, once, so that every frame is whole
+            self._resampled = np.concatenate([np.zeros(max(0, packet - self._resampled.size), np.float32),
+                                              self._resampled])
+        out, self._resampled = self._resampled[:packet], self._resampled[packet:]
+        return np.pad(out, (0, packet - out.size))
 
     def _fill(self) -> None:
         """Move what the engine produced into the pending samples, keeping latency bounded."""
@@ -115,7 +140,11 @@ class AgentTrack(MediaStreamTrack):
             self._take(queue.get_nowait(), keep_audio=False)
             self.dropped += 1
         while self._pending.size < PACKET_SAMPLES and not queue.empty():
-            self._take(queue.get_nowait(), keep_audio=True)
+            frame = queue.get_nowait()
+            behind = not queue.empty()  # the next frame is here already: this one would be heard late
+            skip = behind and self._pending.size == 0 and float(np.sqrt(np.mean(frame.pcm ** 2))) < QUIET_RMS
+            self._take(frame, keep_audio=not skip)
+            self.skipped += skip
 
     def _take(self, frame: AgentFrame, keep_audio: bool) -> None:
         if keep_audio:

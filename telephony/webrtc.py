@@ -7,12 +7,14 @@ A data channel opened by the caller carries the agent's text and the call's even
 (`telephony.call_channel`). No trickle ICE and no STUN or TURN: the answer holds every host
 candidate of the worker (aiortc gathers them before it answers).
 
-Jitter: this leg relies on aiortc's receiver, which keeps a jitter buffer for audio (16 packets,
-a frame handed on once four more have come: 80 ms on a steady stream) that restores the order
-of packets. A packet still missing when the buffer is full is given up; the break it leaves in
-the frame timestamps is filled with silence by the bridge and counted. Arrivals that are late or
-bunched are absorbed a second time by the slot, which holds up to three frames of caller audio;
-ticks when it has less than a frame are fed silence and counted by the engine.
+Jitter: this leg relies on aiortc's receiver and its jitter buffer, which puts packets back in
+order. aiortc builds it for audio to hand a frame on once four more have come (80 ms on a steady
+stream) and to wait up to 16 packets for a missing one; after a loss it stays that deep for the
+rest of the call. This leg sets it (`hold_back_one_packet`) to hand each frame on when the next
+has come (20 ms) and to give a missing packet up after four, so its delay is 20 ms and at worst 80
+ms after losses. A packet given up leaves a break in the frame timestamps, which the bridge fills
+with silence and counts. Late or bunched arrivals are absorbed by the slot, which holds up to three
+frames of caller audio; ticks when it has less than a frame are fed silence and counted.
 
 The call ends (`Session.request_end`, whose first reason is the one recorded) when the caller
 hangs up (its DTLS close, or the end of its track), when ICE or DTLS fails (aioice also fails a
@@ -27,7 +29,8 @@ import asyncio
 import logging
 from dataclasses import asdict, dataclass
 
-from aiortc import RTCConfiguration, RTCIceTransport, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceTransport, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 
 from agent.bridge import AgentTrack, TrackBridge
@@ -44,6 +47,7 @@ HUNG_UP = "the caller hung up"
 CONNECTION_FAILED = "the connection failed (ICE or DTLS)"
 DRAIN_TIMEOUT = 0.5  # seconds the last data channel messages get before the connection closes
 MAX_OFFER_BYTES = 64 * 1024
+JITTER_CAPACITY = 4  # packets: a missing one is given up when this many have come after it
 
 
 class OfferError(ValueError):
@@ -62,6 +66,20 @@ class MediaCounts:
     agent_packets: int  # 20 ms packets sent to the caller
     agent_underruns: int  # of those, silence because no agent audio was ready
     agent_dropped: int  # agent frames dropped because the sender fell behind
+    agent_skipped: int  # quiet agent frames skipped to catch up when the sender was behind
+
+
+def hold_back_one_packet(receiver: RTCRtpReceiver) -> None:
+    """Give the receiver a jitter buffer that hands each frame on when the next packet has come.
+
+    aiortc has no setting for it: its buffer is a private attribute, replaced here before the first
+    packet. Should a later aiortc rename it, its own buffer stays (80 ms more delay) and a warning says so.
+    """
+    name = "_RTCRtpReceiver__jitter_buffer"
+    if isinstance(getattr(receiver, name, None), JitterBuffer):
+        setattr(receiver, name, JitterBuffer(capacity=JITTER_CAPACITY, prefetch=0))
+    else:
+        log.warning("aiortc's receiver has no jitter buffer where expected: its default (80 ms) stays")
 
 
 class WebRtcCall:
@@ -70,7 +88,7 @@ class WebRtcCall:
     def __init__(self, session: Session, tokenizer: PieceText | None):
         self.session = session
         self.channel = CallChannel(session.call, tokenizer)
-        self.agent = AgentTrack(session.slot, on_text=self.channel.spoke, sample_format="s16")
+        self.agent = AgentTrack(session.slot, on_text=self.channel.spoke, sample_format="s16", rate=48_000)
         self.bridge: TrackBridge | None = None
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._caller: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
@@ -100,6 +118,7 @@ class WebRtcCall:
             audio = [t for t in self._pc.getTransceivers() if t.kind == "audio"]
             if not audio or not self._caller.done():
                 raise OfferError("the offer has no audio the caller sends")
+            hold_back_one_packet(audio[0].receiver)
             ice = audio[0].receiver.transport.transport  # bundled: the one ICE transport of the call
             ice.on("statechange", lambda: ice.state == "failed" and self._failed())
             self._ice = ice
@@ -133,7 +152,7 @@ class WebRtcCall:
         stats, bridge = self.session.slot.stats, self.bridge
         gaps, concealed = (bridge.gaps, float(bridge.concealed)) if bridge is not None else (0, 0.0)
         return MediaCounts(gaps, round(concealed, 3), stats.frames, stats.concealed, stats.dropped,
-                           self.agent.packets, self.agent.underruns, self.agent.dropped)
+                           self.agent.packets, self.agent.underruns, self.agent.dropped, self.agent.skipped)
 
     async def close(self) -> None:
         self._closing = True

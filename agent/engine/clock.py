@@ -6,6 +6,11 @@ worker thread, so the event loop keeps serving sockets while the GPU works. A sl
 frame is missing at a tick gets silence (zero PCM through the codec, so its streams stay aligned)
 and the gap is counted; a step that overruns its 80 ms budget is counted and logged, and the
 schedule skips ahead rather than bunching steps.
+
+A slot's caller audio is a jitter buffer of its own: what is left after a step waits for the next
+one. How much is left depends on when the call's packets happen to arrive between ticks (up to a
+frame, 80 ms); a steady excess over `SLACK_SAMPLES` (one 20 ms packet, the lateness it absorbs)
+for `TRIM_AFTER_STEPS` steps in a row is cut once (counted), so no call keeps that wait for good.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 MAX_BUFFERED_FRAMES = 3  # caller audio beyond this (a sender running fast) is dropped, oldest first
 MAX_OUTPUT_FRAMES = 25  # agent audio no one reads (no media attached yet) is kept for 2 s at most
+SLACK_SAMPLES = FRAME_SIZE // 4  # caller audio kept waiting after a step, to absorb a late packet
+TRIM_AFTER_STEPS = 12  # steps (about a second) with more than that waiting before the excess is cut
 
 
 class NoFreeSlot(RuntimeError):
@@ -45,6 +52,7 @@ class SlotStats:
     concealed: int = 0  # ticks with no caller frame: silence was fed
     dropped: int = 0  # caller frames dropped because too many were buffered
     unread: int = 0  # agent frames dropped because no one read them
+    trimmed: int = 0  # caller samples cut because more than SLACK_SAMPLES kept waiting
 
 
 # Sees every step of a slot: the caller frame the engine took (silence if none came) and the
@@ -62,6 +70,7 @@ class CallSlot:
     output: asyncio.Queue[AgentFrame] = field(default_factory=asyncio.Queue)
     _pending: deque[np.ndarray] = field(default_factory=deque)
     _pending_samples: int = 0
+    _excess_steps: int = 0
     closed: bool = False
 
     def push(self, pcm: np.ndarray) -> None:
@@ -77,8 +86,16 @@ class CallSlot:
     def take_frame(self) -> np.ndarray | None:
         """The next whole frame of caller audio, or None when less than a frame is buffered."""
         if self._pending_samples < FRAME_SIZE:
+            self._excess_steps = 0
             return None
-        return self._drop(FRAME_SIZE)
+        frame = self._drop(FRAME_SIZE)
+        self._excess_steps = self._excess_steps + 1 if self._pending_samples > SLACK_SAMPLES else 0
+        if self._excess_steps >= TRIM_AFTER_STEPS:
+            excess = self._pending_samples - SLACK_SAMPLES
+            self._drop(excess)
+            self.stats.trimmed += excess
+            self._excess_steps = 0
+        return frame
 
     def _drop(self, n: int) -> np.ndarray:
         data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]

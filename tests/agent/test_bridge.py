@@ -87,28 +87,42 @@ def test_agent_text_tokens_reach_the_callback_in_frame_order():
     assert asyncio.run(run()) == [(0, 5), (2, 7)]
 
 
-def test_agent_frames_encode_to_opus_with_rtp_timestamps_exactly_20_ms_apart():
+def encode_agent_frames(**track_options) -> tuple[list[av.AudioFrame], list[int | None]]:
+    """500 frames of an AgentTrack (fed a steady tone), and the RTP timestamps aiortc's Opus encoder gives them."""
     from aiortc.codecs.opus import OpusEncoder
 
     from agent.engine.clock import AgentFrame, CallSlot
 
     async def run():
         slot = CallSlot(index=0)
-        track = AgentTrack(slot, sample_format="s16")  # the only format aiortc's encoders take
+        track = AgentTrack(slot, **track_options)
         encoder = OpusEncoder()
-        stamps = []
+        frames, stamps = [], []
         for i in range(500):
             if i % 4 == 0:
-                slot.output.put_nowait(AgentFrame(np.full(1920, 0.1, np.float32), -1))
-            frame = await track.recv()
-            packets, timestamp = encoder.encode(frame)
-            stamps.append(timestamp)
-        return stamps
+                t = (np.arange(1920) + i * 480) / SAMPLE_RATE
+                slot.output.put_nowait(AgentFrame((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), -1))
+            frames.append(await track.recv())
+            stamps.append(encoder.encode(frames[-1])[1])
+        return frames, stamps
 
     with patch_sleep():
-        stamps = asyncio.run(run())
-    sent = [t for t in stamps if t is not None]  # the encoder's resampler holds back the very first packet
+        return asyncio.run(run())
+
+
+def test_agent_frames_at_24k_encode_to_opus_with_rtp_timestamps_20_ms_apart():
+    frames, stamps = encode_agent_frames(sample_format="s16")  # the only format aiortc's encoders take
+    sent = [t for t in stamps if t is not None]  # the encoder's own resampler holds back the first packet
     assert len(sent) >= 498 and sent == [960 * i for i in range(len(sent))]  # 48 kHz RTP clock: 20 ms a packet
+
+
+def test_agent_frames_at_48k_are_whole_opus_frames_that_the_encoder_sends_at_once():
+    frames, stamps = encode_agent_frames(sample_format="s16", rate=48_000)
+    assert all(f.samples == 960 and f.sample_rate == 48_000 for f in frames)
+    assert [f.pts for f in frames] == [960 * i for i in range(500)]
+    assert stamps == [960 * i for i in range(500)]  # no packet held back: none is None
+    pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in frames[8:]]) / 32768
+    assert abs(np.fft.rfftfreq(pcm.size, 1 / 48_000)[np.argmax(np.abs(np.fft.rfft(pcm)))] - 440) < 2
 
 
 def test_frames_stay_due_on_the_first_frames_schedule_over_a_30_minute_call():

@@ -108,3 +108,34 @@ def test_a_listener_sees_each_step_caller_input_and_agent_output_side_by_side():
     # The echo answers one frame late: nothing at first, then each step gives the previous input.
     assert seen[:4] == [(1, None), (2, 1), (3, 2), (0, 3)]
     assert slot.stats.frames - 1 <= len(seen) <= slot.stats.frames  # the clock may stop mid-step
+
+
+def test_a_steady_wait_of_caller_audio_beyond_one_packet_is_trimmed_once():
+    from agent.engine.clock import SLACK_SAMPLES, TRIM_AFTER_STEPS, CallSlot
+
+    samples = np.arange(40 * FRAME_SIZE, dtype=np.float32)  # each sample says where it is in the call
+    slot, sent = CallSlot(index=0), FRAME_SIZE + 1500
+    slot.push(samples[:sent])  # the call's packets arrive 1500 samples ahead of the ticks
+    starts = []
+    for _ in range(TRIM_AFTER_STEPS + 3):
+        starts.append(int(slot.take_frame()[0]))
+        slot.push(samples[sent:sent + FRAME_SIZE])  # a frame's worth arrives between ticks
+        sent += FRAME_SIZE
+
+    skips = np.diff(starts) - FRAME_SIZE
+    cut = 1500 - SLACK_SAMPLES
+    assert skips.tolist() == [0] * (TRIM_AFTER_STEPS - 1) + [cut] + [0] * 2  # one cut, then steady
+    assert slot.stats.trimmed == cut
+    assert sent - (starts[-1] + FRAME_SIZE) == FRAME_SIZE + SLACK_SAMPLES  # the next step finds a frame and the slack
+
+
+def test_a_wait_that_comes_and_goes_with_jitter_is_kept():
+    from agent.engine.clock import TRIM_AFTER_STEPS, CallSlot
+
+    slot = CallSlot(index=0)
+    slot.push(np.zeros(FRAME_SIZE, np.float32))
+    for step in range(3 * TRIM_AFTER_STEPS):
+        slot.take_frame()
+        slot.push(np.zeros(FRAME_SIZE + (960 if step % 2 == 0 else -960), np.float32))  # bunched, then sparse
+
+    assert slot.stats.trimmed == 0
