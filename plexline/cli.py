@@ -122,7 +122,7 @@ def _call_history(settings):
                              data_dir=settings.data_dir,
                              record_retention=timedelta(days=settings.call_record_retention_days),
                              recording_retention=timedelta(days=settings.recording_retention_days),
-                             lease=2 * settings.webhook_timeout + 5)
+                             lease=2 * settings.webhook_timeout + 1)
 
 
 def _rtp_legs(host: str, low: int, high: int):
