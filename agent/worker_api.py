@@ -209,6 +209,9 @@ def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0,
     app.state.worker, app.state.worker_secret = worker, secret
     app.state.rtp_legs = rtp_legs  # telephony.rtp_legs.RtpLegs: media of calls answered over SIP
     app.include_router(router)
+    from telephony.media_stream import router as stream_router
+
+    app.include_router(stream_router)  # carriers' media streams (authenticated per call, not by the secret)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from telephony import twiml
 from telephony.api import call_records, calls, dialer, health, lines, recordings, tenants, webhooks, whip, workers
 from telephony.api.errors import add_error_handlers
 from telephony.control_plane import ControlPlane
@@ -35,12 +36,14 @@ def create_app(control_plane: ControlPlane) -> FastAPI:
     app = FastAPI(title="plexline control plane", description=DESCRIPTION, lifespan=lifespan)
     app.state.control_plane = control_plane
     add_error_handlers(app, control_plane.settings.retry_after_seconds)
-    for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, workers, health):
+    for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers, health):
         app.include_router(module.router)
     if control_plane.local_worker is not None:  # `plexline serve`: other control planes may call it
         from agent.worker_api import router as worker_router
+        from telephony.media_stream import router as stream_router
 
         app.state.worker = control_plane.local_worker
         app.state.worker_secret = control_plane.settings.worker_secret.get_secret_value()
         app.include_router(worker_router)
+        app.include_router(stream_router)  # carriers' media streams to this worker's calls
     return app

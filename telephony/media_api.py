@@ -4,11 +4,14 @@ The control plane negotiates SDP with the caller; the worker that holds the call
 media. `RtpLegSpec` is the agreed plan sent to the worker (`POST /worker/sessions/{id}/rtp`, and
 `PUT` on a re-INVITE); `MediaAddress` is where the worker receives RTP, for the SDP answer. A call
 the worker ends because the caller asked for a human has a reason starting with
-`TRANSFER_REASON_PREFIX`; the control plane transfers it (REFER) instead of hanging up.
+`TRANSFER_REASON_PREFIX`; the control plane transfers it (REFER) instead of hanging up. A
+media-stream WebSocket attaches to its call with `stream_token`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +24,11 @@ Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 
 def transfer_reason(digit: str) -> str:
     return f"{TRANSFER_REASON_PREFIX}: the caller pressed {digit}"
+
+
+def stream_token(secret: str, call_id: str) -> str:
+    """What a carrier's media stream must show to attach to a call (see telephony.media_stream)."""
+    return hmac.new(secret.encode(), f"stream:{call_id}".encode(), hashlib.sha256).hexdigest()
 
 
 class RtpLegSpec(BaseModel):
