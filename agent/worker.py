@@ -217,6 +217,7 @@ class Worker:
             except Exception as error:
                 log.warning("call setup failed", extra={"call": call.call_id, "error": repr(error)})
                 raise CallSetupFailed(f"cannot set up call {call.call_id!r}: {error}") from error
+            self._starting.discard(call.call_id)  # the clock counts its slot from here: not twice
             slot = await self.clock.join(setup)
         except NoFreeSlot as error:
             raise WorkerFull(str(error)) from error

@@ -1,4 +1,5 @@
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -259,3 +260,25 @@ async def test_a_worker_stops_even_when_the_registry_is_down():
     await worker.stop()
 
     assert worker.sessions == []
+
+
+async def test_as_many_calls_as_slots_can_start_at_once():
+    """A call joining the engine (its slot reserved there) is not also counted as starting."""
+    from agent.engine.echo import EchoBackend
+
+    class SlowJoin(EchoBackend):
+        def join(self, slot, call):
+            time.sleep(0.05)  # on the engine thread, as a model's prefix copy is
+            super().join(slot, call)
+
+    worker = make_worker(model=WorkerModel("slow", SlowJoin(4), lambda call: CallSetup()))
+    await worker.start()
+    try:
+        async def call(i: int):
+            await asyncio.sleep(0.01 * i)  # each comes while the ones before are joining
+            return await worker.create_session(details(f"c{i}"))
+
+        sessions = await asyncio.gather(*(call(i) for i in range(4)))
+    finally:
+        await worker.stop()
+    assert sorted(s.slot.index for s in sessions) == [0, 1, 2, 3]
