@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The scale-out check (scripts/scale_out.py) on a GPU host without network, from the repository root:
-#   bash scripts/device_scale_out.sh                            # scale_out.py --gpus 2
-#   bash scripts/device_scale_out.sh --gpus 1 --cpu-workers 1   # any arguments replace --gpus 2
+#   bash scripts/device_scale_out.sh                            # scale_out.py --gpus 2 --baseline
+#   bash scripts/device_scale_out.sh --gpus 1 --cpu-workers 1   # any arguments replace those
 # Needs .whl/ and .deb/ carried along (scripts/device_deps.sh fetches them on a networked machine):
 # the Python packages go to $SITE (not the host's Python), redis-server is unpacked under
 # $REDIS_ROOT (never /) and runs with its own libraries. Results: $OUT/scale-out.json, logs in $OUT/logs.
@@ -82,5 +82,5 @@ fi
 
 # 4. The check.
 command -v nvidia-smi >/dev/null && nvidia-smi -L
-[ $# -gt 0 ] || set -- --gpus 2
+[ $# -gt 0 ] || set -- --gpus 2 --baseline
 "$PYTHON" scripts/scale_out.py --json "$OUT/scale-out.json" --logs "$OUT/logs" "$@"

@@ -1,6 +1,6 @@
 """Scale-out check: one control plane and one worker per GPU on one host, filled with calls.
 
-    python3 scripts/scale_out.py --gpus 2 --json scale-out.json          # two GPU workers
+    python3 scripts/scale_out.py --gpus 2 --baseline --json s.json       # two GPU workers, one alone first
     python3 scripts/scale_out.py --gpus 0 --cpu-workers 2 --cpu-slots 3   # no GPU: tiny dummy models
     python3 scripts/scale_out.py --gpus 1 --cpu-workers 1                 # a mix
 
@@ -9,6 +9,7 @@ and one `plexline worker` per GPU (CUDA_VISIBLE_DEVICES=i, --model dummy:full, -
 per CPU worker (--model dummy:tiny), each its own process. Then, as the operator, through the
 control plane's API only:
 
+0. with --baseline, first one GPU worker alone, filled and timed as below: one GPU's capacity;
 1. places calls (POST /calls) until it answers 503: every worker is full;
 2. holds them --hold seconds and reads each worker's engine step times (GET /worker): the whole
    frame (Mimi encode, LM step, Mimi decode) of every call at once;
@@ -36,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -106,10 +107,12 @@ class Report:
     total_slots: int
     total_calls: int
     all_slots_filled: bool
-    single_gpu_capacity: int | None  # the calls one GPU holds: --single-gpu-capacity, else GPU 0's slots
+    single_gpu_capacity: int | None  # the calls one GPU holds: --single-gpu-capacity, the baseline's calls,
+    single_gpu_capacity_from: str | None  # else GPU 0's slots here; which of these it is
     gpu_calls: int
     gpu_capacity_ratio: float | None  # gpu_calls / (gpus x single_gpu_capacity)
     capacity_passed: bool | None
+    baseline: WorkerResult | None = None  # --baseline: one GPU worker alone, filled the same way
     drain: DrainResult | None = None
     refusals: list[str] = field(default_factory=list)  # non-503 refusals met while filling
 
@@ -253,8 +256,12 @@ class Fleet:
     specs: dict[str, WorkerSpec]
 
 
-def start_fleet(stack: ExitStack, args: argparse.Namespace, specs: list[WorkerSpec], folder: Path) -> Fleet:
-    redis_url = start_redis(stack, args.redis_server, folder, args.logs / "redis.log")
+def start_fleet(stack: ExitStack, args: argparse.Namespace, specs: list[WorkerSpec], folder: Path,
+                logs: Path) -> Fleet:
+    """Redis, the workers and the control plane, up and registered; Redis's files and log go to `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    redis_url = start_redis(stack, args.redis_server, folder, folder / "redis.log")
     personas = folder / "tenants"
     write_tenant(personas)
     operator, worker_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -266,14 +273,14 @@ def start_fleet(stack: ExitStack, args: argparse.Namespace, specs: list[WorkerSp
     started = []
     for spec in specs:
         port = free_port()
-        log = args.logs / f"worker-{spec.id}.log"
+        log = logs / f"worker-{spec.id}.log"
         device = "cuda" if spec.device.startswith("cuda") else "cpu"
         child = stack.enter_context(process(plexline(args.python, [
             "worker", "--port", str(port), "--worker-id", spec.id, "--model", spec.model, "--device", device,
             "--slots", spec.slots, "--voices-dir", str(personas)]), log, env | spec.env))
         started.append(Started(spec.id, f"http://127.0.0.1:{port}", child, log, time.monotonic()))
     port = free_port()
-    log = args.logs / "control-plane.log"
+    log = logs / "control-plane.log"
     child = stack.enter_context(process(plexline(args.python, [
         "control-plane", "--http-port", str(port), "--sip-port", str(free_port())]), log, env))
     plane = Started("control-plane", f"http://127.0.0.1:{port}", child, log, time.monotonic())
@@ -417,15 +424,29 @@ def wait_for(check, timeout: float) -> bool:
     return bool(ok)
 
 
-def build_report(args: argparse.Namespace, results: list[WorkerResult], refusals: list[str]) -> Report:
+def single_gpu_capacity(given: int | None, baseline: WorkerResult | None,
+                        gpu_results: list[WorkerResult]) -> tuple[int | None, str | None]:
+    """One GPU's capacity and where it comes from: given, measured alone (--baseline), or GPU 0's slots here."""
+    if given:
+        return given, "given"
+    if baseline is not None:
+        return baseline.calls, "measured alone"
+    if gpu_results:
+        return gpu_results[0].slots, f"{gpu_results[0].id}'s slots"
+    return None, None
+
+
+def build_report(args: argparse.Namespace, results: list[WorkerResult], refusals: list[str],
+                 baseline: WorkerResult | None) -> Report:
     gpu_results = [r for r in results if r.device != "cpu"]
-    single = args.single_gpu_capacity or (gpu_results[0].slots if gpu_results else None)
+    single, source = single_gpu_capacity(args.single_gpu_capacity, baseline, gpu_results)
     gpu_calls = sum(r.calls for r in gpu_results)
     ratio = gpu_calls / (len(gpu_results) * single) if gpu_results and single else None
     total_slots, total_calls = sum(r.slots for r in results), sum(r.calls for r in results)
     return Report(args.gpus, args.cpu_workers, args.hold, results, total_slots, total_calls,
-                  total_calls == total_slots, single, gpu_calls, round(ratio, 4) if ratio is not None else None,
-                  abs(ratio - 1) <= CAPACITY_TOLERANCE if ratio is not None else None, refusals=refusals)
+                  total_calls == total_slots, single, source, gpu_calls, round(ratio, 4) if ratio is not None else None,
+                  abs(ratio - 1) <= CAPACITY_TOLERANCE if ratio is not None else None, baseline=baseline,
+                  refusals=refusals)
 
 
 # -- output -------------------------------------------------------------------------------------------
@@ -437,7 +458,8 @@ def table(report: Report) -> str:
 
     rows = [f"{'worker':8} {'device':7} {'slots':>5} {'calls':>5} {'step p50 ms':>11} {'p99 ms':>7} "
             f"{'max ms':>7} {'steps':>5} {'overruns':>8} {'GPU MiB':>8} {'ready s':>7}  model"]
-    for r in report.workers:
+    alone = [replace(report.baseline, id="alone")] if report.baseline else []
+    for r in [*alone, *report.workers]:
         rows.append(f"{r.id:8} {r.device:7} {r.slots:5d} {r.calls:5d} {ms(r.step, 'p50_ms'):>11} "
                     f"{ms(r.step, 'p99_ms'):>7} {ms(r.step, 'max_ms'):>7} {r.step.steps if r.step else 0:5d} "
                     f"{r.step.overruns if r.step else 0:8d} {r.gpu_memory_used_mib or '-':>8} "
@@ -447,7 +469,8 @@ def table(report: Report) -> str:
     if report.gpu_capacity_ratio is not None:
         n = len([r for r in report.workers if r.device != "cpu"])
         rows.append(f"capacity: {report.gpu_calls} calls on {n} GPUs = {report.gpu_capacity_ratio * n:.2f} x one "
-                    f"GPU's {report.single_gpu_capacity} (target {n} x within {CAPACITY_TOLERANCE:.0%}): "
+                    f"GPU's {report.single_gpu_capacity} ({report.single_gpu_capacity_from}; target {n} x within "
+                    f"{CAPACITY_TOLERANCE:.0%}): "
                     f"{'ok' if report.capacity_passed else 'FAILED'}")
     if report.drain is not None:
         d = report.drain
@@ -461,8 +484,9 @@ def table(report: Report) -> str:
     return "\n".join(rows)
 
 
-def print_log_ends(folder: Path, lines: int = 30) -> None:
-    for log in sorted(folder.glob("*.log")):
+def print_log_ends(folder: Path, since: float, name: str = "*.log", lines: int = 30) -> None:
+    """The last lines of the logs written since `since` (a time.time()): this run's, not an earlier one's."""
+    for log in sorted(log for log in folder.rglob(name) if log.stat().st_mtime >= since):
         text = log.read_text(errors="replace").splitlines()[-lines:]
         print(f"--- {log.name} (last {len(text)} lines)\n" + "\n".join(text), file=sys.stderr)
 
@@ -480,8 +504,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu-threads", type=int, default=1, help="torch threads of each CPU worker (default 1)")
     p.add_argument("--hold", type=float, default=30.0, help="seconds the full load is held and timed (default 30)")
     p.add_argument("--end-per-worker", type=int, default=2, help="calls ended on each worker after draining one")
+    p.add_argument("--baseline", action="store_true",
+                   help="first fill and time one GPU worker alone: one GPU's capacity, measured the same way")
     p.add_argument("--single-gpu-capacity", type=int, default=None,
-                   help="the calls one GPU holds alone, measured elsewhere (default: GPU 0's slots here)")
+                   help="the calls one GPU holds alone, measured elsewhere (default: the baseline's, else GPU 0's "
+                        "slots here)")
     p.add_argument("--redis-server", default=os.environ.get("PLEXLINE_REDIS_SERVER", "redis-server"),
                    help="the redis-server executable (PLEXLINE_REDIS_SERVER; default redis-server on PATH)")
     p.add_argument("--python", default=sys.executable, help="the Python that runs plexline (default this one)")
@@ -495,17 +522,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.cpu_workers = 0 if args.gpus else 2
     if args.gpus + args.cpu_workers < 1:
         p.error("no workers: give --gpus or --cpu-workers")
+    if args.baseline and not args.gpus:
+        p.error("--baseline needs a GPU worker")
     return args
+
+
+def measure_alone(args: argparse.Namespace, folder: Path) -> WorkerResult:
+    """One GPU worker alone behind the control plane, filled and timed as the fleet is."""
+    specs = worker_specs(1, 0, args.slots, args.cpu_slots, args.cpu_threads)
+    print("scale-out: baseline: redis-server, one control plane and gpu0 alone", flush=True)
+    with ExitStack() as stack:
+        fleet = start_fleet(stack, args, specs, folder / "baseline", args.logs / "baseline")
+        results, _, _ = fill_and_hold(fleet, args.hold)
+        print("scale-out: baseline: stopping", flush=True)
+    return results[0]
 
 
 def run(args: argparse.Namespace, folder: Path) -> Report:
     specs = worker_specs(args.gpus, args.cpu_workers, args.slots, args.cpu_slots, args.cpu_threads)
+    baseline = measure_alone(args, folder) if args.baseline else None
     print(f"scale-out: starting redis-server, one control plane and {len(specs)} workers "
           f"({', '.join(f'{s.id} {s.model}' for s in specs)})", flush=True)
     with ExitStack() as stack:
-        fleet = start_fleet(stack, args, specs, folder)
+        fleet = start_fleet(stack, args, specs, folder / "fleet", args.logs)
         results, calls, refusals = fill_and_hold(fleet, args.hold)
-        report = build_report(args, results, refusals)
+        report = build_report(args, results, refusals, baseline)
         report.drain = drain_one(fleet, calls, args.end_per_worker)
         print("scale-out: stopping", flush=True)
     return report
@@ -515,13 +556,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="scale-out-") as temp:
         folder = Path(temp)
-        args.logs = args.logs or folder
-        args.logs.mkdir(parents=True, exist_ok=True)
+        args.logs = args.logs or folder / "logs"
+        started = time.time()
         try:
             report = run(args, folder)
         except (SetupFailed, httpx.HTTPError) as error:
             print(f"scale-out: set-up failed: {error}", file=sys.stderr)
-            print_log_ends(args.logs)
+            print_log_ends(args.logs, started)
+            print_log_ends(folder, started, "redis.log")
             return 2
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
