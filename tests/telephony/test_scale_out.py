@@ -21,7 +21,7 @@ def test_two_workers_fill_up_and_a_drained_one_takes_no_new_calls(tmp_path):
             "--redis-server", redis_server, "--json", str(out), "--logs", str(tmp_path / "logs")]
 
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "scale_out.py"), *args], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120,
+                         capture_output=True, text=True, timeout=300,
                          env=os.environ | {"PYTHONPATH": str(ROOT)})
 
     assert run.returncode == 0, run.stdout + run.stderr
