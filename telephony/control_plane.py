@@ -79,7 +79,7 @@ class ControlPlane:
 
     def _dispatcher(self, history: CallHistory) -> WebhookDispatcher:
         s = self.settings
-        client = WebhookClient(s.webhook_timeout, s.webhook_max_response_bytes, s.webhook_concurrency)
+        client = WebhookClient(s.webhook_timeout, s.webhook_max_response_bytes, s.webhook_per_endpoint)
         policy = RetryPolicy(s.webhook_retry_first, s.webhook_retry_cap, s.webhook_max_age)
         return WebhookDispatcher(history.outbox, self.webhook_of, client, policy, s.webhook_concurrency,
                                  WebhookMetrics(self.metrics.registry))

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(15.0, gt=0)  # seconds for one delivery attempt, the answer included
     webhook_max_response_bytes: int = Field(65_536, ge=0)  # no more of a receiver's answer is read
     webhook_concurrency: int = Field(64, ge=1)  # attempts in flight at once per control plane
+    webhook_per_endpoint: int = Field(8, ge=1)  # of which at most this many to one receiver
     webhook_retry_first: float = Field(5.0, gt=0)  # seconds before the first retry, then doubling (jittered)
     webhook_retry_cap: float = Field(3600.0, gt=0)  # the longest wait between two attempts
     webhook_max_age: float = Field(86_400.0, gt=0)  # an event still undelivered this long after is dead-lettered

@@ -7,7 +7,9 @@
   checked: there is no second lookup that a hostile DNS server could answer differently;
 - no proxy from the environment, no redirects (a 3xx is a failed attempt, as Standard Webhooks
   advises), one deadline for the whole attempt, and no more than `max_response_bytes` of the
-  answer are read.
+  answer are read;
+- at most `per_endpoint` attempts at once to one receiver (scheme, host and port), each with a
+  pool of kept-alive connections of its own; attempts waiting their turn are not yet timed.
 
 httpcore (under httpx) does the HTTP and TLS: its network backend is where the check sits, and
 TLS still verifies the certificate against the URL's host name.
@@ -96,15 +98,31 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@dataclass
+class _Endpoint:
+    pool: httpcore.AsyncConnectionPool
+    turns: asyncio.Semaphore
+
+
 class WebhookClient:
-    def __init__(self, timeout: float = 15.0, max_response_bytes: int = 64 * 1024, connections: int = 64,
+    def __init__(self, timeout: float = 15.0, max_response_bytes: int = 64 * 1024, per_endpoint: int = 8,
                  resolver: Resolver = system_resolver):
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
-        context = ssl.create_default_context()
-        self._pools = {allow: httpcore.AsyncConnectionPool(
-            ssl_context=context, max_connections=connections, keepalive_expiry=30.0,
-            network_backend=CheckedBackend(allow, resolver)) for allow in (False, True)}
+        self.per_endpoint = per_endpoint
+        self._ssl = ssl.create_default_context()
+        self._backends = {allow: CheckedBackend(allow, resolver) for allow in (False, True)}
+        self._endpoints: dict[tuple[str, str, int | None, bool], _Endpoint] = {}
+
+    def _endpoint(self, webhook: Webhook) -> _Endpoint:
+        u = webhook.url
+        key = (u.scheme, u.host or "", u.port, webhook.allow_private_network)
+        if key not in self._endpoints:
+            pool = httpcore.AsyncConnectionPool(ssl_context=self._ssl, max_connections=self.per_endpoint,
+                                                keepalive_expiry=30.0,
+                                                network_backend=self._backends[webhook.allow_private_network])
+            self._endpoints[key] = _Endpoint(pool, asyncio.Semaphore(self.per_endpoint))
+        return self._endpoints[key]
 
     async def send(self, webhook: Webhook, msg_id: str, body: bytes) -> Attempt:
         start = time.monotonic()
@@ -115,9 +133,10 @@ class WebhookClient:
             return Attempt(None, "the tenant's webhook has no secret to sign with")
         headers = {**signed_headers(webhook.secret, msg_id, body), "content-type": "application/json",
                    "user-agent": USER_AGENT}
+        endpoint = self._endpoint(webhook)
         try:
-            async with asyncio.timeout(self.timeout):
-                status, retry_after = await self._post(self._pools[webhook.allow_private_network], url, headers, body)
+            async with endpoint.turns, asyncio.timeout(self.timeout):
+                status, retry_after = await self._post(endpoint.pool, url, headers, body)
         except TimeoutError:
             return Attempt(None, f"no answer within {self.timeout:g} s", seconds=time.monotonic() - start)
         except httpcore.TimeoutException as error:
@@ -140,8 +159,8 @@ class WebhookClient:
             return response.status, _retry_after(response.headers)
 
     async def close(self) -> None:
-        for pool in self._pools.values():
-            await pool.aclose()
+        for endpoint in self._endpoints.values():
+            await endpoint.pool.aclose()
 
 
 def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
