@@ -269,7 +269,8 @@ def start_fleet(stack: ExitStack, args: argparse.Namespace, specs: list[WorkerSp
     env = os.environ | {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "PLEXLINE_REDIS_URL": redis_url,
                         "PLEXLINE_REDIS_PREFIX": "scale-out:", "PLEXLINE_OPERATOR_TOKEN": operator,
                         "PLEXLINE_WORKER_SECRET": worker_secret, "PLEXLINE_PERSONAS_DIR": str(personas),
-                        "PLEXLINE_SHUTDOWN_GRACE": "0"}
+                        "PLEXLINE_SHUTDOWN_GRACE": "0",
+                        "PLEXLINE_WORKER_TIMEOUT": "30"}  # a GPU's first call may compile: not a refusal here
     started = []
     for spec in specs:
         port = free_port()
