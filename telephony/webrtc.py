@@ -63,6 +63,7 @@ class MediaCounts:
     engine_frames: int  # 80 ms engine steps the call took
     engine_concealed: int  # steps with less than a frame of caller audio (fed silence)
     engine_dropped: int  # caller frames dropped because more than three were waiting
+    engine_trimmed: int  # caller samples (24 kHz) cut because more than a packet kept waiting
     agent_packets: int  # 20 ms packets sent to the caller
     agent_underruns: int  # of those, silence because no agent audio was ready
     agent_dropped: int  # agent frames dropped because the sender fell behind
@@ -151,7 +152,7 @@ class WebRtcCall:
     def counts(self) -> MediaCounts:
         stats, bridge = self.session.slot.stats, self.bridge
         gaps, concealed = (bridge.gaps, float(bridge.concealed)) if bridge is not None else (0, 0.0)
-        return MediaCounts(gaps, round(concealed, 3), stats.frames, stats.concealed, stats.dropped,
+        return MediaCounts(gaps, round(concealed, 3), stats.frames, stats.concealed, stats.dropped, stats.trimmed,
                            self.agent.packets, self.agent.underruns, self.agent.dropped, self.agent.skipped)
 
     async def close(self) -> None:

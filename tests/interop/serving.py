@@ -61,7 +61,7 @@ def serving(model: str, slots: int, folder: Path, personas: Path | None = None) 
     log = folder / "serve.log"
     env = os.environ | {"PYTHONPATH": str(ROOT), "PLEXLINE_OPERATOR_TOKEN": OPERATOR,
                         "PLEXLINE_WORKER_SECRET": WORKER_SECRET, "PLEXLINE_SHUTDOWN_GRACE": "0",
-                        "PLEXLINE_REDIS_URL": ""}
+                        "PLEXLINE_REDIS_URL": "", "OMP_NUM_THREADS": "1"}  # tiny models: threads cost more than they give
     args = ["serve", "--model", model, "--slots", str(slots), "--http-port", str(port),
             "--sip-port", str(free_port())]
     if personas is not None:
