@@ -68,9 +68,8 @@ asyncio.run(main())
 """
 
 
-def ended_event(n: int) -> ev.CallEnded:
-    """A two-minute call: 24 turns of 12 words, answered and hung up."""
-    answered = datetime.now(timezone.utc)
+def _two_minute_transcript() -> ev.Transcript:
+    """24 turns of 12 words, answered and hung up."""
     items: list = [ev.Mark(at=0.0, event="answered")]
     for turn in range(24):
         start = turn * 5.0
@@ -78,11 +77,19 @@ def ended_event(n: int) -> ev.CallEnded:
         items.append(ev.Speech(speaker="agent", start=words[0].start, end=words[-1].end,
                                text=" ".join(w.text for w in words), words=words))
     items.append(ev.Mark(at=120.0, event="caller_hung_up", detail="the caller hung up"))
+    return ev.Transcript(items=items)
+
+
+TRANSCRIPT = _two_minute_transcript()
+
+
+def ended_event(n: int) -> ev.CallEnded:
+    answered = datetime.now(timezone.utc) - timedelta(seconds=120)
     data = ev.CallEndedData(
         call_id=f"bench-{n}", tenant="acme", line="support", from_="+15555550999", to="+15555550100",
         persona=ev.Persona(voice="NATF2", role="You work for Acme Home Goods and your name is Maya."),
         answered_at=answered, ended_at=answered + timedelta(seconds=120), duration_seconds=120.0,
-        outcome="caller_hung_up", reason="the caller hung up", transcript=ev.Transcript(items=items), recording=None)
+        outcome="caller_hung_up", reason="the caller hung up", transcript=TRANSCRIPT, recording=None)
     return ev.CallEnded(id=ev.event_id("acme", data.call_id, "call.ended"), timestamp=data.ended_at, data=data)
 
 
