@@ -2,7 +2,8 @@
 
 The caller's Opus track (aiortc decodes it to 48 kHz stereo frames) goes through
 `agent.bridge.TrackBridge` into the call's engine slot; `agent.bridge.AgentTrack` is the answer's
-audio track (aiortc's Opus encoder resamples it to 48 kHz and stamps RTP from its sample counts).
+audio track, resampled to 48 kHz in whole 20 ms frames, which aiortc's Opus encoder sends as they
+come and stamps (RTP) from their sample counts.
 A data channel opened by the caller carries the agent's text and the call's events
 (`telephony.call_channel`). No trickle ICE and no STUN or TURN: the answer holds every host
 candidate of the worker (aiortc gathers them before it answers).
@@ -97,10 +98,6 @@ class WebRtcCall:
         self._settled = asyncio.Event()  # the connection closed or failed
         self._ice: RTCIceTransport | None = None
         self._closing = False
-
-    @property
-    def connection_state(self) -> str:
-        return self._pc.connectionState
 
     async def answer(self, offer: str) -> str:
         """The SDP answer to the caller's offer; raises OfferError (the connection is then closed)."""
