@@ -139,6 +139,15 @@ def echo_lag(sent: np.ndarray, received: np.ndarray, rate: int = RATE, max_lag: 
     return lag / rate, height
 
 
+def echo_lags_by_window(sent: np.ndarray, received: np.ndarray, window: float = 2.0, rate: int = RATE,
+                        max_lag: float = 1.0) -> list[tuple[float, float]]:
+    """`echo_lag` of each `window` seconds of `sent`: the delay can change during a call (the engine
+    trims a caller's steady excess of audio), so one lag over the whole call understates the match."""
+    size, reach = int(window * rate), int(max_lag * rate)
+    return [echo_lag(sent[start:start + size], received[start:start + size + reach], rate, max_lag)
+            for start in range(0, sent.size - size + 1, size)]
+
+
 @dataclass
 class LatencyResult:
     lag: float  # seconds from the caller's first packet sent to its echo in the returned stream

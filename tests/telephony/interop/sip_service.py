@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from agent.worker import Worker, echo_model
 from personas.store import TenantStore
-from telephony.bench_echo_latency import speech_8k
+from telephony.bench_echo_latency import echo_lags_by_window, speech_8k
 from telephony.control_plane import ControlPlane
 from telephony.memory_registry import MemoryRegistry
 from telephony.rtp_legs import RtpLegs
@@ -172,6 +172,17 @@ class LoopbackCapture:
 
 def speech(seconds: float) -> np.ndarray:
     return speech_8k(seconds)
+
+
+def check_echo(sent: np.ndarray, heard: np.ndarray, low: float = 0.1, high: float = 0.5) -> list[tuple[float, float]]:
+    """The echo engine's return of `sent` is in `heard`, 2 s at a time, with a delay in [low, high] s.
+
+    One window may match poorly: the engine may trim a steady excess of caller audio there, and a
+    window that straddles the trim holds two delays."""
+    windows = echo_lags_by_window(sent, heard)
+    assert all(low <= lag <= high for lag, peak in windows if peak > 0.5), windows
+    assert sum(peak > 0.5 for _, peak in windows) >= len(windows) - 1, windows
+    return windows
 
 
 # -- sipp -----------------------------------------------------------------------------------------
