@@ -135,6 +135,7 @@ class FileOutbox:
         self._sent: OrderedDict[str, float] = OrderedDict()  # id -> delivered at
         self._ready: list[tuple[float, str]] = []  # heap of (due, id) of queue heads; stale ones are skipped
         self._wake = asyncio.Event()
+        self._compacting = False
         records = _read_journal(folder / JOURNAL)
         for record in records:
             self._apply(record)
@@ -246,8 +247,12 @@ class FileOutbox:
             return
         self._log({"op": "done", "id": claim.event.id})
         self._schedule_head(claim.event.key, time.time())
-        if self._journal.lines > self.compact_min_lines and self._journal.lines > 4 * (len(self._events) + 1):
-            await self._compact()
+        if self._worth_compacting() and not self._compacting:
+            self._compacting = True
+            try:
+                await self._compact()
+            finally:
+                self._compacting = False
 
     async def retry_later(self, claim: Claim, due: float, error: str) -> None:
         entry = self._events.get(claim.event.id)
@@ -297,9 +302,15 @@ class FileOutbox:
         while self._sent and next(iter(self._sent.values())) < horizon:
             self._sent.popitem(last=False)
 
+    def _worth_compacting(self) -> bool:
+        """Most lines describe events that are gone (rewriting then costs little per line dropped)."""
+        return self._journal.lines > max(self.compact_min_lines, 4 * (len(self._events) + 1))
+
     async def _compact(self) -> None:
         await self._journal.sync()
         await self._journal.idle()
+        if not self._worth_compacting():
+            return
         records: list[dict] = []
         dead = [i for ids in self._dead.values() for i in ids]
         for event_id in [i for q in self._queues.values() for i in q] + dead:
