@@ -1,7 +1,8 @@
 """The settings `plexline worker` reads from `PLEXLINE_*` environment variables (flags may override).
 
 The Redis URL and the worker secret are required: a worker alone is of no use without a registry
-to be found in, and its internal API never runs open.
+to be found in, and its internal API never runs open. `EngineSettings` are the engine's and the
+worker's identity, read by `plexline worker` and `plexline serve` alike.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from personas import EXAMPLE_TENANTS
+
+ENV = SettingsConfigDict(env_prefix="PLEXLINE_", env_ignore_empty=True, extra="ignore")
 
 
 def default_data_dir() -> Path:
@@ -18,17 +23,62 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "plexline"
 
 
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLEXLINE_", env_ignore_empty=True, extra="ignore")
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "plexline"
 
-    redis_url: str
-    redis_prefix: str = "plexline:"
-    worker_secret: SecretStr  # the control planes send it as a bearer token
-    heartbeat_ttl: float = Field(3.0, gt=0)
-    shutdown_grace: float = Field(30.0, ge=0)  # seconds calls may finish after SIGTERM
-    media_host: str | None = None  # the address RTP of SIP calls comes to (default: --host)
-    rtp_port_min: int = Field(20000, ge=1024, le=65535)
-    rtp_port_max: int = Field(29999, ge=1024, le=65535)
-    # Where lines that record write their calls: a folder the control planes share (they serve them).
-    recordings_dir: Path = Field(default_factory=lambda: default_data_dir() / "recordings")
-    call_record_retention_days: float = Field(90.0, gt=0)  # call records are kept in Redis this long
+
+class WorkerSettings(BaseSettings):
+    model_config = ENV
+
+    redis_url: str = Field(description="the registry shared by control planes and workers, e.g. "
+                                       "redis://redis:6379/0; required by `control-plane` and `worker`")
+    redis_prefix: str = Field("plexline:", description="prefix of every Redis key (several clusters may share "
+                                                       "one Redis)")
+    worker_secret: SecretStr = Field(description="bearer token of the workers' internal API, the same on every "
+                                                 "control plane and worker; required with a Redis URL")
+    heartbeat_ttl: float = Field(3.0, gt=0, description="seconds: a worker silent this long is reaped and its "
+                                                        "calls failed")
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds a stopping worker lets its calls finish before "
+                                                          "ending them")
+    media_host: str | None = Field(None, description="the address callers send RTP to: the worker binds its RTP "
+                                                     "ports there and puts it in SDP answers (default: the SIP "
+                                                     "host in `serve`, --host in `worker`)")
+    media_advertised_host: str | None = Field(None, description="the address SDP answers name for RTP when "
+                                                                "callers reach the worker through a NAT or "
+                                                                "published container ports (default: media_host)")
+    rtp_port_min: int = Field(20000, ge=1024, le=65535, description="lowest UDP port of RTP legs (SIP calls)")
+    rtp_port_max: int = Field(29999, ge=1024, le=65535, description="highest UDP port of RTP legs; each call "
+                                                                     "takes two (RTP and RTCP)")
+    recordings_dir: Path = Field(default_factory=lambda: default_data_dir() / "recordings",
+                                 description="where lines that record write their calls (default "
+                                             "DATA_DIR/recordings); distributed: a folder the workers and "
+                                             "control planes share")
+    voices_dir: Path = Field(EXAMPLE_TENANTS, description="voice files of the tenants' personas, looked up in "
+                                                          "VOICES_DIR/<tenant>/voices/ (the persona folder)")
+    call_record_retention_days: float = Field(90.0, gt=0, description="days call records are kept")
+
+
+class EngineSettings(BaseSettings):
+    """The engine a worker runs and how it is known: `plexline worker` and `plexline serve`."""
+
+    model_config = ENV
+
+    model: str = Field("dummy", description="dummy (random weights: tiny on CPU, full size on CUDA), dummy:tiny, "
+                                            "dummy:full, local:DIR (a folder with the released files), "
+                                            "hf[:REPO] (needs HF_TOKEN) or echo (no model: callers hear "
+                                            "themselves)")
+    device: str | None = Field(None, description="cuda, cuda:N or cpu (default: cuda when available)")
+    slots: int | None = Field(None, ge=1, description="concurrent calls on the engine: a number, or auto: as "
+                                                     "many as GPU memory holds at full context on CUDA, 4 on "
+                                                     "the CPU")
+    cache_dir: Path = Field(default_factory=default_cache_dir,
+                            description="where voice prompts made from WAV files are kept (default "
+                                        "~/.cache/plexline)")
+    worker_id: str | None = Field(None, description="the worker's id in the registry (default HOSTNAME-PORT)")
+    advertise_url: str | None = Field(None, description="the URL control planes reach the worker at (default "
+                                                        "http://HOST:PORT)")
+
+    @field_validator("slots", mode="before")
+    @classmethod
+    def _auto(cls, value: object) -> object:
+        return None if value == "auto" else value

@@ -65,24 +65,26 @@ def bench_engine(args: argparse.Namespace) -> None:
     print(table(result))
 
 
-def _settings(cls, overrides: dict):
+def _settings(cls, args: argparse.Namespace):
     """`cls` (a pydantic-settings class) from the environment, with the flags that were given on top."""
     from pydantic import ValidationError
 
+    from plexline.settings import read
+
     try:
-        return cls(**{k: v for k, v in overrides.items() if v is not None})
+        return read(cls, args)
     except ValidationError as error:
         reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
         raise CommandError(f"invalid settings: {reasons}") from error
 
 
-def _worker_model(args: argparse.Namespace, voices_root: Path):
+def _worker_model(engine, voices_root: Path):
     from agent.model.hub import ModelFilesError
     from agent.model.loading import ModelSpecError
     from agent.worker import load_worker_model
 
     try:
-        return load_worker_model(args.model, args.slots, args.device, voices_root, args.cache_dir)
+        return load_worker_model(engine.model, engine.slots, engine.device, voices_root, engine.cache_dir)
     except (ModelFilesError, ModelSpecError) as error:
         raise CommandError(str(error)) from error
 
@@ -125,12 +127,21 @@ def _call_history(settings):
                              lease=2 * settings.webhook_timeout + 1)
 
 
-def _rtp_legs(host: str, low: int, high: int):
+def _rtp_legs(host: str, settings):
     from telephony.rtp_legs import RtpLegs
 
+    low, high = settings.rtp_port_min, settings.rtp_port_max
     if high <= low:
         raise CommandError(f"the RTP port range {low}-{high} is empty")
-    return RtpLegs(host, range(low, high + 1))
+    return RtpLegs(host, range(low, high + 1), settings.media_advertised_host)
+
+
+def _listen(args: argparse.Namespace, default_port: int):
+    """The role's HTTP address and port, the port's default filled in."""
+    from plexline.settings import ListenSettings
+
+    listen = _settings(ListenSettings, args)
+    return listen.model_copy(update={"http_port": default_port}) if listen.http_port is None else listen
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -148,7 +159,10 @@ def serve(args: argparse.Namespace) -> None:
     from telephony.settings import Settings
     from telephony.worker_client import HttpWorkerClient, LocalWorkerClient
 
-    settings = _settings(Settings, {"redis_url": args.redis_url, "personas_dir": args.personas, "sip_port": args.sip_port})
+    from agent.worker_settings import EngineSettings
+
+    settings = _settings(Settings, args)
+    engine, listen = _settings(EngineSettings, args), _listen(args, 8080)
     if not settings.distributed:  # embedded: secrets for this run only
         generated = {name: SecretStr(secrets.token_urlsafe(24)) for name in ("operator_token", "worker_secret")
                      if getattr(settings, name) is None}
@@ -156,23 +170,23 @@ def serve(args: argparse.Namespace) -> None:
         if "operator_token" in generated:
             print(f"plexline: operator token for this run: {settings.operator_token.get_secret_value()}",
                   file=sys.stderr)
-    model = _worker_model(args, settings.personas_dir)
+    model = _worker_model(engine, settings.personas_dir)
     registry = open_registry(settings.redis_url, settings.redis_prefix)
-    address = args.advertise_url or f"http://{args.host}:{args.http_port}"
+    address = engine.advertise_url or f"http://{listen.host}:{listen.http_port}"
     history = _call_history(settings)
-    worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.http_port}", address=address,
+    worker = Worker(model, worker_id=engine.worker_id or f"{socket.gethostname()}-{listen.http_port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
                     reporter=CallReporter(history), recordings=settings.recordings_folder)
     secret = settings.worker_secret.get_secret_value()
-    media_host = settings.media_host or settings.sip_host or args.host
-    legs = _rtp_legs(media_host, settings.rtp_port_min, settings.rtp_port_max)
+    media_host = settings.media_host or settings.sip_host or listen.host
+    legs = _rtp_legs(media_host, settings)
     workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout), legs)
     control_plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers, local_worker=worker)
     control_plane.history = history
-    _attach_sip(control_plane, settings, args.host)
+    _attach_sip(control_plane, settings, listen.host)
     app = create_app(control_plane)
     app.state.rtp_legs = legs
-    _serve_http(app, args.host, args.http_port)
+    _serve_http(app, listen.host, listen.http_port)
 
 
 def control_plane(args: argparse.Namespace) -> None:
@@ -183,7 +197,7 @@ def control_plane(args: argparse.Namespace) -> None:
     from telephony.settings import Settings
     from telephony.worker_client import HttpWorkerClient
 
-    settings = _settings(Settings, {"redis_url": args.redis_url, "personas_dir": args.personas, "sip_port": args.sip_port})
+    settings, listen = _settings(Settings, args), _listen(args, 8080)
     if not settings.distributed:
         raise CommandError("the control plane needs a Redis URL (--redis-url or PLEXLINE_REDIS_URL); "
                            "for one machine without Redis, use `plexline serve`")
@@ -191,8 +205,8 @@ def control_plane(args: argparse.Namespace) -> None:
     workers = HttpWorkerClient(settings.worker_secret.get_secret_value(), settings.worker_timeout)
     plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers)
     plane.history = _call_history(settings)
-    _attach_sip(plane, settings, args.host)
-    _serve_http(create_app(plane), args.host, args.http_port)
+    _attach_sip(plane, settings, listen.host)
+    _serve_http(create_app(plane), listen.host, listen.http_port)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -203,22 +217,23 @@ def worker(args: argparse.Namespace) -> None:
     from agent.call_reporter import CallReporter
     from agent.worker import Worker
     from agent.worker_api import create_worker_app
-    from agent.worker_settings import WorkerSettings
+    from agent.worker_settings import EngineSettings, WorkerSettings
     from telephony.call_history import open_call_history
     from telephony.registry import open_registry
 
-    settings = _settings(WorkerSettings, {"redis_url": args.redis_url})
-    model = _worker_model(args, args.voices_dir)
-    address = args.advertise_url or f"http://{args.host}:{args.port}"
+    settings = _settings(WorkerSettings, args)
+    engine, listen = _settings(EngineSettings, args), _listen(args, 8081)
+    model = _worker_model(engine, settings.voices_dir)
+    address = engine.advertise_url or f"http://{listen.host}:{listen.http_port}"
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     history = open_call_history(settings.redis_url, settings.redis_prefix, settings.recordings_dir,
                                 record_retention=timedelta(days=settings.call_record_retention_days))
-    worker = Worker(model, worker_id=args.worker_id or f"{socket.gethostname()}-{args.port}", address=address,
+    worker = Worker(model, worker_id=engine.worker_id or f"{socket.gethostname()}-{listen.http_port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
                     reporter=CallReporter(history), recordings=settings.recordings_dir)
-    legs = _rtp_legs(settings.media_host or args.host, settings.rtp_port_min, settings.rtp_port_max)
+    legs = _rtp_legs(settings.media_host or listen.host, settings)
     app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace, legs)
-    _serve_http(app, args.host, args.port)
+    _serve_http(app, listen.host, listen.http_port)
 
 
 def tenant_token(args: argparse.Namespace) -> None:
@@ -230,54 +245,17 @@ def tenant_token(args: argparse.Namespace) -> None:
 
 
 def add_serving_commands(commands) -> None:
-    """serve, control-plane, worker and tenant-token."""
-    from personas import EXAMPLE_TENANTS  # a path only: building the parser imports no service code
-
-    def http(p: argparse.ArgumentParser, port_flag: str, port: int) -> None:
-        p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-        p.add_argument(port_flag, type=int, default=port, help=f"HTTP port (default {port})")
-
-    def shared(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--redis-url", default=None, help="the registry shared with workers and other "
-                       "control planes (PLEXLINE_REDIS_URL); requires PLEXLINE_OPERATOR_TOKEN and "
-                       "PLEXLINE_WORKER_SECRET")
-        p.add_argument("--personas", type=Path, default=None,
-                       help=f"the tenant folder (PLEXLINE_PERSONAS_DIR; default the example, {EXAMPLE_TENANTS})")
-        p.add_argument("--sip-port", type=int, default=None,
-                       help="SIP port, UDP and TCP (default 5060; PLEXLINE_SIP_PORT); the SIP address is "
-                            "--host unless PLEXLINE_SIP_HOST is set")
-
-    def worker_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--slots", type=lambda v: None if v == "auto" else int(v), default=None,
-                       help="concurrent calls on this engine: a number, or auto (default): as many as GPU "
-                            "memory holds at full context on CUDA, 4 on the CPU")
-        p.add_argument("--worker-id", default=None, help="the id in the registry (default HOSTNAME-PORT)")
-        p.add_argument("--advertise-url", default=None,
-                       help="the URL control planes reach this worker at (default http://HOST:PORT)")
-        add_model_flag(p)
-        p.set_defaults(model="dummy")
+    """serve, control-plane, worker and tenant-token; their flags are the settings of `plexline.settings`."""
+    from plexline.settings import add_flags
 
     echo = "--model echo runs no model: each caller hears itself 80 ms later (tests, transport checks)."
-    p = commands.add_parser("serve", help="control plane and one worker in one process (no Redis needed)",
-                            description=echo)
-    http(p, "--http-port", 8080)
-    shared(p)
-    worker_flags(p)
-    p.set_defaults(run=serve)
-
-    p = commands.add_parser("control-plane", help="admin API and call routing, with workers found in Redis")
-    http(p, "--http-port", 8080)
-    shared(p)
-    p.set_defaults(run=control_plane)
-
-    p = commands.add_parser("worker", help="one engine on one device, registered in Redis", description=echo)
-    http(p, "--port", 8081)
-    p.add_argument("--redis-url", default=None, help="the registry (PLEXLINE_REDIS_URL; required, as is "
-                                                     "PLEXLINE_WORKER_SECRET)")
-    p.add_argument("--voices-dir", type=Path, default=EXAMPLE_TENANTS,
-                   help="voice files: VOICES_DIR/<tenant>/voices/ (default: the example tenant folder)")
-    worker_flags(p)
-    p.set_defaults(run=worker)
+    roles = {"serve": ("control plane and one worker in one process (no Redis needed)", serve, echo),
+             "control-plane": ("admin API, SIP and call routing, with workers found in Redis", control_plane, None),
+             "worker": ("one engine on one device, registered in Redis", worker, echo)}
+    for role, (summary, run, description) in roles.items():
+        p = commands.add_parser(role, help=summary, description=description)
+        add_flags(p, role)
+        p.set_defaults(run=run)
 
     p = commands.add_parser("tenant-token", help="make a tenant admin token and the hash to put in tenant.yaml")
     p.set_defaults(run=tenant_token)

@@ -40,10 +40,13 @@ class RtpLeg:
 
 
 class RtpLegs:
-    def __init__(self, host: str, ports: range = range(20000, 30000)):
+    def __init__(self, host: str, ports: range = range(20000, 30000), advertised_host: str | None = None):
+        """Legs bind `host`; SDP answers name `advertised_host` (default `host`): the address callers
+        reach, where a NAT or a container's published ports stand in front of it."""
         if len(ports) < 2:
             raise ValueError(f"the RTP port range {ports.start}-{ports.stop - 1} needs at least two ports")
         self.host = host
+        self.advertised_host = advertised_host or host
         self.ports = ports
         self._legs: dict[str, RtpLeg] = {}
 
@@ -68,7 +71,7 @@ class RtpLegs:
             raise
         log.info("RTP leg opened", extra={"call": session.id, "local": f"{self.host}:{rtp.local[1]}",
                                           "remote": f"{spec.remote_host}:{spec.remote_port}", "codec": spec.codec})
-        return MediaAddress(host=self.host, port=rtp.local[1])
+        return MediaAddress(host=self.advertised_host, port=rtp.local[1])
 
     def forget(self, call_id: str) -> None:
         self._legs.pop(call_id, None)
@@ -76,7 +79,7 @@ class RtpLegs:
     def update(self, call_id: str, spec: RtpLegSpec) -> MediaAddress:
         leg = self.leg(call_id)
         leg.rtp.update(spec)
-        return MediaAddress(host=self.host, port=leg.rtp.local[1])
+        return MediaAddress(host=self.advertised_host, port=leg.rtp.local[1])
 
     async def _bind(self, rtp: RtpSession) -> None:
         in_use = {leg.rtp.local[1] for leg in self._legs.values()}

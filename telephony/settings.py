@@ -2,7 +2,8 @@
 
 With a Redis URL (distributed mode) the operator token and the worker secret are required: they
 must be the same on every control plane, and the workers need the secret. Without one
-(`plexline serve`, embedded) the command makes random ones for the run.
+(`plexline serve`, embedded) the command makes random ones for the run. Settings that the
+workers read too (`agent.worker_settings`) have the same name, meaning and description there.
 """
 
 from __future__ import annotations
@@ -10,48 +11,73 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from agent.worker_settings import default_data_dir
+from agent.worker_settings import ENV, default_data_dir
 from personas import EXAMPLE_TENANTS
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PLEXLINE_", env_ignore_empty=True, extra="ignore")
+    model_config = ENV
 
-    personas_dir: Path = EXAMPLE_TENANTS
-    redis_url: str | None = None
-    redis_prefix: str = "plexline:"
-    operator_token: SecretStr | None = None  # sees and administers every tenant, drains workers
-    worker_secret: SecretStr | None = None  # shared with the workers' internal API
-    heartbeat_ttl: float = Field(3.0, gt=0)  # a worker silent this long is reaped
-    reload_interval: float = Field(1.0, gt=0)  # seconds between scans of the persona folder
-    reap_interval: float = Field(1.0, gt=0)  # seconds between sweeps for lost workers
-    retry_after_seconds: int = Field(5, ge=1)  # told to callers refused for lack of a slot
-    worker_timeout: float = Field(5.0, gt=0)  # seconds to wait for a worker to take a call
-    route_attempts: int = Field(3, ge=1)  # workers tried for one call before refusing it
-    shutdown_grace: float = Field(30.0, ge=0)  # seconds the calls of `plexline serve`'s worker may finish
-    sip_port: int = Field(5060, ge=0, le=65535)  # SIP over UDP and TCP (0: any free port)
-    sip_host: str | None = None  # the address SIP listens on (default: the HTTP host)
-    sip_advertised_host: str | None = None  # put in Via and Contact when listening on a wildcard address
-    sip_realm: str = "plexline"  # the digest realm of SIP challenges
-    media_host: str | None = None  # where `plexline serve`'s worker takes RTP (default: the SIP host)
-    rtp_port_min: int = Field(20000, ge=1024, le=65535)
-    rtp_port_max: int = Field(29999, ge=1024, le=65535)
-    rtp_timeout: float = Field(30.0, gt=0)  # seconds without the caller's RTP that end a call
+    personas_dir: Path = Field(EXAMPLE_TENANTS, description="the tenant folder: TENANT/tenant.yaml and a YAML "
+                                                            "file per line (reloaded while running)")
+    redis_url: str | None = Field(None, description="the registry shared by control planes and workers, e.g. "
+                                                   "redis://redis:6379/0; required by `control-plane` and `worker`")
+    redis_prefix: str = Field("plexline:", description="prefix of every Redis key (several clusters may share "
+                                                       "one Redis)")
+    operator_token: SecretStr | None = Field(None, description="bearer token of the operator: sees and "
+                                                               "administers every tenant, drains workers, reads "
+                                                               "/metrics; required with a Redis URL")
+    worker_secret: SecretStr | None = Field(None, description="bearer token of the workers' internal API, the same "
+                                                             "on every control plane and worker; required with a "
+                                                             "Redis URL")
+    heartbeat_ttl: float = Field(3.0, gt=0, description="seconds: a worker silent this long is reaped and its "
+                                                        "calls failed")
+    reload_interval: float = Field(1.0, gt=0, description="seconds between scans of the persona folder")
+    reap_interval: float = Field(1.0, gt=0, description="seconds between sweeps for lost workers")
+    retry_after_seconds: int = Field(5, ge=1, description="Retry-After told to callers refused for lack of a slot")
+    worker_timeout: float = Field(5.0, gt=0, description="seconds to wait for a worker to take a call")
+    route_attempts: int = Field(3, ge=1, description="workers tried for one call before refusing it")
+    shutdown_grace: float = Field(30.0, ge=0, description="seconds a stopping worker lets its calls finish before "
+                                                          "ending them")
+    sip_port: int = Field(5060, ge=0, le=65535, description="SIP port, UDP and TCP (0: any free port)")
+    sip_host: str | None = Field(None, description="the address SIP listens on (default: --host)")
+    sip_advertised_host: str | None = Field(None, description="the address put in Via and Contact when SIP "
+                                                              "listens on a wildcard address")
+    sip_realm: str = Field("plexline", description="the digest realm of SIP challenges")
+    media_host: str | None = Field(None, description="the address callers send RTP to: the worker binds its RTP "
+                                                     "ports there and puts it in SDP answers (default: the SIP "
+                                                     "host in `serve`, --host in `worker`)")
+    media_advertised_host: str | None = Field(None, description="the address SDP answers name for RTP when "
+                                                                "callers reach the worker through a NAT or "
+                                                                "published container ports (default: media_host)")
+    rtp_port_min: int = Field(20000, ge=1024, le=65535, description="lowest UDP port of RTP legs (SIP calls)")
+    rtp_port_max: int = Field(29999, ge=1024, le=65535, description="highest UDP port of RTP legs; each call "
+                                                                     "takes two (RTP and RTCP)")
+    rtp_timeout: float = Field(30.0, gt=0, description="seconds without the caller's RTP that end a call")
     # Call history: in Redis when distributed, else files in data_dir (the webhook outbox, call records).
-    data_dir: Path = Field(default_factory=default_data_dir)
-    recordings_dir: Path | None = None  # default data_dir/recordings; distributed: a folder workers share
-    webhook_timeout: float = Field(15.0, gt=0)  # seconds for one delivery attempt, the answer included
-    webhook_max_response_bytes: int = Field(65_536, ge=0)  # no more of a receiver's answer is read
-    webhook_concurrency: int = Field(64, ge=1)  # attempts in flight at once per control plane
-    webhook_per_endpoint: int = Field(8, ge=1)  # of which at most this many to one receiver
-    webhook_retry_first: float = Field(5.0, gt=0)  # seconds before the first retry, then doubling (jittered)
-    webhook_retry_cap: float = Field(3600.0, gt=0)  # the longest wait between two attempts
-    webhook_max_age: float = Field(86_400.0, gt=0)  # an event still undelivered this long after is dead-lettered
-    call_record_retention_days: float = Field(90.0, gt=0)
-    recording_retention_days: float = Field(30.0, gt=0)
-    retention_sweep_interval: float = Field(3600.0, gt=0)  # seconds between deletions of what is too old
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="the embedded webhook outbox, call records and recordings (default "
+                                       "$XDG_DATA_HOME/plexline, else ~/.local/share/plexline)")
+    recordings_dir: Path | None = Field(None, description="where lines that record write their calls (default "
+                                                          "DATA_DIR/recordings); distributed: a folder the workers "
+                                                          "and control planes share")
+    webhook_timeout: float = Field(15.0, gt=0, description="seconds for one webhook delivery attempt, the "
+                                                           "answer included")
+    webhook_max_response_bytes: int = Field(65_536, ge=0, description="no more of a webhook receiver's answer "
+                                                                      "is read")
+    webhook_concurrency: int = Field(64, ge=1, description="webhook attempts in flight at once per control plane")
+    webhook_per_endpoint: int = Field(8, ge=1, description="of which at most this many to one receiver")
+    webhook_retry_first: float = Field(5.0, gt=0, description="seconds before a webhook's first retry, then "
+                                                              "doubling (jittered)")
+    webhook_retry_cap: float = Field(3600.0, gt=0, description="the longest wait between two webhook attempts")
+    webhook_max_age: float = Field(86_400.0, gt=0, description="seconds after which an undelivered webhook "
+                                                               "event is dead-lettered")
+    call_record_retention_days: float = Field(90.0, gt=0, description="days call records are kept")
+    recording_retention_days: float = Field(30.0, gt=0, description="days recordings are kept")
+    retention_sweep_interval: float = Field(3600.0, gt=0, description="seconds between deletions of what is too "
+                                                                      "old")
 
     @property
     def recordings_folder(self) -> Path:
