@@ -23,11 +23,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
                            WorkerFull)
 from agent.worker import Worker
+from agent.worker_metrics import worker_registry
 from telephony.media_api import MediaAddress, RtpLegSpec
 
 RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
@@ -219,8 +221,17 @@ def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0,
 
     @app.get("/readyz", tags=["health"])
     async def readyz(response: Response) -> dict[str, object]:
-        ready = not worker.draining
+        """Takes calls: its engine is warm (the model is loaded and warmed before this app serves at all),
+        its clock runs, and it is not draining."""
+        ready = worker.clock.running and not worker.draining
         response.status_code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"ready": ready, "free": worker.free_slots}
+        return {"ready": ready, "free": worker.free_slots, "draining": worker.draining}
+
+    metrics_registry = worker_registry(worker)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics: slots and engine step times, no tenant data (no secret needed)."""
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -236,6 +236,26 @@ def worker(args: argparse.Namespace) -> None:
     _serve_http(app, listen.host, listen.http_port)
 
 
+def drain_worker(args: argparse.Namespace) -> None:
+    import os
+
+    import httpx
+
+    from plexline.drain import drain
+
+    secret = os.environ.get("PLEXLINE_WORKER_SECRET")
+    if not secret:
+        raise CommandError("PLEXLINE_WORKER_SECRET is not set")
+    url = args.url or f"http://127.0.0.1:{_listen(args, 8081).http_port}"
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {secret}"}, timeout=10) as client:
+            left = drain(client, args.wait, args.poll)
+    except httpx.HTTPError as error:
+        raise CommandError(f"cannot drain the worker at {url}: {error}") from error
+    if left:
+        print(f"plexline drain: {left} call(s) still in progress after {args.wait:.0f} s", file=sys.stderr)
+
+
 def tenant_token(args: argparse.Namespace) -> None:
     from personas.tokens import hash_token, new_token
 
@@ -245,7 +265,7 @@ def tenant_token(args: argparse.Namespace) -> None:
 
 
 def add_serving_commands(commands) -> None:
-    """serve, control-plane, worker and tenant-token; their flags are the settings of `plexline.settings`."""
+    """serve, control-plane, worker, drain and tenant-token; the roles' flags are the settings of `plexline.settings`."""
     from plexline.settings import add_flags
 
     echo = "--model echo runs no model: each caller hears itself 80 ms later (tests, transport checks)."
@@ -256,6 +276,13 @@ def add_serving_commands(commands) -> None:
         p = commands.add_parser(role, help=summary, description=description)
         add_flags(p, role)
         p.set_defaults(run=run)
+
+    p = commands.add_parser("drain", help="stop a worker taking calls and wait for its calls to end (preStop)")
+    p.add_argument("--url", default=None, help="the worker (default http://127.0.0.1:PLEXLINE_HTTP_PORT, else 8081); "
+                                               "the secret is PLEXLINE_WORKER_SECRET")
+    p.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for the calls to end (default 3600)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks (default 1)")
+    p.set_defaults(run=drain_worker)
 
     p = commands.add_parser("tenant-token", help="make a tenant admin token and the hash to put in tenant.yaml")
     p.set_defaults(run=tenant_token)

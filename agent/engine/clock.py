@@ -128,6 +128,10 @@ class EngineClock:
     def free_slots(self) -> int:
         return self.backend.num_slots - len(self._slots)
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="engine-clock")
 
