@@ -26,6 +26,7 @@ from agent.registration import CallOutcome, Registration, WorkerInfo
 from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
                            WorkerFull)
 from agent.timeline import CallTimeline
+from agent.transcript import PieceText
 from personas.schema import Persona
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ class RedisCallRecords:
         if ttl <= 0:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self._p}{record.tenant}:{record.call_id}", record.model_dump_json(by_alias=True), nx=True, ex=ttl)
+            key = f"{self._p}{record.tenant}:{record.call_id}"
+            pipe.set(key, record.model_dump_json(by_alias=True), nx=True, ex=ttl)
             pipe.zadd(f"{self._p}{record.tenant}", {record.call_id: record.answered_at.timestamp()})
             await pipe.execute()
 

@@ -105,7 +105,8 @@ async def test_a_call_reports_started_then_ended_with_its_timeline(tmp_path):
 
     started, ended = sink.events
     assert (started.type, ended.type) == ("call.started", "call.ended")
-    assert started.id == ev.event_id("acme", "c1", "call.started") and ended.id == ev.event_id("acme", "c1", "call.ended")
+    assert started.id == ev.event_id("acme", "c1", "call.started")
+    assert ended.id == ev.event_id("acme", "c1", "call.ended")
     data = ended.data
     assert (data.outcome, data.reason, data.from_, data.to) == ("caller_hung_up", "the caller hung up",
                                                                  "+15555550999", "+15555550100")

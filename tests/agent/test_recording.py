@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import wave
 
 import numpy as np

@@ -4,7 +4,6 @@ restarted with its append-only file on."""
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import socket
