@@ -110,7 +110,7 @@ def _attach_sip(plane, settings, http_host: str) -> None:
 
     config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
                        advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
-                       realm=settings.sip_realm)
+                       jitter_packets=settings.rtp_jitter_packets, realm=settings.sip_realm)
     plane.sip = SipServer(plane, config)
 
 

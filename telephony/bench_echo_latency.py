@@ -152,14 +152,19 @@ def echo_lags_by_window(sent: np.ndarray, received: np.ndarray, window: float = 
 class LatencyResult:
     lag: float  # seconds from the caller's first packet sent to its echo in the returned stream
     peak: float  # normalised cross-correlation at the lag (near 1: clean)
+    windows: list[tuple[float, float]]  # (lag, peak) of each 2 s: the steady state is the last
     first_packet_delay: float  # seconds from the caller's first packet to the first returned one
     packets_sent: int
     packets_received: int
 
     @property
+    def steady_lag(self) -> float:
+        return self.windows[-1][0] if self.windows else self.lag
+
+    @property
     def beyond_engine(self) -> float:
-        """The lag less the engine's own two frames: one to fill, one of (echo) model delay."""
-        return self.lag - 2 * FRAME_SECONDS
+        """The steady lag less the engine's own two frames: one to fill, one of (echo) model delay."""
+        return self.steady_lag - 2 * FRAME_SECONDS
 
 
 async def measure(seconds: float = 6.0, codec: str = "PCMU", wav: Path | None = None) -> LatencyResult:
@@ -190,7 +195,8 @@ async def measure(seconds: float = 6.0, codec: str = "PCMU", wav: Path | None = 
     offset = int(round((caller.arrival[0] - start) * RATE)) if caller.arrival else 0
     aligned = np.concatenate([np.zeros(max(offset, 0), np.int16), received])
     lag, peak = echo_lag(pcm, aligned)
-    return LatencyResult(lag, peak, caller.arrival[0] - start if caller.arrival else float("nan"),
+    windows = echo_lags_by_window(pcm, aligned)
+    return LatencyResult(lag, peak, windows, caller.arrival[0] - start if caller.arrival else float("nan"),
                          len(pcm) // PACKET, len(caller.packets))
 
 
@@ -211,9 +217,9 @@ def main() -> None:
     parser.add_argument("--wav", type=Path, default=None)
     args = parser.parse_args()
     result = asyncio.run(measure(args.seconds, args.codec, args.wav))
-    print(f"echo found at {result.lag * 1000:.1f} ms (peak {result.peak:.2f}); "
-          f"engine frames account for {2 * FRAME_SECONDS * 1000:.0f} ms; "
-          f"added by the RTP path: {result.beyond_engine * 1000:.1f} ms")
+    print("echo lag by 2 s window: " + ", ".join(f"{lag * 1000:.0f} ms ({peak:.2f})" for lag, peak in result.windows))
+    print(f"steady echo lag {result.steady_lag * 1000:.1f} ms; the engine's frames account for "
+          f"{2 * FRAME_SECONDS * 1000:.0f} ms; added by the RTP path: {result.beyond_engine * 1000:.1f} ms")
     print(f"first packet back after {result.first_packet_delay * 1000:.1f} ms; "
           f"packets sent {result.packets_sent}, received {result.packets_received}")
 

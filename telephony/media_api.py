@@ -43,13 +43,16 @@ class RtpLegSpec(BaseModel):
     direction: Direction = "sendrecv"  # ours
     transfer_digit: str | None = Field(None, pattern=r"^[0-9*#A-D]$")
     rtp_timeout: float = Field(30.0, gt=0)  # seconds without caller RTP (while it should send) that end the call
+    # Caller packets held before playout starts. One is enough on a quiet network (the engine slot
+    # keeps a packet of slack too); each more absorbs 20 ms more arrival jitter, at 20 ms of delay.
+    jitter_packets: int = Field(1, ge=1, le=8)
 
     @classmethod
-    def of(cls, plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float) -> RtpLegSpec:
+    def of(cls, plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float, jitter_packets: int = 1) -> RtpLegSpec:
         return cls(remote_host=plan.remote_host, remote_port=plan.remote_port,
                    remote_rtcp_port=plan.remote_rtcp_port, codec=plan.codec.name, payload_type=plan.payload_type,
                    dtmf_payload_type=plan.dtmf_payload_type, direction=plan.direction,
-                   transfer_digit=transfer_digit, rtp_timeout=rtp_timeout)
+                   transfer_digit=transfer_digit, rtp_timeout=rtp_timeout, jitter_packets=jitter_packets)
 
     @property
     def clock_rate(self) -> int:

@@ -41,8 +41,8 @@ from telephony.media_api import RtpLegSpec
 log = logging.getLogger(__name__)
 
 PACKET_SECONDS = 0.020
+G711_RATE, G711_PACKET = 8000, 160
 RTCP_INTERVAL = 5.0
-JITTER_DEPTH = 2  # packets held before playout starts: absorbs 40 ms of arrival jitter
 CONCEALED_PACKETS = 5  # a lost packet repeats the last one, halving each time, then silence
 RELATCH_SECONDS = 2.0  # a new source is followed once the latched one has been silent this long
 
@@ -81,10 +81,45 @@ def _codec(spec: RtpLegSpec) -> RTCRtpCodecParameters:
                                  channels=spec.channels, payloadType=spec.payload_type)
 
 
+class G711Encoder:
+    """The agent's 24 kHz frames as 20 ms G.711 payloads, with nothing held back.
+
+    aiortc's G.711 encoder resamples into fixed 160-sample frames, so the resampler's first
+    output, a few samples short, waits for the next frame: every packet then leaves nearly 20 ms
+    late. Here the first output is padded at its start instead, and each 20 ms in is 20 ms out.
+    """
+
+    def __init__(self, codec: str):
+        self._context = av.CodecContext.create("pcm_mulaw" if codec == "PCMU" else "pcm_alaw", "w")
+        self._context.format, self._context.layout, self._context.sample_rate = "s16", "mono", G711_RATE
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=G711_RATE)
+        self._pending = np.zeros(0, np.int16)
+        self._primed = False
+
+    def encode(self, frame: av.AudioFrame) -> tuple[list[bytes], None]:
+        samples = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        if samples:
+            self._pending = np.concatenate([self._pending, *samples])
+        if not self._primed and self._pending.size:
+            self._pending = np.concatenate([np.zeros(-self._pending.size % G711_PACKET, np.int16), self._pending])
+            self._primed = True
+        payloads = []
+        while self._pending.size >= G711_PACKET:
+            chunk, self._pending = self._pending[:G711_PACKET], self._pending[G711_PACKET:]
+            out = av.AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")
+            out.sample_rate = G711_RATE
+            payloads.append(b"".join(bytes(p) for p in self._context.encode(out)))
+        return payloads, None
+
+
+def _encoder(spec: RtpLegSpec):
+    return G711Encoder(spec.codec) if spec.codec in ("PCMU", "PCMA") else get_encoder(_codec(spec))
+
+
 class CallerTrack(MediaStreamTrack):
     """The caller's audio: one decoded (or concealed) 20 ms frame per tick of a playout clock.
 
-    Playout starts once `JITTER_DEPTH` packets have arrived; the track ends when no packet came
+    Playout starts once the leg's `jitter_packets` have arrived; the track ends when no packet came
     for the leg's timeout while the caller should be sending.
     """
 
@@ -110,7 +145,7 @@ class CallerTrack(MediaStreamTrack):
         session = self._session
         loop = asyncio.get_running_loop()
         if self._start is None:
-            while session.jitter.depth < JITTER_DEPTH:
+            while session.jitter.depth < session.spec.jitter_packets:
                 self._arrived.clear()
                 await self._wait_for_packet()
             self._start = loop.time()
@@ -194,7 +229,7 @@ class RtpSession:
         self._latched_rtcp = False
         self._dtmf = DtmfDetector()
         self._decoder = get_decoder(_codec(spec))
-        self._encoder = get_encoder(_codec(spec))
+        self._encoder = _encoder(spec)
         self._ssrc = random.getrandbits(32)
         self._sequence = random.getrandbits(16)
         self._timestamp = random.getrandbits(32)
@@ -231,7 +266,7 @@ class RtpSession:
     def update(self, spec: RtpLegSpec) -> None:
         """A re-INVITE: hold or resume, another codec, another address."""
         if spec.codec != self.spec.codec or spec.payload_type != self.spec.payload_type:
-            self._decoder, self._encoder = get_decoder(_codec(spec)), get_encoder(_codec(spec))
+            self._decoder, self._encoder = get_decoder(_codec(spec)), _encoder(spec)
         if (spec.remote_host, spec.remote_port) != (self.spec.remote_host, self.spec.remote_port):
             self._remote, self._remote_rtcp = (spec.remote_host, spec.remote_port), (spec.remote_host,
                                                                                      spec.remote_rtcp_port)

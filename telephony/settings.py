@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     rtp_port_max: int = Field(29999, ge=1024, le=65535, description="highest UDP port of RTP legs; each call "
                                                                      "takes two (RTP and RTCP)")
     rtp_timeout: float = Field(30.0, gt=0, description="seconds without the caller's RTP that end a call")
+    rtp_jitter_packets: int = Field(1, ge=1, le=8, description="caller RTP packets held before playout starts: "
+                                                               "each more absorbs 20 ms more network jitter and "
+                                                               "adds 20 ms of delay")
     # Call history: in Redis when distributed, else files in data_dir (the webhook outbox, call records).
     data_dir: Path = Field(default_factory=default_data_dir,
                            description="the embedded webhook outbox, call records and recordings (default "

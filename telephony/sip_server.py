@@ -64,6 +64,7 @@ class SipConfig:
     port: int = 5060
     advertised_host: str | None = None  # put in Via and Contact when `host` is a wildcard
     rtp_timeout: float = 30.0
+    jitter_packets: int = 1
     realm: str = "plexline"
 
     @property
@@ -283,7 +284,8 @@ class SipServer:
                 return self._refuse(call, 503, str(error), retry_after=True)
             call.worker = await self._worker_of(call.record)
             line = call.route.line
-            spec = RtpLegSpec.of(call.plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout)
+            spec = RtpLegSpec.of(call.plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
+                               self.config.jitter_packets)
             try:
                 call.media = await self.plane.workers.set_rtp(call.worker, call.record.call_id, spec)
             except WorkerRefused as error:
@@ -445,7 +447,8 @@ class SipServer:
                 transaction.respond(response_to(request, 488, warning=str(error)))
                 return
             line = call.route.line
-            spec = RtpLegSpec.of(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout)
+            spec = RtpLegSpec.of(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
+                               self.config.jitter_packets)
             try:
                 call.media = await self.plane.workers.set_rtp(call.worker, call.record.call_id, spec)
             except WorkerRefused as error:
