@@ -64,7 +64,7 @@ def test_serve_alone_places_and_ends_a_call_without_redis(tmp_path, free_port):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_SHUTDOWN_GRACE": "0", "PLEXLINE_REDIS_URL": ""}
-    args = ["serve", "--model", "echo", "--http-port", str(port), "--sip-port", "5062", "--slots", "1"]
+    args = ["serve", "--model", "echo", "--http-port", str(port), "--sip-port", str(free_port()), "--slots", "1"]
     with command(args, env, tmp_path / "serve.log") as serve:
         wait_until_up(url, serve, tmp_path / "serve.log")
 
@@ -89,11 +89,14 @@ def test_control_planes_and_a_worker_share_only_redis_and_a_lost_worker_fails_it
            "PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_WORKER_SECRET": "e2e-worker-secret",
            "PLEXLINE_HEARTBEAT_TTL": "1", "PLEXLINE_REAP_INTERVAL": "0.2", "PLEXLINE_SHUTDOWN_GRACE": "0"}
     ports = [free_port() for _ in range(3)]
+    sip_ports = [str(free_port()) for _ in range(2)]  # two control planes on one host: a SIP port each
     worker_url, one, two = (f"http://127.0.0.1:{p}" for p in ports)
     with command(["worker", "--model", "echo", "--port", str(ports[0]), "--slots", "2", "--worker-id", "gpu0"],
                  env, tmp_path / "worker.log") as worker, \
-            command(["control-plane", "--http-port", str(ports[1])], env, tmp_path / "one.log") as plane_one, \
-            command(["control-plane", "--http-port", str(ports[2])], env, tmp_path / "two.log") as plane_two:
+            command(["control-plane", "--http-port", str(ports[1]), "--sip-port", sip_ports[0]], env,
+                    tmp_path / "one.log") as plane_one, \
+            command(["control-plane", "--http-port", str(ports[2]), "--sip-port", sip_ports[1]], env,
+                    tmp_path / "two.log") as plane_two:
         wait_until_up(worker_url, worker, tmp_path / "worker.log")
         wait_until_up(one, plane_one, tmp_path / "one.log")
         wait_until_up(two, plane_two, tmp_path / "two.log")
