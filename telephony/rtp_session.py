@@ -44,6 +44,7 @@ PACKET_SECONDS = 0.020
 G711_RATE, G711_PACKET = 8000, 160
 RTCP_INTERVAL = 5.0
 CONCEALED_PACKETS = 5  # a lost packet repeats the last one, halving each time, then silence
+PLAYOUT_MARGIN = 0.010  # each packet is played this long after it is due to arrive: a little early or late
 RELATCH_SECONDS = 2.0  # a new source is followed once the latched one has been silent this long
 
 DtmfCallback = Callable[[str], None]
@@ -148,12 +149,11 @@ class CallerTrack(MediaStreamTrack):
             while session.jitter.depth < session.spec.jitter_packets:
                 self._arrived.clear()
                 await self._wait_for_packet()
-            self._start = loop.time()
-        else:
-            await asyncio.sleep(max(0.0, self._start + self._ticks * PACKET_SECONDS - loop.time()))
-            if session.spec.receives and loop.time() - session.last_arrival > session.spec.rtp_timeout:
-                self.stop()
-                raise MediaStreamError
+            self._start = loop.time() + PLAYOUT_MARGIN
+        await asyncio.sleep(max(0.0, self._start + self._ticks * PACKET_SECONDS - loop.time()))
+        if session.spec.receives and loop.time() - session.last_arrival > session.spec.rtp_timeout:
+            self.stop()
+            raise MediaStreamError
         self._ticks += 1
         return self._frame(session.jitter.pop())
 
