@@ -41,8 +41,9 @@ async def peer_endpoint():
 
 
 async def test_the_echo_comes_back_aligned_through_the_leg():
-    result = await measure(seconds=3.0)
-    assert result.peak > 0.5 and 0.16 <= result.lag <= 0.4, result  # the benchmark prints the number itself
+    result = await measure(seconds=4.0)  # the benchmark prints the number; here it is only found and aligned
+    found = [lag for lag, peak in result.windows if peak > 0.5]
+    assert len(found) >= len(result.windows) - 1 and all(0.16 <= lag <= 0.4 for lag in found), result
     assert result.packets_received >= result.packets_sent
 
 
