@@ -188,3 +188,13 @@ async def test_unknown_lines_and_untrusted_sources_are_refused(service, tmp_path
                              substitutions={"STATUS": status})
         run.check()
     assert not await service.registry.calls()
+
+
+async def test_the_agent_hangs_up_at_the_lines_maximum_duration(service, tmp_path, monkeypatch):
+    from personas.store import Route
+
+    monkeypatch.setattr(Route, "max_call_seconds", property(lambda route: 1.5))  # the schema's least is 10 s
+    started = asyncio.get_running_loop().time()
+    (await run_sipp(service.sip_port, "wait_bye.xml", tmp_path, ACME, timeout=20)).check()
+    assert 1.5 <= asyncio.get_running_loop().time() - started < 4.0
+    await service.wait_idle()
