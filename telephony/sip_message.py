@@ -72,9 +72,6 @@ class Headers:
         key = canonical_name(name)
         self.fields = [(n, v) for n, v in self.fields if n != key]
 
-    def __contains__(self, name: str) -> bool:
-        return self.get(name) is not None
-
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self.fields)
 

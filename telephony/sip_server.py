@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER"
 WATCH_INTERVAL = 0.5  # seconds between looks at the registry for calls ended elsewhere
 NOTIFY_WAIT = 10.0  # seconds to wait for the outcome of a transfer before hanging up anyway
-BYE_WAIT = 64 * T1
 
 
 class Phase(enum.Enum):
@@ -423,8 +422,9 @@ class SipServer:
         previous, call.phase = call.phase, Phase.ENDED
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
         call.acked.set()
-        if previous is Phase.OFFERED and call.setup is not None:
+        if previous is Phase.OFFERED and call.setup is not None:  # a BYE in the early dialog
             call.setup.cancel()
+            call.invite.respond(response_to(call.invite.request, 487, to_tag=call.dialog.local_tag))
         elif call.record is not None and previous is not Phase.ENDED:
             self._spawn(self.plane.router.end(call.record, "the caller hung up"))
         log.info("caller hung up", extra={"sip_call_id": call.dialog.call_id})
