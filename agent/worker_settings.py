@@ -27,8 +27,23 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "plexline"
 
 
-class WorkerSettings(BaseSettings):
+class MediaSettings(BaseSettings):
+    """Where RTP legs live: read by the worker, and by the control plane of `plexline serve`."""
+
     model_config = ENV
+
+    media_host: str | None = Field(None, description="the address callers send RTP to: the worker binds its RTP "
+                                                     "ports there and puts it in SDP answers (default: the SIP "
+                                                     "host in `serve`, --host in `worker`)")
+    media_advertised_host: str | None = Field(None, description="the address SDP answers name for RTP when "
+                                                                "callers reach the worker through a NAT or "
+                                                                "published container ports (default: media_host)")
+    rtp_port_min: int = Field(20000, ge=1024, le=65535, description="lowest UDP port of RTP legs (SIP calls)")
+    rtp_port_max: int = Field(29999, ge=1024, le=65535, description="highest UDP port of RTP legs; each call "
+                                                                     "takes two (RTP and RTCP)")
+
+
+class WorkerSettings(MediaSettings):
 
     redis_url: str = Field(description="the registry shared by control planes and workers, e.g. "
                                        "redis://redis:6379/0; required by `control-plane` and `worker`")
@@ -40,15 +55,6 @@ class WorkerSettings(BaseSettings):
                                                         "calls failed")
     shutdown_grace: float = Field(30.0, ge=0, description="seconds a stopping worker lets its calls finish before "
                                                           "ending them")
-    media_host: str | None = Field(None, description="the address callers send RTP to: the worker binds its RTP "
-                                                     "ports there and puts it in SDP answers (default: the SIP "
-                                                     "host in `serve`, --host in `worker`)")
-    media_advertised_host: str | None = Field(None, description="the address SDP answers name for RTP when "
-                                                                "callers reach the worker through a NAT or "
-                                                                "published container ports (default: media_host)")
-    rtp_port_min: int = Field(20000, ge=1024, le=65535, description="lowest UDP port of RTP legs (SIP calls)")
-    rtp_port_max: int = Field(29999, ge=1024, le=65535, description="highest UDP port of RTP legs; each call "
-                                                                     "takes two (RTP and RTCP)")
     recordings_dir: Path = Field(default_factory=lambda: default_data_dir() / "recordings",
                                  description="where lines that record write their calls (default "
                                              "DATA_DIR/recordings); distributed: a folder the workers and "

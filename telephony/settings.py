@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings
 
-from agent.worker_settings import ENV, default_data_dir
+
+from agent.worker_settings import ENV, MediaSettings, default_data_dir
 from personas import EXAMPLE_TENANTS
 
 
-class Settings(BaseSettings):
+class Settings(MediaSettings):
     model_config = ENV
 
     personas_dir: Path = Field(EXAMPLE_TENANTS, description="the tenant folder: TENANT/tenant.yaml and a YAML "
@@ -46,15 +46,6 @@ class Settings(BaseSettings):
     sip_advertised_host: str | None = Field(None, description="the address put in Via and Contact when SIP "
                                                               "listens on a wildcard address")
     sip_realm: str = Field("plexline", description="the digest realm of SIP challenges")
-    media_host: str | None = Field(None, description="the address callers send RTP to: the worker binds its RTP "
-                                                     "ports there and puts it in SDP answers (default: the SIP "
-                                                     "host in `serve`, --host in `worker`)")
-    media_advertised_host: str | None = Field(None, description="the address SDP answers name for RTP when "
-                                                                "callers reach the worker through a NAT or "
-                                                                "published container ports (default: media_host)")
-    rtp_port_min: int = Field(20000, ge=1024, le=65535, description="lowest UDP port of RTP legs (SIP calls)")
-    rtp_port_max: int = Field(29999, ge=1024, le=65535, description="highest UDP port of RTP legs; each call "
-                                                                     "takes two (RTP and RTCP)")
     rtp_timeout: float = Field(30.0, gt=0, description="seconds without the caller's RTP that end a call")
     rtp_jitter_packets: int = Field(1, ge=1, le=8, description="caller RTP packets held before playout starts: "
                                                                "each more absorbs 20 ms more network jitter and "
