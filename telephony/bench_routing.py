@@ -13,9 +13,6 @@ import argparse
 import asyncio
 import json
 import platform
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.registration import WorkerInfo
+from telephony.local_redis import local_redis
 from telephony.memory_registry import MemoryRegistry
 from telephony.redis_registry import RedisRegistry
 from telephony.registry import NewCall, Registry
@@ -52,26 +50,8 @@ async def bench(registry: Registry, workers: int, reservations: int, warmup: int
 
 @contextmanager
 def redis_server() -> Iterator[str]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server), or pass --redis-url")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as folder:
-        server = subprocess.Popen([executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                   "--appendonly", "no", "--dir", folder], stdout=subprocess.DEVNULL)
-        try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as folder, local_redis(Path(folder), "--appendonly", "no") as url:
+        yield url
 
 
 async def run(redis_url: str, worker_counts: list[int], reservations: int) -> list[dict]:

@@ -23,8 +23,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ import numpy as np
 from agent import call_events as ev
 from personas.tenant import Webhook
 from telephony.call_history import CallHistory, open_call_history, outbox_event
+from telephony.local_redis import local_redis
 from telephony.outbox import RetryPolicy
 from telephony.webhook_client import Attempt, WebhookClient
 from telephony.webhook_dispatcher import WebhookDispatcher
@@ -169,25 +168,6 @@ def process(args: list[str]) -> Iterator[subprocess.Popen]:
         proc.wait(timeout=10)
 
 
-@contextmanager
-def redis_with_aof(folder: Path) -> Iterator[str]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with process([executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "yes",
-                  "--appendfsync", "everysec", "--dir", str(folder)]):
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-
-
 async def run_one(kind: str, redis_url: str | None, folder: Path, url: str, args: argparse.Namespace) -> dict:
     rows = {}
     for phase in ("throughput", "delay"):
@@ -219,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-endpoint", type=int, default=8, help="attempts in flight to one receiver")
     parser.add_argument("--json", type=Path, default=Path("bench-webhooks.json"))
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp, redis_with_aof(Path(tmp)) as redis_url, \
+    with tempfile.TemporaryDirectory() as tmp, local_redis(Path(tmp), "--appendonly", "yes", "--appendfsync", "everysec") as redis_url, \
             process([sys.executable, "-c", RECEIVER]) as receiver:
         url = f"http://127.0.0.1:{int(receiver.stdout.readline())}/hooks"
         rows = [asyncio.run(run_one("file", None, Path(tmp), url, args)),
