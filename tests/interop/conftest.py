@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from _pytest.reports import TestReport
+from sip_service import service  # noqa: F401  (the SIP tests' fixture: a control plane and a worker)
 
 INSIDE = "PLEXLINE_LOOPBACK_NAMESPACE"  # set in the pytest that runs inside the namespace
 HERE = Path(__file__).parent

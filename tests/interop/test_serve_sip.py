@@ -16,7 +16,7 @@ from sip_service import LoopbackCapture, free_udp_port, run_sipp, speech, write_
 from test_sipp import capturing, check_stream, mulaw, rtp_to
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).parents[3]
+ROOT = Path(__file__).parents[2]
 
 
 async def test_plexline_serve_on_the_dummy_model_answers_a_sip_call(tmp_path):
