@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import yaml
+from sip_service import free_udp_port, speech, write_rtp_pcap
 
 from telephony.webrtc_caller import RATE, WhipCall
-from tests.telephony.interop.sip_service import free_udp_port, speech, write_rtp_pcap
 
 ROOT = Path(__file__).parents[2]
 SCENARIO = Path(__file__).parent / "scenarios" / "cluster_call.xml"
