@@ -76,40 +76,38 @@ class Headers:
         return iter(self.fields)
 
 
+class _DialogHeaders:
+    """What requests and responses alike are matched by (transactions, dialogs)."""
+
+    headers: Headers
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.get("Call-ID") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        return parse_cseq(self.headers.get("CSeq") or "")
+
+
 @dataclass
-class SipRequest:
+class SipRequest(_DialogHeaders):
     method: str
     uri: str
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
     version: str = SIP_VERSION
 
-    @property
-    def call_id(self) -> str:
-        return self.headers.get("Call-ID") or ""
-
-    @property
-    def cseq(self) -> tuple[int, str]:
-        return parse_cseq(self.headers.get("CSeq") or "")
-
     def serialise(self) -> bytes:
         return _serialise(f"{self.method} {self.uri} {SIP_VERSION}", self.headers, self.body)
 
 
 @dataclass
-class SipResponse:
+class SipResponse(_DialogHeaders):
     status: int
     reason: str
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
-
-    @property
-    def call_id(self) -> str:
-        return self.headers.get("Call-ID") or ""
-
-    @property
-    def cseq(self) -> tuple[int, str]:
-        return parse_cseq(self.headers.get("CSeq") or "")
 
     def serialise(self) -> bytes:
         return _serialise(f"{SIP_VERSION} {self.status} {self.reason}", self.headers, self.body)
