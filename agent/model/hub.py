@@ -96,13 +96,17 @@ def download_model_files(
     token = token or get_token()
     names = (LM_FILE, MIMI_FILE, TOKENIZER_FILE, VOICES_FILE)
     return ModelFiles(
-        *(_hub_file(repo_id, name, token=token, cache_dir=cache_dir, endpoint=endpoint) for name in names)
+        *(hub_file(repo_id, name, token=token, cache_dir=cache_dir, endpoint=endpoint,
+                   local_files_only=token is None) for name in names)
     )
 
 
-def _hub_file(
-    repo_id: str, filename: str, *, token: str | None, cache_dir: Path | None, endpoint: str | None
+def hub_file(
+    repo_id: str, filename: str, *, token: str | None, cache_dir: Path | None, endpoint: str | None,
+    local_files_only: bool,
 ) -> Path:
+    """One file of a Hub repository (from the cache if there), with huggingface_hub's progress bar;
+    its failures become a `ModelFilesError`. `local_files_only`: only the cache is looked at."""
     try:
         path = hf_hub_download(
             repo_id,
@@ -110,7 +114,7 @@ def _hub_file(
             token=token,
             cache_dir=cache_dir,
             endpoint=endpoint,
-            local_files_only=token is None,
+            local_files_only=local_files_only,
         )
     except Exception as error:
         raise ModelFilesError(_explain(error, repo_id, filename, has_token=token is not None)) from error

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class TransformerConfig:
     rope: bool = True
     max_period: float = 10_000.0
     weights_per_step: int = 0  # >0: separate attention/MLP weights for each of that many steps
+    # PersonaPlex's ring hides its oldest slot once full; Kyutai's moshi (the STT) lets a step see it.
+    ring_hides_oldest: bool = True
 
     @property
     def capacity(self) -> int:
@@ -247,8 +249,8 @@ class Transformer(nn.Module):
             key_positions = state.key_positions
         delta = positions[:, :, None] - key_positions[:, None, :]  # [B, T, S]
         mask = (key_positions[:, None, :] >= 0) & (delta >= 0)
-        if state is not None:
-            # Upstream's ring hides its oldest slot once full, so a streaming step sees at most
+        if state is not None and self.config.ring_hides_oldest:
+            # PersonaPlex's ring hides its oldest slot once full, so a streaming step sees at most
             # capacity - 1 earlier keys. The reference outputs depend on it: keep it.
             end = positions[:, -1:, None] + 1  # [B, 1, 1]
             mask &= key_positions[:, None, :] > end - state.capacity
