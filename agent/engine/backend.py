@@ -18,6 +18,8 @@ class StepOutput:
     pcm: torch.Tensor  # [S, FRAME_SIZE] float32 on the CPU: each slot's agent audio
     text: torch.Tensor  # [S] long: the agent's text token for the frame (-1 when none)
     ready: torch.Tensor  # [S] bool: the slot produced output (False while its model delay fills)
+    caller_text: torch.Tensor | None = None  # [S] long: the recogniser's text token of the caller's frame
+    caller_heads: torch.Tensor | None = None  # [S, heads, classes] float32: its semantic VAD
 
 
 class Backend(Protocol):

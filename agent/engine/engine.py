@@ -45,7 +45,10 @@ class ModelBackend:
         self._pcm_in = torch.zeros(num_slots, 1, FRAME_SIZE, device=self.device, dtype=mimi_dtype(mimi))
         self._use_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._graph: torch.cuda.CUDAGraph | None = None
-        self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # The callers' codes of the last step [S, Mimi's codebooks], on the device. A Mimi loaded with
+        # 32 codebooks gives the recogniser its input from this one encode (the LM reads the first 8).
+        self.caller_codes = torch.zeros(num_slots, mimi.config.num_codebooks, dtype=torch.long, device=self.device)
 
     # -- calls joining and leaving -------------------------------------------------------------
 
@@ -82,22 +85,29 @@ class ModelBackend:
 
     @torch.no_grad()
     def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
-        self._pcm_in.copy_(pcm.view(self.num_slots, 1, FRAME_SIZE), non_blocking=True)
-        if self._graph is not None:
-            self._graph.replay()
-            pcm_out, text, valid = self._outputs
-        else:
-            pcm_out, text, valid = self._step()
+        pcm_out, text, valid = self.step_on_device(pcm)
         pcm_out, text, valid = pcm_out.float().cpu(), text.cpu(), valid.cpu()  # the one sync per step
         return StepOutput(pcm=pcm_out, text=text, ready=valid & active)
 
-    def _step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def step_on_device(self, pcm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's device work, queued without a host sync: agent pcm [S, FRAME_SIZE], text [S] and
+        valid [S] on the device. `caller_codes` then holds this step's codes."""
+        self._pcm_in.copy_(pcm.view(self.num_slots, 1, FRAME_SIZE), non_blocking=True)
+        if self._graph is not None:
+            self._graph.replay()
+            pcm_out, text, valid, self.caller_codes = self._outputs
+        else:
+            pcm_out, text, valid, self.caller_codes = self._step()
+        return pcm_out, text, valid
+
+    def _step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Device work of one step, on the static input buffer: no host sync, no Python per slot."""
-        codes = self.mimi.encode_step(self._pcm_in, self.encoder_state)  # [S, 8, 1]
-        tokens, valid = self.generate(codes[:, :, 0])
+        codes = self.mimi.encode_step(self._pcm_in, self.encoder_state)[:, :, 0]  # [S, Mimi's codebooks]
+        tokens, valid = self.generate(codes[:, :AGENT_CODEBOOKS])
         agent = tokens[:, 1:1 + AGENT_CODEBOOKS].clamp(min=0)  # rows without output decode garbage, ignored
         pcm_out = self.mimi.decode_step(agent[:, :, None], self.decoder_state)[:, 0]  # [S, FRAME_SIZE]
-        return pcm_out, tokens[:, 0], valid
+        return pcm_out, tokens[:, 0], valid, codes
 
     @torch.no_grad()
     def generate(self, user_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

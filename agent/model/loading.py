@@ -20,7 +20,7 @@ import torch
 
 from agent.model.checkpoint import dummy_lm, load_lm
 from agent.model.hub import REPO_ID, fetch_model_files
-from agent.model.lm import LM, LMConfig
+from agent.model.lm import AGENT_CODEBOOKS, LM, LMConfig
 from agent.model.mimi import Mimi, MimiConfig
 from agent.model.tokenizer import TextTokenizer, wrap_role
 
@@ -76,17 +76,24 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_models(spec: str, device: torch.device | str | None = None) -> Models:
-    """The models named by `spec`; see the module docstring. Raises ModelSpecError on a bad spec."""
+def load_models(spec: str, device: torch.device | str | None = None, mimi_codebooks: int = AGENT_CODEBOOKS) -> Models:
+    """The models named by `spec`; see the module docstring. Raises ModelSpecError on a bad spec.
+
+    `mimi_codebooks` is the codebooks Mimi encodes (the LM reads the first 8): 32 when the
+    recogniser reads the same encode. A dummy Mimi gets as many; a checkpoint must hold them.
+    """
     device = torch.device(device) if device is not None else default_device()
     lm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if spec == "dummy":
         spec = "dummy:full" if device.type == "cuda" else "dummy:tiny"
     if spec in ("dummy:tiny", "dummy:full"):
-        return _dummy(spec.split(":")[1], device, lm_dtype)
+        return _dummy(spec.split(":")[1], device, lm_dtype, mimi_codebooks)
     if spec == "hf" or spec.startswith(("hf:", "local:")):
         files = fetch_model_files(REPO_ID if spec == "hf" else spec.removeprefix("hf:"))
         mimi_config, lm_config = _configs(files.lm.parent / CONFIG_FILE)
+        if mimi_codebooks > mimi_config.total_codebooks:
+            raise ModelSpecError(f"Mimi has {mimi_config.total_codebooks} codebooks, {mimi_codebooks} asked for")
+        mimi_config = dataclasses.replace(mimi_config, num_codebooks=mimi_codebooks)
         log.info("loading model", extra={"model": spec, "device": str(device)})
         mimi = Mimi.from_safetensors(files.mimi, mimi_config, device=device)
         lm = load_lm(files.lm, lm_config, device=device, dtype=lm_dtype)
@@ -106,11 +113,13 @@ def _configs(config_file: Path) -> tuple[MimiConfig, LMConfig]:
         raise ModelSpecError(f"{config_file}: not a model config ({error})") from error
 
 
-def _dummy(size: str, device: torch.device, lm_dtype: torch.dtype) -> Models:
+def _dummy(size: str, device: torch.device, lm_dtype: torch.dtype, mimi_codebooks: int) -> Models:
     if size == "tiny":
         mimi_config, lm_config = MimiConfig.tiny(), dataclasses.replace(LMConfig.tiny(), context=TINY_CONTEXT)
     else:
         mimi_config, lm_config = MimiConfig.full(), LMConfig.personaplex_7b()
+    mimi_config = dataclasses.replace(mimi_config, num_codebooks=mimi_codebooks,
+                                      total_codebooks=max(mimi_config.total_codebooks, mimi_codebooks))
     name = f"dummy:{size} (RANDOM WEIGHTS)"
     log.warning("running a DUMMY model with random weights: its speech is noise", extra={"model": name})
     mimi = Mimi.dummy(mimi_config, device=device)

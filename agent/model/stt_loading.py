@@ -10,6 +10,7 @@ loudly: full size (the 1b's) for GPU benchmarks, tiny for CPU machines.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 STT_REPO_ID = "kyutai/stt-1b-en_fr"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"  # upstream's default `moshi_name`
+DUMMY_CARD = 2048
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ def load_stt(spec: str, device: torch.device | str | None = None) -> SttModels:
     if spec == "dummy":
         spec = "dummy:full" if device.type == "cuda" else "dummy:tiny"
     if spec in ("dummy:tiny", "dummy:full"):
-        config = SttConfig.tiny() if spec == "dummy:tiny" else SttConfig.stt_1b_en_fr()
+        # The tiny dummy reads the tiny dummy agent's Mimi codes (2048 entries, as every released Mimi).
+        config = dataclasses.replace(SttConfig.tiny(), card=DUMMY_CARD) if spec == "dummy:tiny" else \
+            SttConfig.stt_1b_en_fr()
         name = f"{spec} (RANDOM WEIGHTS)"
         return SttModels(name, dummy_stt_lm(config, device=device, dtype=dtype), DummyTokenizer(config.text_card))
     if spec == "hf" or spec.startswith(("hf:", "local:")):
