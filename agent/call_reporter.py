@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
-from agent import call_events as ev
-from agent.registration import CallOutcome
+from agent.contracts import events as ev
+from agent.contracts.workers import CallOutcome
 
 if TYPE_CHECKING:
     from agent.session import Session
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 Event = ev.CallStarted | ev.TranscriptPartial | ev.CallEnded
 TICK = 0.5  # seconds between looks at the calls due a partial transcript
-TRANSFER_REASON_PREFIX = "transfer requested"  # telephony.media_api: the caller asked for a human
+TRANSFER_REASON_PREFIX = "transfer requested"  # agent.contracts.media: the caller asked for a human
 CALLER_REASONS = ("the caller hung up", "the caller cancelled", "the caller's media ended")
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.registration import CallOutcome
+from agent.contracts.workers import CallOutcome
 from agent.timeline import FRAME_SECONDS, CallTimeline
 from personas.schema import Persona
 from personas.tenant import Greeting

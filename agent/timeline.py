@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent import call_events as ev
+from agent.contracts import events as ev
 from agent.transcript import PieceText, TranscriptBuilder, Word
 
 TURN_GAP = 1.0  # seconds of silence that end a turn

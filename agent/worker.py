@@ -22,7 +22,7 @@ from agent.engine.backend import Backend, CallSetup
 from agent.engine.clock import FRAME_SECONDS, CallSlot, EngineClock, NoFreeSlot
 from agent.engine.echo import EchoBackend
 from agent.recording import CallRecorder, recording_path
-from agent.registration import CallOutcome, Registration, WorkerInfo
+from agent.contracts.workers import CallOutcome, Registration, WorkerInfo
 from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
                            WorkerFull)
 from agent.timeline import CallTimeline
@@ -234,9 +234,9 @@ class Worker:
     async def answer_webrtc(self, call_id: str, offer: str) -> str:
         """Answer the caller's WebRTC offer for a call and bridge its media; returns the SDP answer.
 
-        Raises UnknownSession, telephony.webrtc.OfferError, or RuntimeError if the call has media.
+        Raises UnknownSession, agent.media.webrtc.OfferError, or RuntimeError if the call has media.
         """
-        from telephony.webrtc import WebRtcCall
+        from agent.media.webrtc import WebRtcCall
 
         session = self.session(call_id)
         leg = WebRtcCall(session, self.model.tokenizer)

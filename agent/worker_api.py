@@ -30,7 +30,7 @@ from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists,
                            WorkerFull)
 from agent.worker import Worker
 from agent.worker_metrics import worker_registry
-from telephony.media_api import MediaAddress, RtpLegSpec
+from agent.contracts.media import MediaAddress, RtpLegSpec
 
 RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
 
@@ -147,7 +147,7 @@ async def end_session(call_id: str, worker: WorkerDep, reason: str = "ended by t
                        503: {"description": "no free RTP port"}})
 async def set_rtp_leg(call_id: str, spec: RtpLegSpec, request: Request, worker: WorkerDep) -> MediaAddress:
     """The call's media over RTP to the address agreed in SIP; a second PUT (re-INVITE) changes it."""
-    from telephony.rtp_legs import NoMediaPort
+    from agent.media.rtp_legs import NoMediaPort
 
     legs = getattr(request.app.state, "rtp_legs", None)
     if legs is None:
@@ -164,7 +164,7 @@ async def set_rtp_leg(call_id: str, spec: RtpLegSpec, request: Request, worker: 
              responses={400: {"description": "the offer cannot be answered"},
                         409: {"description": "the call already has media"}})
 async def answer_webrtc(call_id: str, offer: SessionDescription, worker: WorkerDep) -> SessionDescription:
-    from telephony.webrtc import OfferError
+    from agent.media.webrtc import OfferError
 
     if offer.type != "offer":
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "an offer is expected")
@@ -209,9 +209,9 @@ def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0,
 
     app = FastAPI(title="plexline worker", lifespan=lifespan)
     app.state.worker, app.state.worker_secret = worker, secret
-    app.state.rtp_legs = rtp_legs  # telephony.rtp_legs.RtpLegs: media of calls answered over SIP
+    app.state.rtp_legs = rtp_legs  # agent.media.rtp_legs.RtpLegs: media of calls answered over SIP
     app.include_router(router)
-    from telephony.media_stream import router as stream_router
+    from agent.media.media_stream import router as stream_router
 
     app.include_router(stream_router)  # carriers' media streams (authenticated per call, not by the secret)
 

@@ -55,7 +55,7 @@ def offline(args: argparse.Namespace) -> None:
 
 
 def bench_engine(args: argparse.Namespace) -> None:
-    from agent.engine.bench import bench_engine as run, table, write_json
+    from bench.engine import bench_engine as run, table, write_json
 
     models = load_models(args)
     if models.device.type != "cuda":
@@ -106,7 +106,7 @@ def _serve_http(app, host: str, port: int) -> None:
 
 def _attach_sip(plane, settings, http_host: str) -> None:
     """The control plane's SIP server, listening on --sip-port (UDP and TCP)."""
-    from telephony.sip_server import SipConfig, SipServer
+    from telephony.sip.server import SipConfig, SipServer
 
     config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
                        advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
@@ -118,7 +118,7 @@ def _call_history(settings):
     """Call records, recordings and the webhook outbox: in Redis, or files in the data folder."""
     from datetime import timedelta
 
-    from telephony.call_history import open_call_history
+    from telephony.events.call_history import open_call_history
 
     return open_call_history(settings.redis_url, settings.redis_prefix, settings.recordings_folder,
                              data_dir=settings.data_dir,
@@ -128,7 +128,7 @@ def _call_history(settings):
 
 
 def _rtp_legs(host: str, settings):
-    from telephony.rtp_legs import RtpLegs
+    from agent.media.rtp_legs import RtpLegs
 
     low, high = settings.rtp_port_min, settings.rtp_port_max
     if high <= low:
@@ -153,11 +153,11 @@ def serve(args: argparse.Namespace) -> None:
     from agent.call_reporter import CallReporter
     from agent.worker import Worker
     from personas.store import TenantStore
-    from telephony.app import create_app
-    from telephony.control_plane import ControlPlane
-    from telephony.registry import open_registry
-    from telephony.settings import Settings
-    from telephony.worker_client import HttpWorkerClient, LocalWorkerClient
+    from telephony.control.app import create_app
+    from telephony.control.control_plane import ControlPlane
+    from telephony.control.registry import open_registry
+    from telephony.control.settings import Settings
+    from telephony.control.worker_client import HttpWorkerClient, LocalWorkerClient
 
     from agent.worker_settings import EngineSettings
 
@@ -191,11 +191,11 @@ def serve(args: argparse.Namespace) -> None:
 
 def control_plane(args: argparse.Namespace) -> None:
     from personas.store import TenantStore
-    from telephony.app import create_app
-    from telephony.control_plane import ControlPlane
-    from telephony.registry import open_registry
-    from telephony.settings import Settings
-    from telephony.worker_client import HttpWorkerClient
+    from telephony.control.app import create_app
+    from telephony.control.control_plane import ControlPlane
+    from telephony.control.registry import open_registry
+    from telephony.control.settings import Settings
+    from telephony.control.worker_client import HttpWorkerClient
 
     settings, listen = _settings(Settings, args), _listen(args, 8080)
     if not settings.distributed:
@@ -218,8 +218,8 @@ def worker(args: argparse.Namespace) -> None:
     from agent.worker import Worker
     from agent.worker_api import create_worker_app
     from agent.worker_settings import EngineSettings, WorkerSettings
-    from telephony.call_history import open_call_history
-    from telephony.registry import open_registry
+    from telephony.events.call_history import open_call_history
+    from telephony.control.registry import open_registry
 
     settings = _settings(WorkerSettings, args)
     engine, listen = _settings(EngineSettings, args), _listen(args, 8081)

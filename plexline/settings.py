@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from agent.worker_settings import ENV, EngineSettings, WorkerSettings
-from telephony.settings import Settings
+from telephony.control.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_TYPES = (SecretStr, SecretStr | None)

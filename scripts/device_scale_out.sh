@@ -40,8 +40,8 @@ export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PYTHON" -c '
 import importlib, pkgutil, sys
 needed = ["plexline.cli", "agent.worker", "agent.worker_api", "agent.worker_settings", "agent.engine.engine",
-          "agent.model.loading", "agent.prompts", "telephony.app", "telephony.control_plane", "telephony.settings",
-          "telephony.worker_client", "telephony.redis_registry", "personas.store", "uvicorn", "httpx", "yaml"]
+          "agent.model.loading", "agent.prompts", "telephony.control.app", "telephony.control.control_plane", "telephony.control.settings",
+          "telephony.control.worker_client", "telephony.control.redis_registry", "personas.store", "uvicorn", "httpx", "yaml"]
 missing = {}
 for package in ("plexline", "agent", "telephony", "personas", "voices"):
     names = [m.name for m in pkgutil.walk_packages([package], package + ".") if not m.name.endswith("__main__")]

@@ -16,7 +16,7 @@ import agent.engine.engine as engine_module
 import agent.model.stream as stream_module
 
 from agent.engine.backend import CallSetup
-from agent.engine.bench import bench_prompt
+from bench.engine import bench_prompt
 from agent.engine.engine import ModelBackend
 from agent.model.loading import load_models
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent import call_events as ev
+from agent.contracts import events as ev
 from agent.call_reporter import CallReporter, outcome_of
 from agent.engine.backend import FRAME_SIZE, CallSetup, StepOutput
 from agent.engine.echo import EchoBackend

@@ -1,4 +1,4 @@
-from agent import call_events as ev
+from agent.contracts import events as ev
 from agent.timeline import CallTimeline
 from agent.transcript import Word
 

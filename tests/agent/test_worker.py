@@ -9,8 +9,8 @@ from agent.engine.clock import CallSlot
 from agent.session import CallDetails, CallSetupFailed, SessionExists, WorkerDraining, WorkerFull
 from agent.worker import Worker, WorkerModel, call_seed, echo_model, load_worker_model
 from personas.schema import Persona
-from telephony.memory_registry import MemoryRegistry
-from telephony.registry import NewCall
+from telephony.control.memory_registry import MemoryRegistry
+from telephony.control.registry import NewCall
 
 pytestmark = pytest.mark.anyio
 

@@ -23,13 +23,13 @@ from pydantic import SecretStr
 
 from agent.worker import Worker, echo_model
 from personas.store import TenantStore
-from telephony.bench_echo_latency import echo_lags_by_window, speech_8k
-from telephony.control_plane import ControlPlane
-from telephony.memory_registry import MemoryRegistry
-from telephony.rtp_legs import RtpLegs
-from telephony.settings import Settings
-from telephony.sip_server import SipConfig, SipServer
-from telephony.worker_client import HttpWorkerClient, LocalWorkerClient
+from bench.echo_latency import echo_lags_by_window, speech_8k
+from telephony.control.control_plane import ControlPlane
+from telephony.control.memory_registry import MemoryRegistry
+from agent.media.rtp_legs import RtpLegs
+from telephony.control.settings import Settings
+from telephony.sip.server import SipConfig, SipServer
+from telephony.control.worker_client import HttpWorkerClient, LocalWorkerClient
 
 DIGEST_USER, DIGEST_PASSWORD = "trunk", "s3cret-pass"
 PERSONA = """persona:
@@ -107,7 +107,7 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
 
 def write_rtp_pcap(path: Path, pcm: np.ndarray, payload_type: int = 0) -> Path:
     """A pcap of 20 ms G.711 mu-law RTP packets of `pcm` (int16, 8 kHz), as sipp's play_pcap_audio reads."""
-    from telephony.bench_echo_latency import encode, g711
+    from bench.echo_latency import encode, g711
 
     encoder = g711("PCMU" if payload_type == 0 else "PCMA", "w")
     seq, ts, ssrc = random.getrandbits(16), random.getrandbits(32), random.getrandbits(32)

@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 from sip_service import free_udp_port, speech, write_rtp_pcap
 
-from telephony.webrtc_caller import RATE, WhipCall
+from bench.webrtc_caller import RATE, WhipCall
 
 ROOT = Path(__file__).parents[2]
 SCENARIO = Path(__file__).parent / "scenarios" / "cluster_call.xml"

@@ -19,7 +19,7 @@ from sip_corpus import INVITE, MALFORMED
 from sip_service import LoopbackCapture, check_echo, free_udp_port, run_sipp, speech, write_rtp_pcap
 from test_sipp import ACME, capturing, check_stream, mulaw, rtp_to
 
-from telephony.rate_limit import SourceLimiter
+from telephony.sip.rate_limit import SourceLimiter
 
 pytestmark = pytest.mark.anyio
 OPTIONS = (b"OPTIONS sip:+15555550100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5099;branch=z9hG4bK-%s\r\n"

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-import telephony.webrtc
+import agent.media.webrtc
 from agent.session import CallDetails
 from agent.worker import Worker, echo_model
 from personas.schema import Persona
-from telephony.webrtc import OfferError
-from telephony.webrtc_caller import RATE, Received, SignalTrack
+from agent.media.webrtc import OfferError
+from bench.webrtc_caller import RATE, Received, SignalTrack
 
 pytestmark = pytest.mark.anyio
 
@@ -148,7 +148,7 @@ async def test_a_call_whose_ice_fails_ends_as_failed(worker, monkeypatch):
 
 
 async def test_a_call_whose_media_never_connects_ends_as_failed(worker, monkeypatch):
-    monkeypatch.setattr(telephony.webrtc, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(agent.media.webrtc, "CONNECT_TIMEOUT", 1.0)
     caller = Caller(tone(1.0))
     try:
         session = await worker.create_session(details("c1"))

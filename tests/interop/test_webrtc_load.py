@@ -14,7 +14,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from telephony.webrtc_caller import PACKET, RATE, WhipCall
+from bench.webrtc_caller import PACKET, RATE, WhipCall
 from tests.interop.serving import OPERATOR, serving
 
 CALLS = 8

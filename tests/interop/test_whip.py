@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from telephony.webrtc_caller import RATE, WhipCall
+from bench.webrtc_caller import RATE, WhipCall
 from tests.interop.serving import OPERATOR, serving
 
 WHIP = "/tenants/acme/lines/support/whip"

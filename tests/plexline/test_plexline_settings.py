@@ -7,7 +7,7 @@ import pytest
 from agent.worker_settings import EngineSettings, WorkerSettings
 from plexline.cli import build_parser
 from plexline.settings import ROLES, ListenSettings, document, read
-from telephony.settings import Settings
+from telephony.control.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 

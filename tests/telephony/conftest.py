@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis.asyncio as redis
 
-from telephony.memory_registry import MemoryRegistry
-from telephony.redis_registry import RedisRegistry
+from telephony.control.memory_registry import MemoryRegistry
+from telephony.control.redis_registry import RedisRegistry
 
 
 @pytest.fixture

@@ -1,0 +1,76 @@
+"""What the control plane and a worker say to each other about a call's media leg.
+
+The control plane negotiates SDP with the caller; the worker that holds the call terminates the
+media. `RtpLegSpec` is the agreed plan sent to the worker (`POST /worker/sessions/{id}/rtp`, and
+`PUT` on a re-INVITE); `MediaAddress` is where the worker receives RTP, for the SDP answer. A call
+the worker ends because the caller asked for a human has a reason starting with
+`TRANSFER_REASON_PREFIX`; the control plane transfers it (REFER) instead of hanging up. A
+media-stream WebSocket attaches to its call with `stream_token`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from telephony.sip.sdp import CODECS, MediaPlan
+
+TRANSFER_REASON_PREFIX = "transfer requested"
+Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
+
+
+def transfer_reason(digit: str) -> str:
+    return f"{TRANSFER_REASON_PREFIX}: the caller pressed {digit}"
+
+
+def stream_token(secret: str, call_id: str) -> str:
+    """What a carrier's media stream must show to attach to a call (see agent.media.media_stream)."""
+    return hmac.new(secret.encode(), f"stream:{call_id}".encode(), hashlib.sha256).hexdigest()
+
+
+class RtpLegSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    remote_host: str  # where the caller said to send RTP (replaced by where its RTP comes from)
+    remote_port: int = Field(ge=0, le=65535)
+    remote_rtcp_port: int = Field(ge=0, le=65535)
+    codec: Literal["PCMU", "PCMA", "opus"]
+    payload_type: int = Field(ge=0, le=127)
+    dtmf_payload_type: int | None = Field(None, ge=0, le=127)
+    direction: Direction = "sendrecv"  # ours
+    transfer_digit: str | None = Field(None, pattern=r"^[0-9*#A-D]$")
+    rtp_timeout: float = Field(30.0, gt=0)  # seconds without caller RTP (while it should send) that end the call
+    # Caller packets held before playout starts. One is enough on a quiet network (the engine slot
+    # keeps a packet of slack too); each more absorbs 20 ms more arrival jitter, at 20 ms of delay.
+    jitter_packets: int = Field(1, ge=1, le=8)
+
+    @classmethod
+    def of(cls, plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float, jitter_packets: int = 1) -> RtpLegSpec:
+        return cls(remote_host=plan.remote_host, remote_port=plan.remote_port,
+                   remote_rtcp_port=plan.remote_rtcp_port, codec=plan.codec.name, payload_type=plan.payload_type,
+                   dtmf_payload_type=plan.dtmf_payload_type, direction=plan.direction,
+                   transfer_digit=transfer_digit, rtp_timeout=rtp_timeout, jitter_packets=jitter_packets)
+
+    @property
+    def clock_rate(self) -> int:
+        return CODECS[self.codec.lower()].clock_rate
+
+    @property
+    def channels(self) -> int:
+        return CODECS[self.codec.lower()].channels
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
+    @property
+    def sends(self) -> bool:
+        return self.direction in ("sendrecv", "sendonly")
+
+
+class MediaAddress(BaseModel):
+    host: str
+    port: int  # RTP; RTCP is on port + 1

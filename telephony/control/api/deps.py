@@ -1,0 +1,63 @@
+"""Dependencies of the routes: the control plane, the caller's token, and what it may see.
+
+A tenant token sees only its tenant: for anything else the answer is 404, exactly as for a
+tenant that does not exist, so a token never learns of another tenant or its lines.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from personas.store import TenantEntry, UnknownTenant
+from personas.tenant import ID_PATTERN
+from telephony.events.call_history import CallHistory
+from telephony.control.control_plane import ControlPlane
+
+_bearer = HTTPBearer(auto_error=False, description="the operator token, or a tenant's admin token")
+
+
+def get_control_plane(request: Request) -> ControlPlane:
+    return request.app.state.control_plane
+
+
+ControlPlaneDep = Annotated[ControlPlane, Depends(get_control_plane)]
+
+
+def get_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> str:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return credentials.credentials
+
+
+TokenDep = Annotated[str, Depends(get_token)]
+
+
+def require_operator(token: TokenDep, control_plane: ControlPlaneDep) -> None:
+    if not control_plane.auth.is_operator(token):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the operator token is required")
+
+
+def get_tenant(tenant: Annotated[str, Path(pattern=ID_PATTERN.pattern)], token: TokenDep,
+               control_plane: ControlPlaneDep) -> TenantEntry:
+    """The tenant named in the path, as of this request (sync: scrypt runs on a thread)."""
+    entry = control_plane.store.catalog.tenants.get(tenant)
+    if not control_plane.auth.may_administer(token, entry):
+        raise UnknownTenant(f"no tenant {tenant!r}")
+    return entry
+
+
+OperatorDep = Depends(require_operator)
+TenantDep = Annotated[TenantEntry, Depends(get_tenant)]
+
+
+def get_history(control_plane: ControlPlaneDep) -> CallHistory:
+    if control_plane.history is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "this control plane keeps no call history")
+    return control_plane.history
+
+
+HistoryDep = Annotated[CallHistory, Depends(get_history)]

@@ -1,0 +1,50 @@
+"""The errors of the domain, each mapped to one HTTP status in one place."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+from personas.store import InvalidLine, LineExists, UnknownLine, UnknownTenant
+from telephony.control.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
+
+
+class UnknownAddress(Exception):
+    pass
+
+
+class UnknownCall(Exception):
+    pass
+
+
+class CallFinished(Exception):
+    pass
+
+
+class UnknownEvent(Exception):
+    pass
+
+
+def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
+    def plain(code: int, headers: dict[str, str] | None = None, detail: str | None = None):
+        async def handler(request: Request, error: Exception) -> JSONResponse:
+            return JSONResponse({"detail": detail or str(error)}, status_code=code, headers=headers)
+        return handler
+
+    for error in (UnknownTenant, UnknownLine, UnknownAddress, UnknownCall, UnknownEvent):
+        app.add_exception_handler(error, plain(status.HTTP_404_NOT_FOUND))
+    app.add_exception_handler(LineExists, plain(status.HTTP_409_CONFLICT))
+    app.add_exception_handler(CallFinished, plain(status.HTTP_409_CONFLICT))
+    retry = {"Retry-After": str(retry_after_seconds)}
+    app.add_exception_handler(NoCapacity, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry,
+                                                 "no free slot on any worker: try again later"))
+    app.add_exception_handler(TenantLimitReached, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry,
+                                                        "the tenant's limit of concurrent calls is reached"))
+    app.add_exception_handler(RegistryUnavailable, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry))
+    app.add_exception_handler(InvalidLine, _invalid_line)
+
+
+async def _invalid_line(request: Request, error: InvalidLine) -> JSONResponse:
+    """In the shape of FastAPI's own validation errors, so clients read both alike."""
+    detail = [{"type": "value_error", "loc": ["body", *p.field], "msg": p.reason} for p in error.problems]
+    return JSONResponse({"detail": detail}, status_code=422)

@@ -1,0 +1,49 @@
+"""The control plane's FastAPI app: admin API, call routing, health and metrics.
+
+`create_app` takes the parts already built (see `plexline.cli` for the wiring of each command),
+so tests and `plexline serve` can give it an in-memory registry and an in-process worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from telephony.control import twiml
+from telephony.control.api import call_records, calls, dialer, health, lines, recordings, tenants, webhooks, whip, workers
+from telephony.control.api.errors import add_error_handlers
+from telephony.control.control_plane import ControlPlane
+
+DESCRIPTION = """\
+Tenants administer the lines that answer their phone numbers and the persona on each; calls are
+routed to GPU workers with a free slot. Authenticate with `Authorization: Bearer <token>`: a
+tenant's admin token sees that tenant only (anything else is 404, as if it did not exist); the
+operator token sees every tenant and the workers.
+"""
+
+
+def create_app(control_plane: ControlPlane) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await control_plane.start()
+        try:
+            yield
+        finally:
+            await control_plane.stop()
+
+    app = FastAPI(title="plexline control plane", description=DESCRIPTION, lifespan=lifespan)
+    app.state.control_plane = control_plane
+    add_error_handlers(app, control_plane.settings.retry_after_seconds)
+    for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers, health):
+        app.include_router(module.router)
+    if control_plane.local_worker is not None:  # `plexline serve`: other control planes may call it
+        from agent.worker_api import router as worker_router
+        from agent.media.media_stream import router as stream_router
+
+        app.state.worker = control_plane.local_worker
+        app.state.worker_secret = control_plane.settings.worker_secret.get_secret_value()
+        app.include_router(worker_router)
+        app.include_router(stream_router)  # carriers' media streams to this worker's calls
+    return app

@@ -1,0 +1,124 @@
+"""The control plane's parts, and the background work it owns: reloading the tenant store, reaping
+lost workers, refreshing the gauges, and (in `plexline serve`) running its own worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from personas.store import TenantStore
+from personas.tenant import Webhook
+from telephony.control.auth import Authenticator
+from telephony.events.call_history import CallHistory
+from telephony.control.metrics import Metrics
+from telephony.events.outbox import RetryPolicy
+from telephony.control.registry import CallRecord, Registry
+from telephony.control.routing import CallRouter
+from telephony.control.settings import Settings
+from telephony.events.webhook_client import WebhookClient
+from telephony.events.dispatcher import WebhookDispatcher, WebhookMetrics
+from telephony.control.worker_client import WorkerClient
+
+if TYPE_CHECKING:
+    from agent.worker import Worker
+    from telephony.sip.server import SipServer
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    def __init__(self, settings: Settings, store: TenantStore, registry: Registry, workers: WorkerClient,
+                 local_worker: Worker | None = None):
+        if settings.operator_token is None:
+            raise ValueError("the control plane needs an operator token")
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.workers = workers
+        self.local_worker = local_worker
+        self.metrics = Metrics()
+        self.auth = Authenticator(settings.operator_token.get_secret_value())
+        self.router = CallRouter(registry, workers, self.metrics, settings.route_attempts)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.sip: SipServer | None = None  # set by `plexline serve` and `control-plane` (see sip_server)
+        self.history: CallHistory | None = None  # set by the commands: call records, recordings, the outbox
+        self.webhooks: WebhookDispatcher | None = None  # delivers the outbox while the control plane runs
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.local_worker is not None:
+            await self.local_worker.start()
+        if self.sip is not None:
+            await self.sip.start()
+        self._tasks = [loop.create_task(self.store.watch(self.settings.reload_interval), name="store-watch"),
+                       loop.create_task(self._monitor_forever(), name="registry-monitor")]
+        if self.history is not None:
+            self.webhooks = self._dispatcher(self.history)
+            self.webhooks.start()
+            self._tasks.append(loop.create_task(self._sweep_forever(self.history), name="history-sweep"))
+
+    async def stop(self) -> None:
+        if self.sip is not None:  # first: its calls are hung up while their workers still run
+            await self.sip.stop()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._tasks = []
+        if self.local_worker is not None:
+            await self.local_worker.stop(grace=self.settings.shutdown_grace)
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+            await self.webhooks.client.close()
+        if self.history is not None:
+            await self.history.close()
+        await self.workers.close()
+        await self.registry.close()
+
+    def _dispatcher(self, history: CallHistory) -> WebhookDispatcher:
+        s = self.settings
+        client = WebhookClient(s.webhook_timeout, s.webhook_max_response_bytes, s.webhook_per_endpoint)
+        policy = RetryPolicy(s.webhook_retry_first, s.webhook_retry_cap, s.webhook_max_age)
+        return WebhookDispatcher(history.outbox, self.webhook_of, client, policy, s.webhook_concurrency,
+                                 WebhookMetrics(self.metrics.registry))
+
+    def webhook_of(self, tenant_id: str) -> Webhook | None:
+        entry = self.store.catalog.tenants.get(tenant_id)
+        return entry.tenant.webhook if entry is not None else None
+
+    async def monitor(self) -> None:
+        """Reap lost workers (failing their calls) and refresh the gauges."""
+        for call in await self.registry.reap():
+            log.warning("call failed: its worker was lost", extra={"call": call.call_id, "tenant": call.tenant,
+                                                                   "worker": call.worker, "reason": call.reason})
+            self.metrics.calls_failed.labels(call.tenant).inc()
+            await self._report_lost(call)
+        self.metrics.observe(await self.registry.workers(), await self.registry.calls())
+
+    async def _report_lost(self, call: CallRecord) -> None:
+        if self.history is None:
+            return
+        entry = self.store.catalog.tenants.get(call.tenant)
+        line = entry.lines.get(call.line) if entry is not None else None
+        try:
+            await self.history.publish_lost(call, line.persona if line is not None else None)
+        except Exception as error:
+            log.error("a lost call's end was not reported", extra={"call": call.call_id, "error": repr(error)})
+
+    async def _sweep_forever(self, history: CallHistory) -> None:
+        while True:
+            try:
+                await history.sweep()
+            except Exception as error:
+                log.warning("call history sweep failed", extra={"error": repr(error)})
+            await asyncio.sleep(self.settings.retention_sweep_interval)
+
+    async def _monitor_forever(self) -> None:
+        while True:
+            try:
+                await self.monitor()
+            except Exception as error:
+                log.warning("registry monitor failed", extra={"error": repr(error)})
+            await asyncio.sleep(self.settings.reap_interval)

@@ -1,0 +1,156 @@
+"""The registry in this process's memory: `plexline serve` without Redis.
+
+It behaves as `RedisRegistry` does (the same tests run against both). Every method runs to its
+end without awaiting, so on one event loop each is as atomic as a Lua script in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+from agent.contracts.workers import CallOutcome, HeartbeatReply, WorkerInfo
+from telephony.control.registry import (FINISHED_CALL_TTL, IN_PROGRESS, RESERVATION_GRACE, CallRecord,
+                                DuplicateCall, NewCall, NoCapacity, TenantLimitReached, WorkerStatus,
+                                worker_lost_reason)
+
+
+@dataclass
+class _Worker:
+    info: WorkerInfo
+    alive_until: float  # time.monotonic()
+    draining: bool = False
+    calls: dict[str, float] = field(default_factory=dict)  # call id -> reserved at (monotonic)
+
+
+class MemoryRegistry:
+    def __init__(self, finished_call_ttl: float = FINISHED_CALL_TTL, reservation_grace: float = RESERVATION_GRACE):
+        self.finished_call_ttl = finished_call_ttl
+        self.reservation_grace = reservation_grace
+        self._workers: dict[str, _Worker] = {}
+        self._calls: dict[str, CallRecord] = {}
+        self._active: defaultdict[str, set[str]] = defaultdict(set)  # tenant -> call ids in progress
+        self._expires: dict[str, float] = {}  # finished call id -> forgotten at (monotonic)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerInfo, ttl: float, sessions: Collection[str]) -> HeartbeatReply:
+        now = time.monotonic()
+        entry = self._workers.get(worker.id)
+        if entry is None:
+            entry = self._workers[worker.id] = _Worker(worker, now + ttl)
+        entry.info, entry.alive_until = worker, now + ttl
+        held = set(sessions)
+        for call_id, reserved_at in list(entry.calls.items()):
+            if call_id not in held and now - reserved_at > self.reservation_grace:
+                self._finish(call_id, "failed", "the worker does not hold the session")
+        orphans = tuple(s for s in sessions if s not in entry.calls)
+        return HeartbeatReply(entry.draining, orphans)
+
+    async def set_draining(self, worker_id: str, draining: bool) -> bool:
+        entry = self._workers.get(worker_id)
+        if entry is not None:
+            entry.draining = draining
+        return entry is not None
+
+    async def deregister(self, worker_id: str, reason: str) -> None:
+        self._remove(worker_id, reason)
+
+    async def workers(self) -> list[WorkerStatus]:
+        now = time.monotonic()
+        return [WorkerStatus(w.info, len(w.calls), w.draining, w.alive_until > now)
+                for _, w in sorted(self._workers.items())]
+
+    async def reap(self) -> list[CallRecord]:
+        now = time.monotonic()
+        failed: list[CallRecord] = []
+        for worker_id in [i for i, w in self._workers.items() if w.alive_until <= now]:
+            failed += self._remove(worker_id, worker_lost_reason(worker_id))
+        return failed
+
+    def _remove(self, worker_id: str, reason: str) -> list[CallRecord]:
+        entry = self._workers.pop(worker_id, None)
+        if entry is None:
+            return []
+        return [record for call_id in list(entry.calls) if (record := self._finish(call_id, "failed", reason))]
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def reserve(self, call: NewCall, exclude: Collection[str] = ()) -> WorkerInfo:
+        self._forget_expired()
+        if call.call_id in self._calls:
+            raise DuplicateCall(call.call_id)
+        if len(self._active[call.tenant]) >= call.tenant_limit:
+            raise TenantLimitReached(call.tenant)
+        now = time.monotonic()
+        candidates = [w for i, w in self._workers.items()
+                      if i not in exclude and w.alive_until > now and not w.draining and len(w.calls) < w.info.slots]
+        if not candidates:
+            raise NoCapacity("no worker has a free slot")
+        best = min(candidates, key=_load_order)
+        best.calls[call.call_id] = now
+        self._active[call.tenant].add(call.call_id)
+        self._calls[call.call_id] = CallRecord(call.call_id, call.tenant, call.line, best.info.id, "reserved",
+                                               call.caller, call.callee, time.time())
+        return best.info
+
+    async def activate(self, call_id: str) -> bool:
+        record = self._calls.get(call_id)
+        if record is None or record.state != "reserved":
+            return False
+        self._calls[call_id] = replace(record, state="active")
+        return True
+
+    async def cancel(self, call_id: str) -> None:
+        record = self._calls.get(call_id)
+        if record is not None and record.state in IN_PROGRESS:
+            self._free_slot(record)
+            del self._calls[call_id]
+
+    async def release(self, call_id: str, outcome: CallOutcome, reason: str = "") -> bool:
+        return self._finish(call_id, outcome, reason) is not None
+
+    async def call(self, call_id: str) -> CallRecord | None:
+        self._forget_expired()
+        return self._calls.get(call_id)
+
+    async def calls(self, tenant: str | None = None) -> list[CallRecord]:
+        tenants = self._active.values() if tenant is None else [self._active.get(tenant, set())]
+        return [self._calls[call_id] for ids in tenants for call_id in ids]
+
+    def _finish(self, call_id: str, outcome: CallOutcome, reason: str) -> CallRecord | None:
+        record = self._calls.get(call_id)
+        if record is None or record.state not in IN_PROGRESS:
+            return None
+        self._free_slot(record)
+        record = self._calls[call_id] = replace(record, state=outcome, reason=reason, ended_at=time.time())
+        self._expires[call_id] = time.monotonic() + self.finished_call_ttl
+        return record
+
+    def _free_slot(self, record: CallRecord) -> None:
+        self._active[record.tenant].discard(record.call_id)
+        worker = self._workers.get(record.worker)
+        if worker is not None:
+            worker.calls.pop(record.call_id, None)
+
+    def _forget_expired(self) -> None:
+        now = time.monotonic()
+        for call_id in [c for c, at in self._expires.items() if at <= now]:
+            del self._expires[call_id]
+            self._calls.pop(call_id, None)
+
+    # -- the rest of the protocol ---------------------------------------------------------------
+
+    async def ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def _load_order(worker: _Worker) -> tuple[Fraction, int, str]:
+    used, slots = len(worker.calls), worker.info.slots
+    return Fraction(used, slots), -(slots - used), worker.info.id

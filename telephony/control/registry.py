@@ -1,0 +1,124 @@
+"""The registry of workers and calls that every control plane and worker shares.
+
+Workers heartbeat with a time to live; a control plane reserves a slot for each call atomically
+on the least loaded live worker that is not draining (fewest used slots for its size, then most
+free slots, then the lowest id), within the tenant's limit of concurrent calls. A worker whose
+heartbeat stops is reaped: it is removed and its calls are failed with the reason.
+
+Two implementations behave the same: `telephony.control.redis_registry.RedisRegistry` (any number of
+control planes and workers, sharing nothing but Redis) and `telephony.control.memory_registry.MemoryRegistry`
+(one process: `plexline serve` without Redis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from agent.contracts.workers import Registration, WorkerInfo
+
+CallState = Literal["reserved", "active", "ended", "failed"]
+IN_PROGRESS: tuple[CallState, ...] = ("reserved", "active")
+FINISHED_CALL_TTL = 3600.0  # seconds a finished call stays readable
+RESERVATION_GRACE = 10.0  # seconds a worker has to take a reserved call before it counts as lost
+
+
+class RegistryError(Exception):
+    pass
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry cannot be reached: no call can be routed until it is back."""
+
+
+class NoCapacity(RegistryError):
+    """No live, undrained worker has a free slot (or every one left was excluded)."""
+
+
+class TenantLimitReached(RegistryError):
+    pass
+
+
+class DuplicateCall(RegistryError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewCall:
+    call_id: str
+    tenant: str
+    line: str
+    caller: str
+    callee: str
+    tenant_limit: int  # the tenant's maximum of concurrent calls
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    tenant: str
+    line: str
+    worker: str
+    state: CallState
+    caller: str
+    callee: str
+    created_at: float  # seconds since the epoch
+    ended_at: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    info: WorkerInfo
+    used: int
+    draining: bool
+    alive: bool
+
+    @property
+    def free(self) -> int:
+        return max(self.info.slots - self.used, 0)
+
+
+class Registry(Registration, Protocol):
+    async def reserve(self, call: NewCall, exclude: Collection[str] = ()) -> WorkerInfo:
+        """Hold a slot for `call` on the least loaded eligible worker not in `exclude`.
+
+        Raises NoCapacity, TenantLimitReached or DuplicateCall.
+        """
+
+    async def activate(self, call_id: str) -> bool:
+        """The worker took the call; False if it is no longer reserved (reaped meanwhile)."""
+
+    async def cancel(self, call_id: str) -> None:
+        """Drop a reservation the worker refused, as if it had never been made."""
+
+    async def call(self, call_id: str) -> CallRecord | None: ...
+
+    async def calls(self, tenant: str | None = None) -> list[CallRecord]:
+        """The calls in progress (reserved or active), of one tenant or of all."""
+
+    async def workers(self) -> list[WorkerStatus]: ...
+
+    async def reap(self) -> list[CallRecord]:
+        """Remove the workers whose heartbeat expired; returns the calls failed with them."""
+
+    async def ping(self) -> None:
+        """Raises if the registry cannot be reached."""
+
+    async def close(self) -> None: ...
+
+
+def worker_lost_reason(worker_id: str) -> str:
+    return f"worker {worker_id} lost: its heartbeat stopped"
+
+
+def open_registry(redis_url: str | None, prefix: str = "plexline:") -> Registry:
+    """Redis when a URL is given, else an in-memory registry for this process alone."""
+    if redis_url is None:
+        from telephony.control.memory_registry import MemoryRegistry
+
+        return MemoryRegistry()
+    from telephony.control.redis_registry import RedisRegistry
+
+    return RedisRegistry.from_url(redis_url, prefix=prefix)

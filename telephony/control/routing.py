@@ -1,0 +1,90 @@
+"""Placing a call: reserve a slot on the least loaded worker, have it start the session, retry on refusal."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from agent.session import CallDetails
+from personas.store import Route
+from telephony.control.metrics import Metrics
+from telephony.control.registry import CallRecord, NewCall, NoCapacity, Registry, TenantLimitReached
+from telephony.control.worker_client import WorkerClient, WorkerRefused
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    caller: str  # who calls (a number or SIP URI), as the transport gave it
+    callee: str  # the address they called
+
+
+class CallRouter:
+    def __init__(self, registry: Registry, workers: WorkerClient, metrics: Metrics, attempts: int = 3):
+        self.registry = registry
+        self.workers = workers
+        self.metrics = metrics
+        self.attempts = attempts
+
+    async def place(self, route: Route, caller: Caller) -> CallRecord:
+        """The active call's record; raises NoCapacity or TenantLimitReached (the caller is refused)."""
+        tenant = route.tenant
+        new = NewCall(uuid.uuid4().hex, tenant.id, route.line_id, caller.caller, caller.callee,
+                      tenant.tenant.limits.max_concurrent_calls)
+        details = CallDetails(call_id=new.call_id, tenant=tenant.id, line=route.line_id, caller=caller.caller,
+                              callee=caller.callee, persona=route.line.persona, greeting=route.line.greeting,
+                              recording=route.line.recording, max_call_seconds=route.max_call_seconds,
+                              partial_transcript_seconds=route.line.partial_transcript_seconds)
+        start = time.perf_counter()
+        try:
+            record = await self._place(new, details)
+        except NoCapacity:
+            self.metrics.calls_refused.labels(tenant.id, "no_capacity").inc()
+            raise
+        except TenantLimitReached:
+            self.metrics.calls_refused.labels(tenant.id, "tenant_limit").inc()
+            raise
+        self.metrics.routing_seconds.observe(time.perf_counter() - start)
+        self.metrics.calls_admitted.labels(tenant.id).inc()
+        return record
+
+    async def _place(self, new: NewCall, details: CallDetails) -> CallRecord:
+        refused: list[str] = []
+        for _ in range(self.attempts):
+            worker = await self.registry.reserve(new, exclude=refused)
+            try:
+                await self.workers.create_session(worker, details)
+            except WorkerRefused as error:
+                log.warning("worker refused a call", extra={"call": new.call_id, "reason": str(error)})
+                await self.registry.cancel(new.call_id)
+                refused.append(worker.id)
+                continue
+            except BaseException:
+                await self.registry.cancel(new.call_id)
+                raise
+            if await self.registry.activate(new.call_id):
+                record = await self.registry.call(new.call_id)
+                assert record is not None
+                return record
+            # The worker was reaped between the reservation and now, and the call failed with it.
+            await self._end_on_worker(worker.id, new.call_id, "the worker was lost while the call started")
+            raise NoCapacity(f"worker {worker.id} was lost while the call started")
+        raise NoCapacity(f"{len(refused)} workers refused the call")
+
+    async def end(self, record: CallRecord, reason: str) -> CallRecord:
+        """End a call in progress: on its worker (if it can be reached), then in the registry."""
+        await self._end_on_worker(record.worker, record.call_id, reason)
+        await self.registry.release(record.call_id, "ended", reason)
+        return await self.registry.call(record.call_id) or record
+
+    async def _end_on_worker(self, worker_id: str, call_id: str, reason: str) -> None:
+        worker = next((w.info for w in await self.registry.workers() if w.info.id == worker_id), None)
+        if worker is None:
+            return
+        try:
+            await self.workers.end_session(worker, call_id, reason)
+        except WorkerRefused as error:  # its heartbeat will learn the call is gone and end it
+            log.warning("could not end a call on its worker", extra={"call": call_id, "reason": str(error)})

@@ -1,0 +1,138 @@
+"""How the control plane asks a worker to start or end a call: HTTP, or a direct call in-process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import httpx
+
+from agent.contracts.workers import WorkerInfo
+from agent.session import CallDetails, SessionError, UnknownSession
+from agent.contracts.media import MediaAddress, RtpLegSpec
+
+if TYPE_CHECKING:  # only `plexline serve` has a worker in the process (and torch)
+    from agent.worker import Worker
+    from agent.media.rtp_legs import RtpLegs
+
+
+class WorkerRefused(Exception):
+    """The worker did not take the call (full, draining, unreachable, failed): try another."""
+
+
+class OfferRejected(Exception):
+    """The worker cannot answer the caller's WebRTC offer (not SDP, no audio, no codec in common)."""
+
+
+class WorkerClient(Protocol):
+    async def create_session(self, worker: WorkerInfo, call: CallDetails) -> None:
+        """Raises WorkerRefused."""
+
+    async def end_session(self, worker: WorkerInfo, call_id: str, reason: str) -> bool:
+        """False if the worker does not hold the call; raises WorkerRefused if it cannot be asked."""
+
+    async def answer_webrtc(self, worker: WorkerInfo, call_id: str, offer: str) -> str:
+        """The worker's SDP answer to the caller's offer; raises OfferRejected or WorkerRefused."""
+
+    async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
+        """Open (or change) the call's RTP leg on its worker; raises WorkerRefused."""
+
+    async def close(self) -> None: ...
+
+
+class HttpWorkerClient:
+    def __init__(self, secret: str, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None):
+        self._client = httpx.AsyncClient(timeout=timeout, headers={"Authorization": f"Bearer {secret}"},
+                                         transport=transport)
+
+    async def create_session(self, worker: WorkerInfo, call: CallDetails) -> None:
+        response = await self._request("POST", worker, "/worker/sessions", json=call.model_dump(mode="json"))
+        if response.status_code != httpx.codes.CREATED:
+            raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
+
+    async def end_session(self, worker: WorkerInfo, call_id: str, reason: str) -> bool:
+        response = await self._request("DELETE", worker, f"/worker/sessions/{call_id}", params={"reason": reason})
+        if response.status_code not in (httpx.codes.NO_CONTENT, httpx.codes.NOT_FOUND):
+            raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
+        return response.status_code == httpx.codes.NO_CONTENT
+
+    async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
+        response = await self._request("PUT", worker, f"/worker/sessions/{call_id}/rtp", json=spec.model_dump())
+        if response.status_code != httpx.codes.OK:
+            raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
+        return MediaAddress.model_validate(response.json())
+
+    async def answer_webrtc(self, worker: WorkerInfo, call_id: str, offer: str) -> str:
+        response = await self._request("POST", worker, f"/worker/sessions/{call_id}/webrtc",
+                                       json={"type": "offer", "sdp": offer})
+        if response.status_code == httpx.codes.BAD_REQUEST:
+            raise OfferRejected(_detail(response))
+        if response.status_code != httpx.codes.OK:
+            raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
+        return response.json()["sdp"]
+
+    async def _request(self, method: str, worker: WorkerInfo, path: str, **kwargs) -> httpx.Response:
+        try:
+            return await self._client.request(method, worker.address.rstrip("/") + path, **kwargs)
+        except httpx.HTTPError as error:
+            raise WorkerRefused(f"worker {worker.id} unreachable: {error!r}") from error
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", ""))
+    except ValueError:
+        return response.text[:200]
+
+
+class LocalWorkerClient:
+    """`plexline serve`: calls for this process's own worker skip HTTP; others go to `others`."""
+
+    def __init__(self, worker: Worker, others: WorkerClient, rtp_legs: RtpLegs | None = None):
+        self.worker, self.others, self.rtp_legs = worker, others, rtp_legs
+
+    async def create_session(self, worker: WorkerInfo, call: CallDetails) -> None:
+        if worker.id != self.worker.info.id:
+            return await self.others.create_session(worker, call)
+        try:
+            await self.worker.create_session(call)
+        except SessionError as error:
+            raise WorkerRefused(f"worker {worker.id}: {error}") from error
+
+    async def end_session(self, worker: WorkerInfo, call_id: str, reason: str) -> bool:
+        if worker.id != self.worker.info.id:
+            return await self.others.end_session(worker, call_id, reason)
+        try:
+            await self.worker.end_session(call_id, reason)
+        except UnknownSession:
+            return False
+        return True
+
+    async def answer_webrtc(self, worker: WorkerInfo, call_id: str, offer: str) -> str:
+        if worker.id != self.worker.info.id:
+            return await self.others.answer_webrtc(worker, call_id, offer)
+        from agent.media.webrtc import OfferError
+
+        try:
+            return await self.worker.answer_webrtc(call_id, offer)
+        except OfferError as error:
+            raise OfferRejected(str(error)) from error
+        except (SessionError, RuntimeError) as error:
+            raise WorkerRefused(f"worker {worker.id}: {error}") from error
+
+    async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
+        if worker.id != self.worker.info.id:
+            return await self.others.set_rtp(worker, call_id, spec)
+        if self.rtp_legs is None:
+            raise WorkerRefused(f"worker {worker.id} takes no RTP media")
+        from agent.media.rtp_legs import NoMediaPort
+
+        try:
+            return await self.rtp_legs.open(self.worker.session(call_id), spec)
+        except (SessionError, NoMediaPort) as error:
+            raise WorkerRefused(f"worker {worker.id}: {error}") from error
+
+    async def close(self) -> None:
+        await self.others.close()

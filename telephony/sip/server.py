@@ -1,0 +1,568 @@
+"""The control plane's SIP user agent server: trunks and PBXs call the tenants' lines here.
+
+An INVITE is answered 100 Trying at once, then checked: the line from the Request-URI (or To)
+user in the tenant store (404), the tenant's trust (source networks: 403; digest: 401 challenge),
+the SDP offer (488). 180 Ringing goes out while a worker slot is reserved through the call router
+(no slot: 503 with Retry-After; the tenant's limit: 486) and the worker opens the RTP leg; the
+200 OK carries the worker's media address, and is resent over UDP until the ACK (64 x T1 without
+one ends the call). CANCEL before the answer ends the attempt with 487. BYE from the caller ends
+the call on its worker at once. re-INVITEs change the leg (hold, resume, codec). OPTIONS is
+answered for keep-alives. A call that ends anywhere else (the worker's maximum duration, its RTP
+timeout, an admin, a lost worker) is seen in the registry and hung up with a BYE, or, when the
+caller pressed the line's transfer digit, transferred with a REFER first.
+
+Every task the server starts is kept in `_tasks` and cancelled and awaited on `stop`. Sources
+that send bad requests are rate-limited (`SourceLimiter`); a message that cannot be read gets a
+400 (or 513) when it can be answered and is dropped otherwise. Nothing a peer sends can raise
+out of the message handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+
+from agent.contracts.workers import WorkerInfo
+from personas.store import Route
+from telephony.control.control_plane import ControlPlane
+from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress, RtpLegSpec
+from telephony.sip.rate_limit import SourceLimiter
+from telephony.control.registry import CallRecord, NoCapacity, RegistryUnavailable, TenantLimitReached
+from telephony.control.routing import Caller
+from telephony.sip.sdp import MediaPlan, NotAcceptable, SessionDescription, answer_for, plan_for_offer
+from telephony.sip.dialog import Dialog, new_tag
+from telephony.sip.digest import DigestAuthenticator
+from telephony.sip.message import (NameAddr, SipMessage, SipParseError, SipRequest, SipResponse, SipUri,
+                                   parse_message, response_to)
+from telephony.sip.transaction import T1, T2, ServerTransaction, Transactions
+from telephony.sip.transport import Peer, SipTransport
+from telephony.control.worker_client import WorkerRefused
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER"
+WATCH_INTERVAL = 0.5  # seconds between looks at the registry for calls ended elsewhere
+NOTIFY_WAIT = 10.0  # seconds to wait for the outcome of a transfer before hanging up anyway
+
+
+class Phase(enum.Enum):
+    OFFERED = "offered"  # INVITE received, not answered yet
+    ANSWERED = "answered"  # 200 OK sent, waiting for the ACK
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    host: str = "127.0.0.1"
+    port: int = 5060
+    advertised_host: str | None = None  # put in Via and Contact when `host` is a wildcard
+    rtp_timeout: float = 30.0
+    jitter_packets: int = 1
+    realm: str = "plexline"
+
+    @property
+    def public_host(self) -> str:
+        return self.advertised_host or self.host
+
+
+@dataclass(eq=False)
+class SipCall:
+    dialog: Dialog
+    invite: ServerTransaction
+    route: Route
+    phase: Phase = Phase.OFFERED
+    record: CallRecord | None = None
+    worker: WorkerInfo | None = None
+    plan: MediaPlan | None = None
+    media: MediaAddress | None = None
+    answer: bytes = b""
+    sdp_session: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    sdp_version: int = 0
+    setup: asyncio.Task[None] | None = None
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    notified: asyncio.Queue[int] = field(default_factory=asyncio.Queue)  # sipfrag statuses of a transfer
+    reinvite: ServerTransaction | None = None
+
+
+class SipServer:
+    def __init__(self, control_plane: ControlPlane, config: SipConfig):
+        self.plane = control_plane
+        self.config = config
+        self.transport = SipTransport(config.host, config.port, self._on_bytes)
+        self.transactions = Transactions(self._send)
+        self.digest = DigestAuthenticator()
+        self.limiter = SourceLimiter()
+        self.calls: dict[tuple[str, str], SipCall] = {}  # (Call-ID, our tag) -> call
+        self._tasks: set[asyncio.Task] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.transport.port
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_forever(), name="sip-watch")
+        log.info("SIP listening", extra={"host": self.config.host, "port": self.port})
+
+    async def stop(self) -> None:
+        """Hang up the calls in progress, then stop every task and the sockets."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.wait([self._watcher])
+        hangups = [self._spawn(self._hang_up(c, "the service is shutting down"))
+                   for c in list(self.calls.values()) if c.phase in (Phase.ANSWERED, Phase.CONFIRMED)]
+        if hangups:
+            await asyncio.wait(hangups, timeout=2.0)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        self.transactions.close()
+        await self.transport.stop()
+
+    def _spawn(self, coroutine: Coroutine) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SIP task failed", exc_info=task.exception())
+
+    # -- messages in ----------------------------------------------------------------------------
+
+    def _send(self, message: SipMessage, peer: Peer) -> None:
+        self.transport.send(message.serialise(), peer)
+
+    def _on_bytes(self, data: bytes, peer: Peer) -> None:
+        if not data.strip():
+            return  # keep-alive
+        if not self.limiter.allowed(peer.host):
+            return
+        try:
+            message = parse_message(data)
+        except SipParseError as error:
+            self.limiter.penalise(peer.host)
+            log.info("bad SIP message", extra={"peer": str(peer), "error": str(error)})
+            if error.request is not None and error.request.method != "ACK":
+                self._send(response_to(error.request, error.status, to_tag=new_tag(), warning=str(error)), peer)
+            return
+        try:
+            if isinstance(message, SipResponse):
+                self.transactions.response(message)
+            else:
+                self._on_request(message, peer)
+        except Exception:  # a bug must cost one message, never the server
+            log.exception("SIP request handling failed", extra={"peer": str(peer)})
+
+    def _on_request(self, request: SipRequest, peer: Peer) -> None:
+        if request.method == "ACK":
+            if not self.transactions.absorb_ack(request):
+                self._on_ack(request)
+            return
+        transaction = self.transactions.server(request, peer)
+        if transaction is None:
+            return  # a retransmission, answered by its transaction
+        to_tag = NameAddr.parse(request.headers.get("To") or "", "To").tag
+        if request.method == "CANCEL":
+            self._on_cancel(transaction)
+        elif to_tag:
+            self._in_dialog(transaction, to_tag)
+        elif request.method == "INVITE":
+            self._on_invite(transaction)
+        elif request.method == "OPTIONS":
+            transaction.respond(self._options_response(request))
+        elif request.method in ("BYE", "NOTIFY", "INFO"):
+            transaction.respond(response_to(request, 481, to_tag=new_tag()))
+        else:
+            response = response_to(request, 405 if request.method in ("REGISTER", "SUBSCRIBE", "MESSAGE",
+                                                                         "UPDATE", "PRACK", "PUBLISH")
+                                   else 501, to_tag=new_tag())
+            response.headers.add("Allow", ALLOW)
+            transaction.respond(response)
+
+    def _options_response(self, request: SipRequest) -> SipResponse:
+        response = response_to(request, 200, to_tag=new_tag())
+        response.headers.add("Allow", ALLOW)
+        response.headers.add("Accept", "application/sdp")
+        response.headers.add("Supported", "replaces")
+        return response
+
+    # -- a new call -----------------------------------------------------------------------------
+
+    def _on_invite(self, transaction: ServerTransaction) -> None:
+        request, peer = transaction.request, transaction.peer
+        transaction.respond(response_to(request, 100))
+        refusal = self._check_invite(transaction)
+        if refusal is not None:
+            transaction.respond(refusal)
+            return
+        dialog = Dialog.answering(request, new_tag(), peer)
+        route = self._route(request)
+        call = SipCall(dialog, transaction, route)
+        self.calls[(dialog.call_id, dialog.local_tag)] = call
+        call.setup = self._spawn(self._set_up(call))
+
+    def _check_invite(self, transaction: ServerTransaction) -> SipResponse | None:
+        """The refusal of an INVITE (404, 403, 401, 488), or None if it may go on."""
+        request, peer = transaction.request, transaction.peer
+        tag = new_tag()
+        route = self._route(request)
+        if route is None:
+            self.limiter.penalise(peer.host)
+            return response_to(request, 404, to_tag=tag)
+        trunk = route.tenant.tenant.sip
+        if trunk is None or not (trunk.allow or trunk.digest):
+            self.limiter.penalise(peer.host)
+            return response_to(request, 403, to_tag=tag, warning="this line takes no SIP calls")
+        if trunk.allow and not _allowed(peer.host, trunk.allow):
+            self.limiter.penalise(peer.host)
+            return response_to(request, 403, to_tag=tag)
+        if trunk.digest:
+            challenge = self._authenticate(request, route, peer)
+            if challenge is not None:
+                return challenge
+        if not request.body:
+            return response_to(request, 488, to_tag=tag, warning="an SDP offer in the INVITE is required")
+        try:
+            plan_for_offer(SessionDescription.parse(request.body))
+        except NotAcceptable as error:
+            return response_to(request, 488, to_tag=tag, warning=str(error))
+        except ValueError as error:
+            self.limiter.penalise(peer.host)
+            return response_to(request, 488, to_tag=tag, warning=f"malformed SDP: {error}")
+        return None
+
+    def _authenticate(self, request: SipRequest, route: Route, peer: Peer) -> SipResponse | None:
+        realm = self.config.realm
+        passwords = {u.username: u.password for u in route.tenant.tenant.sip.digest}
+        header = request.headers.get("Authorization")
+        stale = False
+        if header is not None:
+            good, stale = self.digest.check(header, request.method, realm, passwords)
+            if good:
+                return None
+            if not stale:
+                self.limiter.penalise(peer.host)
+        response = response_to(request, 401, to_tag=new_tag())
+        for challenge in self.digest.challenges(realm, route.tenant.tenant.sip.digest_algorithms, stale):
+            response.headers.add("WWW-Authenticate", challenge)
+        return response
+
+    def _route(self, request: SipRequest) -> Route | None:
+        catalog = self.plane.store.catalog
+        for user in _dialled(request):
+            route = catalog.route(user)
+            if route is not None:
+                return route
+        return None
+
+    async def _set_up(self, call: SipCall) -> None:
+        request, transaction = call.invite.request, call.invite
+        local_tag = call.dialog.local_tag
+        ringing = response_to(request, 180, to_tag=local_tag)
+        self._dialog_headers(ringing, request)
+        transaction.respond(ringing)
+        try:
+            call.plan = plan_for_offer(SessionDescription.parse(request.body))
+            caller = Caller(_user(request.headers.get("From")), _user(request.headers.get("To")))
+            try:
+                call.record = await self.plane.router.place(call.route, caller)
+            except TenantLimitReached as error:
+                return self._refuse(call, 486, str(error))
+            except (NoCapacity, RegistryUnavailable) as error:
+                return self._refuse(call, 503, str(error), retry_after=True)
+            call.worker = await self._worker_of(call.record)
+            line = call.route.line
+            spec = RtpLegSpec.of(call.plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
+                               self.config.jitter_packets)
+            try:
+                call.media = await self.plane.workers.set_rtp(call.worker, call.record.call_id, spec)
+            except WorkerRefused as error:
+                await self.plane.router.end(call.record, f"the media leg could not be opened: {error}")
+                return self._refuse(call, 503, str(error), retry_after=True)
+        except asyncio.CancelledError:
+            if call.record is not None:
+                await asyncio.shield(self.plane.router.end(call.record, "the caller cancelled"))
+            raise
+        except Exception as error:
+            log.exception("call setup failed", extra={"sip_call_id": call.dialog.call_id})
+            if call.record is not None:
+                await self.plane.router.end(call.record, f"SIP setup failed: {error!r}")
+            return self._refuse(call, 500, "internal error")
+        log.info("SIP call answered", extra={"call": call.record.call_id, "sip_call_id": call.dialog.call_id,
+                                             "line": call.route.line_id, "media": f"{call.media.host}:{call.media.port}"})
+        call.answer = self._answer_sdp(call)
+        ok = response_to(request, 200, to_tag=local_tag)
+        self._dialog_headers(ok, request)
+        ok.headers.add("Content-Type", "application/sdp")
+        ok.body = call.answer
+        call.phase = Phase.ANSWERED
+        transaction.respond(ok)
+        await self._until_acked(call, transaction.peer, ok)
+
+    def _refuse(self, call: SipCall, status: int, reason: str, retry_after: bool = False) -> None:
+        log.info("SIP call refused", extra={"sip_call_id": call.dialog.call_id, "status": status, "reason": reason})
+        response = response_to(call.invite.request, status, to_tag=call.dialog.local_tag, warning=reason)
+        if retry_after:
+            response.headers.add("Retry-After", str(self.plane.settings.retry_after_seconds))
+        call.phase = Phase.ENDED
+        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        call.invite.respond(response)
+
+    async def _worker_of(self, record: CallRecord) -> WorkerInfo:
+        for status in await self.plane.registry.workers():
+            if status.info.id == record.worker:
+                return status.info
+        raise WorkerRefused(f"worker {record.worker} is gone")
+
+    def _dialog_headers(self, response: SipResponse, request: SipRequest) -> None:
+        for route in request.headers.get_all("Record-Route"):
+            response.headers.add("Record-Route", route)
+        response.headers.add("Contact", self._contact(request, request.headers.get_all("Via")[0]))
+        response.headers.add("Allow", ALLOW)
+        response.headers.add("Supported", "replaces")
+
+    def _contact(self, request: SipRequest, via: str) -> str:
+        transport = "tcp" if "/TCP" in via.upper() else "udp"
+        user = _user(request.headers.get("To")) or "plexline"
+        host = self.config.public_host
+        host = f"[{host}]" if ":" in host else host
+        return f"<sip:{user}@{host}:{self.port};transport={transport}>"
+
+    def _answer_sdp(self, call: SipCall) -> bytes:
+        call.sdp_version += 1
+        return answer_for(call.plan, call.media.host, call.media.port, call.sdp_session, call.sdp_version).serialise()
+
+    async def _until_acked(self, call: SipCall, peer: Peer, ok: SipResponse) -> None:
+        """Resend the 2xx over UDP until the ACK (RFC 3261 §13.3.1.4); no ACK: hang up."""
+        interval, waited = T1, 0.0
+        while not call.acked.is_set():
+            try:
+                await asyncio.wait_for(call.acked.wait(), interval)
+            except TimeoutError:
+                waited += interval
+                if waited >= 64 * T1:
+                    log.warning("no ACK for the 200 OK: hanging up", extra={"sip_call_id": call.dialog.call_id})
+                    await self._hang_up(call, "the caller never acknowledged the answer")
+                    return
+                if peer.transport == "UDP":
+                    self._send(ok, peer)
+                interval = min(2 * interval, T2)
+
+    # -- requests inside a dialog ---------------------------------------------------------------
+
+    def _on_ack(self, ack: SipRequest) -> None:
+        to_tag = NameAddr.parse(ack.headers.get("To") or "", "To").tag
+        call = self.calls.get((ack.call_id, to_tag))
+        if call is None:
+            return
+        call.acked.set()
+        if call.phase is Phase.ANSWERED:
+            call.phase = Phase.CONFIRMED
+        if call.reinvite is not None:
+            call.reinvite = None
+
+    def _on_cancel(self, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        invite = self.transactions.invite_for_cancel(request)
+        if invite is None:
+            transaction.respond(response_to(request, 481, to_tag=new_tag()))
+            return
+        transaction.respond(response_to(request, 200, to_tag=new_tag()))
+        call = next((c for c in self.calls.values() if c.invite is invite), None)
+        if call is None or call.phase is not Phase.OFFERED:
+            return  # answered already (the caller will BYE) or refused
+        if call.setup is not None:
+            call.setup.cancel()
+        call.phase = Phase.ENDED
+        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        invite.respond(response_to(invite.request, 487, to_tag=call.dialog.local_tag))
+        log.info("SIP call cancelled", extra={"sip_call_id": call.dialog.call_id})
+
+    def _in_dialog(self, transaction: ServerTransaction, to_tag: str) -> None:
+        request = transaction.request
+        call = self.calls.get((request.call_id, to_tag))
+        if call is None:
+            transaction.respond(response_to(request, 481))
+            return
+        number = request.cseq[0]
+        if number < call.dialog.remote_cseq or (number == call.dialog.remote_cseq and request.method != "CANCEL"):
+            transaction.respond(response_to(request, 500, warning="CSeq out of order"))
+            return
+        call.dialog.remote_cseq = number
+        if request.method == "BYE":
+            transaction.respond(response_to(request, 200))
+            self._caller_hung_up(call)
+        elif request.method == "INVITE":
+            self._on_reinvite(call, transaction)
+        elif request.method == "NOTIFY":
+            transaction.respond(response_to(request, 200))
+            status = _sipfrag_status(request.body)
+            if status is not None:
+                call.notified.put_nowait(status)
+        elif request.method in ("INFO", "OPTIONS"):
+            transaction.respond(self._options_response(request) if request.method == "OPTIONS"
+                                else response_to(request, 200))
+        else:
+            response = response_to(request, 405)
+            response.headers.add("Allow", ALLOW)
+            transaction.respond(response)
+
+    def _caller_hung_up(self, call: SipCall) -> None:
+        previous, call.phase = call.phase, Phase.ENDED
+        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        call.acked.set()
+        if previous is Phase.OFFERED and call.setup is not None:  # a BYE in the early dialog
+            call.setup.cancel()
+            call.invite.respond(response_to(call.invite.request, 487, to_tag=call.dialog.local_tag))
+        elif call.record is not None and previous is not Phase.ENDED:
+            self._spawn(self.plane.router.end(call.record, "the caller hung up"))
+        log.info("caller hung up", extra={"sip_call_id": call.dialog.call_id})
+
+    def _on_reinvite(self, call: SipCall, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        if call.phase is not Phase.CONFIRMED or call.reinvite is not None:
+            transaction.respond(response_to(request, 491))
+            return
+        call.reinvite = transaction
+        self._spawn(self._reinvite(call, transaction))
+
+    async def _reinvite(self, call: SipCall, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        if request.body:
+            try:
+                plan = plan_for_offer(SessionDescription.parse(request.body))
+            except ValueError as error:
+                call.reinvite = None
+                transaction.respond(response_to(request, 488, warning=str(error)))
+                return
+            line = call.route.line
+            spec = RtpLegSpec.of(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
+                               self.config.jitter_packets)
+            try:
+                call.media = await self.plane.workers.set_rtp(call.worker, call.record.call_id, spec)
+            except WorkerRefused as error:
+                call.reinvite = None
+                transaction.respond(response_to(request, 488, warning=str(error)))
+                return
+            call.plan = plan
+            call.answer = self._answer_sdp(call)
+            log.info("call media changed", extra={"call": call.record.call_id, "direction": plan.direction,
+                                                  "codec": plan.codec.name})
+        ok = response_to(request, 200)
+        self._dialog_headers(ok, request)
+        ok.headers.add("Content-Type", "application/sdp")
+        ok.body = call.answer
+        call.acked.clear()
+        transaction.respond(ok)
+        await self._until_acked(call, transaction.peer, ok)
+
+    # -- calls ended elsewhere ------------------------------------------------------------------
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                await self._watch()
+            except Exception as error:
+                log.warning("SIP call watch failed", extra={"error": repr(error)})
+
+    async def _watch(self) -> None:
+        up = [c for c in self.calls.values() if c.record is not None and c.phase in (Phase.ANSWERED, Phase.CONFIRMED)]
+        if not up:
+            return
+        live = {r.call_id for r in await self.plane.registry.calls()}
+        for call in up:
+            if call.record.call_id in live or call.phase is Phase.ENDED:
+                continue
+            record = await self.plane.registry.call(call.record.call_id)
+            reason = record.reason if record is not None else "the call ended"
+            call.phase = Phase.ENDED  # claimed: the next look does not hang it up again
+            self._spawn(self._end_from_our_side(call, reason))
+
+    async def _end_from_our_side(self, call: SipCall, reason: str) -> None:
+        transfer = call.route.line.transfer
+        if reason.startswith(TRANSFER_REASON_PREFIX) and transfer is not None:
+            await self._transfer(call, transfer.to)
+        await self._hang_up(call, reason)
+
+    async def _transfer(self, call: SipCall, to: str) -> None:
+        target = to if to.startswith("sip") else f"sip:{to}@{SipUri.parse(NameAddr.parse(call.dialog.remote, 'From').uri).host}"
+        refer = self._request(call, "REFER", [("Refer-To", f"<{target}>"),
+                                              ("Referred-By", f"<{NameAddr.parse(call.dialog.local, 'To').uri}>")])
+        response = await self.transactions.request(refer, call.dialog.destination())
+        log.info("transfer requested", extra={"call": call.record.call_id, "to": target, "status": response.status})
+        if response.status >= 300:
+            return
+        try:
+            while (status := await asyncio.wait_for(call.notified.get(), NOTIFY_WAIT)) < 200:
+                pass
+            log.info("transfer finished", extra={"call": call.record.call_id, "status": status})
+        except TimeoutError:
+            log.warning("no outcome of the transfer", extra={"call": call.record.call_id})
+
+    async def _hang_up(self, call: SipCall, reason: str) -> None:
+        call.phase = Phase.ENDED
+        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        if call.record is not None:
+            await self.plane.router.end(call.record, reason)
+        text = reason[:100].replace('"', "'")
+        bye = self._request(call, "BYE", [("Reason", f'SIP;cause=200;text="{text}"')])
+        response = await self.transactions.request(bye, call.dialog.destination())
+        log.info("hung up", extra={"sip_call_id": call.dialog.call_id, "reason": reason, "status": response.status})
+
+    def _request(self, call: SipCall, method: str, extra: list[tuple[str, str]]) -> SipRequest:
+        host = self.config.public_host
+        contact = self._contact(call.invite.request, call.invite.request.headers.get_all("Via")[0])
+        return call.dialog.request(method, host, self.port, contact, extra)
+
+
+def _allowed(host: str, networks: list) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _user(header: str | None) -> str:
+    try:
+        return SipUri.parse(NameAddr.parse(header or "").uri).user
+    except ValueError:
+        return ""
+
+
+def _dialled(request: SipRequest) -> list[str]:
+    """The addresses a request may be for: the Request-URI user, then the To user, with and without '+'."""
+    users = []
+    for candidate in (_uri_user(request.uri), _user(request.headers.get("To"))):
+        if candidate:
+            users.append(candidate)
+            if candidate.isdigit():
+                users.append("+" + candidate)
+    return users
+
+
+def _uri_user(uri: str) -> str:
+    try:
+        return SipUri.parse(uri).user.split(";")[0]
+    except ValueError:
+        return ""
+
+
+def _sipfrag_status(body: bytes) -> int | None:
+    """The status of a message/sipfrag body ("SIP/2.0 200 OK"), as in a NOTIFY for a REFER."""
+    first = body.split(b"\r\n", 1)[0].split(b"\n", 1)[0].split()
+    if len(first) >= 2 and first[0] == b"SIP/2.0" and first[1].isdigit():
+        return int(first[1])
+    return None

@@ -1,0 +1,66 @@
+import pytest
+from sip_corpus import SDP
+
+from telephony.sip.sdp import NotAcceptable, SessionDescription, answer_for, plan_for_offer
+
+BARESIP = (b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           b"m=audio 26000 RTP/AVP 8 0 96 101\r\nb=AS:64\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 opus/48000/2\r\n"
+           b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=rtcp:26001\r\na=sendrecv\r\n")
+
+
+def test_an_offer_parses_and_serialises_back():
+    sdp = SessionDescription.parse(SDP)
+    media = sdp.media[0]
+    assert (sdp.connection, media.port, media.formats, media.ptime) == ("127.0.0.1", 6000, ["0", "101"], 20)
+    assert str(media.rtpmap[101]) == "telephone-event/8000" and media.fmtp[101] == "0-15"
+    assert SessionDescription.parse(sdp.serialise()) == sdp
+
+
+def test_the_answer_takes_the_offerers_first_servable_codec_and_its_events():
+    plan = plan_for_offer(SessionDescription.parse(BARESIP))
+    assert (plan.codec.name, plan.payload_type, plan.dtmf_payload_type) == ("PCMA", 8, 101)
+    assert (plan.remote_host, plan.remote_port, plan.remote_rtcp_port, plan.direction) == (
+        "127.0.0.1", 26000, 26001, "sendrecv")
+    answer = answer_for(plan, "127.0.0.1", 30000, 77, 1).serialise().decode()
+    assert "m=audio 30000 RTP/AVP 8 101\r\n" in answer and "a=rtpmap:8 PCMA/8000\r\n" in answer
+    assert "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n" in answer and "a=sendrecv" in answer
+
+
+def test_opus_is_taken_when_offered_first():
+    plan = plan_for_offer(SessionDescription.parse(BARESIP.replace(b"RTP/AVP 8 0 96", b"RTP/AVP 96 8 0")))
+    assert (plan.codec.name, plan.codec.clock_rate, plan.dtmf_payload_type) == ("opus", 48000, None)  # 101 is 8 kHz
+
+
+@pytest.mark.parametrize("offered, answered", [(b"a=sendonly", "recvonly"), (b"a=recvonly", "sendonly"),
+                                               (b"a=inactive", "inactive")])
+def test_hold_directions(offered, answered):
+    assert plan_for_offer(SessionDescription.parse(BARESIP.replace(b"a=sendrecv", offered))).direction == answered
+
+
+def test_old_style_hold_with_a_zero_address():
+    plan = plan_for_offer(SessionDescription.parse(BARESIP.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0")))
+    assert plan.direction == "recvonly"  # the caller wants nothing from us
+
+
+@pytest.mark.parametrize("change, reason", [
+    ((b"RTP/AVP 8 0 96 101", b"RTP/AVP 18"), "none of the offered formats 18 is PCMU, PCMA or opus"),
+    ((b"RTP/AVP", b"RTP/SAVP"), "transport 'RTP/SAVP' is not served"),
+    ((b"m=audio 26000", b"m=audio 0"), "disabled (port 0)"),
+    ((b"m=audio", b"m=video"), "no audio stream"),
+])
+def test_what_cannot_be_served_is_not_acceptable(change, reason):
+    with pytest.raises(NotAcceptable, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        plan_for_offer(SessionDescription.parse(BARESIP.replace(*change)))
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"hello", "SDP must start with v=0"),
+    (b"v=0\r\nc=IN IP4 999.0.0.1\r\n", r"SDP line 2 \('c=IN IP4 999.0.0.1'\): '999.0.0.1' is not an IP address"),
+    (b"v=0\r\nm=audio x RTP/AVP 0\r\n", "bad port 'x'"),
+    (b"v=0\r\nm=audio 5 RTP/AVP 0\r\na=rtpmap:abc\r\n", "expected 'rtpmap:<type> <name>/<rate>"),
+    (b"v=0\r\ns=-\r\n", "SDP has no m= line"),
+    (b"v=0\r\n\xff\xfe", "SDP is not UTF-8"),
+])
+def test_malformed_sdp_says_which_line(data, message):
+    with pytest.raises(ValueError, match=message):
+        SessionDescription.parse(data)
