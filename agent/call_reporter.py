@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
 from agent.contracts import events as ev
-from agent.contracts.workers import CallOutcome
+from agent.contracts.calls import CallOutcome
 
 if TYPE_CHECKING:
     from agent.session import Session

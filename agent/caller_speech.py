@@ -16,7 +16,7 @@ import numpy as np
 from agent.transcript import Word
 
 if TYPE_CHECKING:
-    from agent.session import CallDetails
+    from agent.contracts.calls import CallDetails
 
 
 class CallerSpeech(Protocol):

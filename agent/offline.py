@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from agent.audio_file import read_audio, write_wav
-from agent.engine.backend import FRAME_SIZE, SAMPLE_RATE
+from agent.contracts.audio import FRAME_SIZE, SAMPLE_RATE
 from agent.engine.engine import ModelBackend
 from agent.model.loading import Models
 from agent.prompts import PromptBuilder

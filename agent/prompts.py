@@ -10,7 +10,8 @@ import pyloudnorm
 import torch
 
 from agent.audio_file import read_audio
-from agent.engine.backend import FRAME_SIZE, SAMPLE_RATE, CallSetup, SamplingSettings
+from agent.contracts.audio import FRAME_SIZE, SAMPLE_RATE
+from agent.engine.backend import CallSetup, SamplingSettings
 from agent.engine.prefix import PersonaPrompt
 from agent.model.loading import Models, model_cache_key
 from agent.model.mimi import Mimi

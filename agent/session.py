@@ -16,62 +16,17 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from agent.contracts.workers import CallOutcome
-from agent.timeline import FRAME_SECONDS, CallTimeline
-from personas.schema import Persona
-from personas.tenant import Greeting
+from agent.contracts.audio import FRAME_SECONDS
+from agent.contracts.calls import CallDetails, CallOutcome
+from agent.timeline import CallTimeline
 
-if TYPE_CHECKING:  # the control plane imports this module; it has no use for torch
+if TYPE_CHECKING:
     from agent.caller_speech import CallerSpeech
     from agent.engine.clock import AgentFrame, CallSlot
     from agent.recording import CallRecorder
 
 log = logging.getLogger(__name__)
-
-CALL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-
-
-class SessionError(Exception):
-    pass
-
-
-class WorkerFull(SessionError):
-    pass
-
-
-class WorkerDraining(SessionError):
-    pass
-
-
-class SessionExists(SessionError):
-    pass
-
-
-class UnknownSession(SessionError):
-    pass
-
-
-class CallSetupFailed(SessionError):
-    """The call's prompt could not be made (a voice file missing or unreadable, a prompt too long)."""
-
-
-class CallDetails(BaseModel):
-    """Everything a worker needs to start a call; the persona is fixed for the call's life."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    call_id: str = Field(pattern=CALL_ID_PATTERN)
-    tenant: str
-    line: str
-    caller: str = ""
-    callee: str = ""
-    persona: Persona
-    greeting: Greeting = "agent_first"
-    recording: bool = False
-    max_call_seconds: float = Field(gt=0)
-    partial_transcript_seconds: float | None = None  # call.transcript.partial this often, if set
 
 
 class MediaLink(Protocol):

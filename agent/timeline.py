@@ -16,7 +16,6 @@ from agent.contracts import events as ev
 from agent.transcript import PieceText, TranscriptBuilder, Word
 
 TURN_GAP = 1.0  # seconds of silence that end a turn
-FRAME_SECONDS = 1920 / 24_000  # the engine's frame (agent.engine.backend), without importing torch
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,23 @@ from pathlib import Path
 
 from agent.call_reporter import CallReporter, outcome_of
 from agent.caller_speech import CallerRecognizer
+from agent.contracts.audio import FRAME_SECONDS
+from agent.contracts.calls import (
+    CallDetails,
+    CallOutcome,
+    CallSetupFailed,
+    SessionExists,
+    UnknownSession,
+    WorkerDraining,
+    WorkerFull,
+)
+from agent.contracts.recordings import recording_path
+from agent.contracts.workers import Registration, WorkerInfo
 from agent.engine.backend import Backend, CallSetup
-from agent.engine.clock import FRAME_SECONDS, CallSlot, EngineClock, NoFreeSlot
+from agent.engine.clock import CallSlot, EngineClock, NoFreeSlot
 from agent.engine.echo import EchoBackend
-from agent.recording import CallRecorder, recording_path
-from agent.contracts.workers import CallOutcome, Registration, WorkerInfo
-from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
-                           WorkerFull)
+from agent.recording import CallRecorder
+from agent.session import Session
 from agent.timeline import CallTimeline
 from agent.transcript import PieceText
 from personas.schema import Persona

@@ -26,11 +26,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from agent.session import (CallDetails, CallSetupFailed, Session, SessionExists, UnknownSession, WorkerDraining,
-                           WorkerFull)
+from agent.contracts.calls import (
+    CallDetails,
+    CallSetupFailed,
+    SessionExists,
+    UnknownSession,
+    WorkerDraining,
+    WorkerFull,
+)
+from agent.contracts.media import MediaAddress, RtpLegSpec
+from agent.contracts.workers import ClockPublic, WorkerPublic
+from agent.session import Session
 from agent.worker import Worker
 from agent.worker_metrics import worker_registry
-from agent.contracts.media import MediaAddress, RtpLegSpec
 
 RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
 
@@ -54,23 +62,6 @@ class SessionPublic(BaseModel):
         return cls(call_id=c.call_id, tenant=c.tenant, line=c.line, caller=c.caller, callee=c.callee,
                    started_at=session.started_at, slot=session.slot.index, frames=stats.frames,
                    concealed=stats.concealed)
-
-
-class ClockPublic(BaseModel):
-    steps: int  # engine steps since the worker started
-    overruns: int  # steps that ran past their 80 ms budget
-    step_seconds: list[float]  # the latest steps' durations (whole frame), oldest first, up to 1000
-
-
-class WorkerPublic(BaseModel):
-    id: str
-    address: str
-    model: str
-    version: str
-    slots: int
-    free: int
-    draining: bool
-    clock: ClockPublic
 
 
 class Draining(BaseModel):
@@ -182,7 +173,7 @@ def _public(worker: Worker) -> WorkerPublic:
     i, c = worker.info, worker.clock.stats
     clock = ClockPublic(steps=c.steps, overruns=c.overruns, step_seconds=list(c.step_seconds))
     return WorkerPublic(id=i.id, address=i.address, model=i.model, version=i.version, slots=i.slots,
-                        free=worker.free_slots, draining=worker.draining, clock=clock)
+                        used=i.slots - worker.free_slots, free=worker.free_slots, draining=worker.draining, clock=clock)
 
 
 @router.get("", response_model=WorkerPublic)

@@ -24,10 +24,11 @@ import av
 import numpy as np
 from aiortc.rtp import RtpPacket, is_rtcp
 
-from agent.engine.clock import FRAME_SECONDS, EngineClock
-from agent.engine.echo import EchoBackend
-from agent.engine.backend import CallSetup
+from agent.contracts.audio import FRAME_SECONDS
 from agent.contracts.media import RtpLegSpec
+from agent.engine.backend import CallSetup
+from agent.engine.clock import EngineClock
+from agent.engine.echo import EchoBackend
 from agent.media.rtp_session import RtpSession
 
 RATE = 8000

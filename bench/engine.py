@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from agent.engine.backend import FRAME_SIZE, CallSetup
+from agent.contracts.audio import FRAME_SIZE
+from agent.engine.backend import CallSetup
 from agent.engine.capacity import kv_bytes_per_slot
 from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrompt

@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from agent.contracts import events as ev
+from bench.local_redis import local_redis
 from personas.tenant import Webhook
 from telephony.events.call_history import CallHistory, open_call_history, outbox_event
-from bench.local_redis import local_redis
-from telephony.events.outbox import RetryPolicy
-from telephony.events.webhook_client import Attempt, WebhookClient
 from telephony.events.dispatcher import WebhookDispatcher
+from telephony.events.outbox import RetryPolicy
 from telephony.events.signature import new_secret
+from telephony.events.webhook_client import Attempt, WebhookClient
 
 RECEIVER = r"""
 import asyncio, sys

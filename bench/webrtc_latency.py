@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from agent.engine.backend import FRAME_SIZE, SAMPLE_RATE
+from agent.contracts.audio import FRAME_SIZE, SAMPLE_RATE
 from bench.webrtc_caller import PACKET, RATE, Received, WhipCall
 
 ENGINE_SECONDS = 2 * FRAME_SIZE / SAMPLE_RATE  # the frame that fills, and the echo's frame of delay

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel
 
 from personas.loader import PersonaError, load_document
-from personas.tenant import LINE_SUFFIX, TENANT_FILE, ID_PATTERN, Line, Tenant
+from personas.tenant import ID_PATTERN, LINE_SUFFIX, TENANT_FILE, Line, Tenant
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ def add_model_flag(parser: argparse.ArgumentParser) -> None:
 
 def load_models(args: argparse.Namespace):
     from agent.model.hub import ModelFilesError
-    from agent.model.loading import ModelSpecError, load_models as load
+    from agent.model.loading import ModelSpecError
+    from agent.model.loading import load_models as load
     try:
         return load(args.model, args.device)
     except (ModelFilesError, ModelSpecError) as error:
@@ -55,7 +56,8 @@ def offline(args: argparse.Namespace) -> None:
 
 
 def bench_engine(args: argparse.Namespace) -> None:
-    from bench.engine import bench_engine as run, table, write_json
+    from bench.engine import bench_engine as run
+    from bench.engine import table, write_json
 
     models = load_models(args)
     if models.device.type != "cuda":
@@ -104,14 +106,34 @@ def _serve_http(app, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
-def _attach_sip(plane, settings, http_host: str) -> None:
-    """The control plane's SIP server, listening on --sip-port (UDP and TCP)."""
+def _control_plane(settings, registry, workers, history, http_host: str, local_worker=None):
+    """The control plane with its SIP server (UDP and TCP on --sip-port), sharing one router."""
+    from personas.store import TenantStore
+    from telephony.control.control_plane import ControlPlane
+    from telephony.control.metrics import Metrics
+    from telephony.control.routing import CallRouter
     from telephony.sip.server import SipConfig, SipServer
 
+    store = TenantStore(settings.personas_dir)
+    router = CallRouter(registry, workers, Metrics(), settings.route_attempts)
     config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
                        advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
-                       jitter_packets=settings.rtp_jitter_packets, realm=settings.sip_realm)
-    plane.sip = SipServer(plane, config)
+                       jitter_packets=settings.rtp_jitter_packets, realm=settings.sip_realm,
+                       retry_after_seconds=settings.retry_after_seconds)
+    sip = SipServer(config, store, router, workers, registry)
+    return ControlPlane(settings, store, registry, workers, router=router, history=history, sip=sip,
+                        local_worker=local_worker)
+
+
+def open_registry(redis_url: str | None, prefix: str = "plexline:"):
+    """Redis when a URL is given, else an in-memory registry for this process alone."""
+    if redis_url is None:
+        from telephony.control.memory_registry import MemoryRegistry
+
+        return MemoryRegistry()
+    from telephony.control.redis_registry import RedisRegistry
+
+    return RedisRegistry.from_url(redis_url, prefix=prefix)
 
 
 def _call_history(settings):
@@ -152,14 +174,10 @@ def serve(args: argparse.Namespace) -> None:
 
     from agent.call_reporter import CallReporter
     from agent.worker import Worker
-    from personas.store import TenantStore
-    from telephony.control.app import create_app
-    from telephony.control.control_plane import ControlPlane
-    from telephony.control.registry import open_registry
-    from telephony.control.settings import Settings
-    from telephony.control.worker_client import HttpWorkerClient, LocalWorkerClient
-
     from agent.worker_settings import EngineSettings
+    from plexline.embedded import LocalWorkerClient, create_embedded_app
+    from telephony.control.settings import Settings
+    from telephony.control.worker_client import HttpWorkerClient
 
     settings = _settings(Settings, args)
     engine, listen = _settings(EngineSettings, args), _listen(args, 8080)
@@ -181,19 +199,13 @@ def serve(args: argparse.Namespace) -> None:
     media_host = settings.media_host or settings.sip_host or listen.host
     legs = _rtp_legs(media_host, settings)
     workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout), legs)
-    control_plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers, local_worker=worker)
-    control_plane.history = history
-    _attach_sip(control_plane, settings, listen.host)
-    app = create_app(control_plane)
-    app.state.rtp_legs = legs
+    plane = _control_plane(settings, registry, workers, history, listen.host, local_worker=worker)
+    app = create_embedded_app(plane, worker, legs)
     _serve_http(app, listen.host, listen.http_port)
 
 
 def control_plane(args: argparse.Namespace) -> None:
-    from personas.store import TenantStore
     from telephony.control.app import create_app
-    from telephony.control.control_plane import ControlPlane
-    from telephony.control.registry import open_registry
     from telephony.control.settings import Settings
     from telephony.control.worker_client import HttpWorkerClient
 
@@ -203,15 +215,12 @@ def control_plane(args: argparse.Namespace) -> None:
                            "for one machine without Redis, use `plexline serve`")
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     workers = HttpWorkerClient(settings.worker_secret.get_secret_value(), settings.worker_timeout)
-    plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers)
-    plane.history = _call_history(settings)
-    _attach_sip(plane, settings, listen.host)
+    plane = _control_plane(settings, registry, workers, _call_history(settings), listen.host)
     _serve_http(create_app(plane), listen.host, listen.http_port)
 
 
 def worker(args: argparse.Namespace) -> None:
     import socket
-
     from datetime import timedelta
 
     from agent.call_reporter import CallReporter
@@ -219,7 +228,6 @@ def worker(args: argparse.Namespace) -> None:
     from agent.worker_api import create_worker_app
     from agent.worker_settings import EngineSettings, WorkerSettings
     from telephony.events.call_history import open_call_history
-    from telephony.control.registry import open_registry
 
     settings = _settings(WorkerSettings, args)
     engine, listen = _settings(EngineSettings, args), _listen(args, 8081)

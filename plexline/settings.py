@@ -15,7 +15,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
-from agent.worker_settings import ENV, EngineSettings, WorkerSettings
+from agent.contracts.settings import ENV
+from agent.worker_settings import EngineSettings, WorkerSettings
 from telephony.control.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

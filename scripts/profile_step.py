@@ -14,11 +14,10 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import agent.engine.engine as engine_module
 import agent.model.stream as stream_module
-
 from agent.engine.backend import CallSetup
-from bench.engine import bench_prompt
 from agent.engine.engine import ModelBackend
 from agent.model.loading import load_models
+from bench.engine import bench_prompt
 
 
 def time_ms(fn, repeat: int = 50) -> float:

@@ -7,6 +7,7 @@ import pytest
 import sentencepiece
 import torch
 
+
 def pytest_configure(config: pytest.Config) -> None:
     # The test models are tiny: threads inside one small op cost far more than they give,
     # and on a loaded 2-core machine they made steps 30 times slower.

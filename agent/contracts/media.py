@@ -12,11 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from telephony.sip.sdp import CODECS, MediaPlan
+
+@dataclass(frozen=True)
+class Codec:
+    name: str  # as in rtpmap, e.g. PCMU
+    clock_rate: int
+    channels: int
+    static_type: int | None  # RFC 3551's payload type, if it has one
+
+
+# What the worker can encode and decode, by name (lower case).
+CODECS = {c.name.lower(): c for c in (Codec("PCMU", 8000, 1, 0), Codec("PCMA", 8000, 1, 8),
+                                     Codec("opus", 48000, 2, None))}
 
 TRANSFER_REASON_PREFIX = "transfer requested"
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
@@ -46,13 +58,6 @@ class RtpLegSpec(BaseModel):
     # Caller packets held before playout starts. One is enough on a quiet network (the engine slot
     # keeps a packet of slack too); each more absorbs 20 ms more arrival jitter, at 20 ms of delay.
     jitter_packets: int = Field(1, ge=1, le=8)
-
-    @classmethod
-    def of(cls, plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float, jitter_packets: int = 1) -> RtpLegSpec:
-        return cls(remote_host=plan.remote_host, remote_port=plan.remote_port,
-                   remote_rtcp_port=plan.remote_rtcp_port, codec=plan.codec.name, payload_type=plan.payload_type,
-                   dtmf_payload_type=plan.dtmf_payload_type, direction=plan.direction,
-                   transfer_digit=transfer_digit, rtp_timeout=rtp_timeout, jitter_packets=jitter_packets)
 
     @property
     def clock_rate(self) -> int:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
-CallOutcome = Literal["ended", "failed"]
+from pydantic import BaseModel
+
+from agent.contracts.calls import CallOutcome
 
 
 @dataclass(frozen=True)
@@ -45,3 +47,25 @@ class Registration(Protocol):
 
     async def deregister(self, worker_id: str, reason: str) -> None:
         """Remove the worker; calls it still had are failed with `reason`."""
+
+
+class ClockPublic(BaseModel):
+    steps: int  # engine steps since the worker started
+    overruns: int  # steps that ran past their 80 ms budget
+    step_seconds: list[float]  # the latest steps' durations (whole frame), oldest first, up to 1000
+
+
+class WorkerPublic(BaseModel):
+    """A worker as the APIs show it: the worker's own `GET /worker` (with its clock) and the control
+    plane's `GET /workers` (with whether its heartbeat is alive)."""
+
+    id: str
+    address: str
+    model: str
+    version: str
+    slots: int
+    used: int
+    free: int
+    draining: bool
+    alive: bool = True
+    clock: ClockPublic | None = None  # only from the worker itself

@@ -7,10 +7,8 @@ from typing import Protocol
 
 import torch
 
+from agent.contracts.audio import FRAME_SIZE
 from agent.model.sampling import AUDIO_TEMPERATURE, AUDIO_TOP_K, TEXT_TEMPERATURE, TEXT_TOP_K
-
-SAMPLE_RATE = 24_000
-FRAME_SIZE = 1920  # one 80 ms frame at 24 kHz: one model step
 
 
 @dataclass

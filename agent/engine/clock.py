@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agent.engine.backend import FRAME_SIZE, SAMPLE_RATE, Backend, CallSetup
+from agent.contracts.audio import FRAME_SECONDS, FRAME_SIZE
+from agent.engine.backend import Backend, CallSetup
 
 log = logging.getLogger(__name__)
 
-FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 MAX_BUFFERED_FRAMES = 3  # caller audio beyond this (a sender running fast) is dropped, oldest first
 MAX_OUTPUT_FRAMES = 25  # agent audio no one reads (no media attached yet) is kept for 2 s at most
 SLACK_SAMPLES = FRAME_SIZE // 4  # caller audio kept waiting after a step, to absorb a late packet

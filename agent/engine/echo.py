@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from agent.engine.backend import FRAME_SIZE, CallSetup, StepOutput
+from agent.contracts.audio import FRAME_SIZE
+from agent.engine.backend import CallSetup, StepOutput
 
 
 class EchoBackend:

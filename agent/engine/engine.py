@@ -18,7 +18,8 @@ import logging
 
 import torch
 
-from agent.engine.backend import FRAME_SIZE, CallSetup, StepOutput
+from agent.contracts.audio import FRAME_SIZE
+from agent.engine.backend import CallSetup, StepOutput
 from agent.engine.noise import uniform_noise
 from agent.engine.prefix import PersonaCache, PersonaPrompt
 from agent.model.lm import AGENT_CODEBOOKS, LM

@@ -27,7 +27,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from agent.engine.backend import SAMPLE_RATE
+from agent.contracts.audio import SAMPLE_RATE
 from agent.engine.clock import AgentFrame, CallSlot
 
 PACKET_SAMPLES = SAMPLE_RATE // 50  # 20 ms

@@ -22,11 +22,10 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
-from agent.engine.backend import FRAME_SIZE, SAMPLE_RATE
-from agent.session import CallDetails
+from agent.contracts.audio import FRAME_SECONDS
+from agent.contracts.calls import CallDetails
 from agent.transcript import PieceText, TranscriptBuilder
 
-FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 MAX_BACKLOG = 256
 
 

@@ -27,10 +27,11 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from agent.media.bridge import AgentTrack, TrackBridge
-from agent.engine.clock import CallSlot
-from agent.session import Session, UnknownSession
+from agent.contracts.calls import UnknownSession
 from agent.contracts.media import stream_token
+from agent.engine.clock import CallSlot
+from agent.media.bridge import AgentTrack, TrackBridge
+from agent.session import Session
 
 log = logging.getLogger(__name__)
 

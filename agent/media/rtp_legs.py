@@ -12,9 +12,10 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from agent.session import Session, UnknownSession
+from agent.contracts.calls import UnknownSession
 from agent.contracts.media import MediaAddress, RtpLegSpec, transfer_reason
 from agent.media.rtp_session import RtpSession
+from agent.session import Session
 
 log = logging.getLogger(__name__)
 

@@ -29,14 +29,13 @@ from aiortc.codecs import get_decoder, get_encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import (RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket,
-                        is_rtcp)
+from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket, is_rtcp
 
-from agent.media.bridge import AgentTrack, TrackBridge
+from agent.contracts.media import RtpLegSpec
 from agent.engine.clock import CallSlot
+from agent.media.bridge import AgentTrack, TrackBridge
 from agent.media.dtmf import DtmfDetector, DtmfEvent
 from agent.media.jitter import JitterBuffer
-from agent.contracts.media import RtpLegSpec
 
 log = logging.getLogger(__name__)
 

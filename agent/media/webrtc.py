@@ -34,11 +34,11 @@ from aiortc import RTCConfiguration, RTCIceTransport, RTCPeerConnection, RTCRtpR
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 
-from agent.media.bridge import AgentTrack, TrackBridge
 from agent.engine.clock import CallSlot
+from agent.media.bridge import AgentTrack, TrackBridge
+from agent.media.call_channel import CallChannel
 from agent.session import Session
 from agent.transcript import PieceText
-from agent.media.call_channel import CallChannel
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The control plane's FastAPI app: admin API, call routing, health and metrics.
 
 `create_app` takes the parts already built (see `plexline.cli` for the wiring of each command),
-so tests and `plexline serve` can give it an in-memory registry and an in-process worker.
+so tests and `plexline serve` can give it an in-memory registry and an in-process worker
+(`plexline.embedded` adds that worker's own routes).
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from telephony.control import twiml
-from telephony.control.api import call_records, calls, dialer, health, lines, recordings, tenants, webhooks, whip, workers
+from telephony.control.api import (
+    call_records,
+    calls,
+    dialer,
+    health,
+    lines,
+    recordings,
+    tenants,
+    webhooks,
+    whip,
+    workers,
+)
 from telephony.control.api.errors import add_error_handlers
 from telephony.control.control_plane import ControlPlane
 
@@ -38,12 +50,4 @@ def create_app(control_plane: ControlPlane) -> FastAPI:
     add_error_handlers(app, control_plane.settings.retry_after_seconds)
     for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers, health):
         app.include_router(module.router)
-    if control_plane.local_worker is not None:  # `plexline serve`: other control planes may call it
-        from agent.worker_api import router as worker_router
-        from agent.media.media_stream import router as stream_router
-
-        app.state.worker = control_plane.local_worker
-        app.state.worker_secret = control_plane.settings.worker_secret.get_secret_value()
-        app.include_router(worker_router)
-        app.include_router(stream_router)  # carriers' media streams to this worker's calls
     return app

@@ -1,49 +1,66 @@
 """The control plane's parts, and the background work it owns: reloading the tenant store, reaping
-lost workers, refreshing the gauges, and (in `plexline serve`) running its own worker.
+lost workers, refreshing the gauges, delivering webhooks, and starting and stopping what it was given
+(its SIP server; in `plexline serve`, its own worker). The commands in `plexline.cli` build the parts
+and pass them in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from personas.store import TenantStore
 from personas.tenant import Webhook
 from telephony.control.auth import Authenticator
-from telephony.events.call_history import CallHistory
 from telephony.control.metrics import Metrics
-from telephony.events.outbox import RetryPolicy
 from telephony.control.registry import CallRecord, Registry
 from telephony.control.routing import CallRouter
 from telephony.control.settings import Settings
-from telephony.events.webhook_client import WebhookClient
-from telephony.events.dispatcher import WebhookDispatcher, WebhookMetrics
 from telephony.control.worker_client import WorkerClient
-
-if TYPE_CHECKING:
-    from agent.worker import Worker
-    from telephony.sip.server import SipServer
+from telephony.events.call_history import CallHistory
+from telephony.events.dispatcher import WebhookDispatcher, WebhookMetrics
+from telephony.events.outbox import RetryPolicy
+from telephony.events.webhook_client import WebhookClient
 
 log = logging.getLogger(__name__)
 
 
+class LocalWorker(Protocol):
+    """`plexline serve`'s own worker (an `agent.worker.Worker`), started first and stopped last."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
+class Service(Protocol):
+    """A part with a life of its own (the SIP server): started after the worker, stopped first."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class ControlPlane:
-    def __init__(self, settings: Settings, store: TenantStore, registry: Registry, workers: WorkerClient,
-                 local_worker: Worker | None = None):
+    def __init__(self, settings: Settings, store: TenantStore, registry: Registry, workers: WorkerClient, *,
+                 router: CallRouter | None = None, history: CallHistory | None = None, sip: Service | None = None,
+                 local_worker: LocalWorker | None = None):
+        """`router` defaults to one over `registry` and `workers` (a SIP server given as `sip` must share
+        the router it was built with); `history` holds call records, recordings and the webhook outbox."""
         if settings.operator_token is None:
             raise ValueError("the control plane needs an operator token")
         self.settings = settings
         self.store = store
         self.registry = registry
         self.workers = workers
+        self.router = router or CallRouter(registry, workers, Metrics(), settings.route_attempts)
+        self.metrics = self.router.metrics
+        self.history = history
+        self.sip = sip
         self.local_worker = local_worker
-        self.metrics = Metrics()
         self.auth = Authenticator(settings.operator_token.get_secret_value())
-        self.router = CallRouter(registry, workers, self.metrics, settings.route_attempts)
         self._tasks: list[asyncio.Task[None]] = []
-        self.sip: SipServer | None = None  # set by `plexline serve` and `control-plane` (see sip_server)
-        self.history: CallHistory | None = None  # set by the commands: call records, recordings, the outbox
         self.webhooks: WebhookDispatcher | None = None  # delivers the outbox while the control plane runs
 
     async def start(self) -> None:

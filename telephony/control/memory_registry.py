@@ -12,10 +12,20 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from agent.contracts.workers import CallOutcome, HeartbeatReply, WorkerInfo
-from telephony.control.registry import (FINISHED_CALL_TTL, IN_PROGRESS, RESERVATION_GRACE, CallRecord,
-                                DuplicateCall, NewCall, NoCapacity, TenantLimitReached, WorkerStatus,
-                                worker_lost_reason)
+from agent.contracts.calls import CallOutcome
+from agent.contracts.workers import HeartbeatReply, WorkerInfo
+from telephony.control.registry import (
+    FINISHED_CALL_TTL,
+    IN_PROGRESS,
+    RESERVATION_GRACE,
+    CallRecord,
+    DuplicateCall,
+    NewCall,
+    NoCapacity,
+    TenantLimitReached,
+    WorkerStatus,
+    worker_lost_reason,
+)
 
 
 @dataclass

@@ -26,10 +26,20 @@ import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agent.contracts.workers import CallOutcome, HeartbeatReply, WorkerInfo
-from telephony.control.registry import (FINISHED_CALL_TTL, RESERVATION_GRACE, CallRecord, DuplicateCall, NewCall,
-                                NoCapacity, RegistryUnavailable, TenantLimitReached, WorkerStatus,
-                                worker_lost_reason)
+from agent.contracts.calls import CallOutcome
+from agent.contracts.workers import HeartbeatReply, WorkerInfo
+from telephony.control.registry import (
+    FINISHED_CALL_TTL,
+    RESERVATION_GRACE,
+    CallRecord,
+    DuplicateCall,
+    NewCall,
+    NoCapacity,
+    RegistryUnavailable,
+    TenantLimitReached,
+    WorkerStatus,
+    worker_lost_reason,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -111,14 +111,3 @@ class Registry(Registration, Protocol):
 
 def worker_lost_reason(worker_id: str) -> str:
     return f"worker {worker_id} lost: its heartbeat stopped"
-
-
-def open_registry(redis_url: str | None, prefix: str = "plexline:") -> Registry:
-    """Redis when a URL is given, else an in-memory registry for this process alone."""
-    if redis_url is None:
-        from telephony.control.memory_registry import MemoryRegistry
-
-        return MemoryRegistry()
-    from telephony.control.redis_registry import RedisRegistry
-
-    return RedisRegistry.from_url(redis_url, prefix=prefix)

@@ -7,7 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from agent.session import CallDetails
+from agent.contracts.calls import CallDetails
 from personas.store import Route
 from telephony.control.metrics import Metrics
 from telephony.control.registry import CallRecord, NewCall, NoCapacity, Registry, TenantLimitReached

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
-
-from agent.worker_settings import ENV, MediaSettings, default_data_dir
+from agent.contracts.settings import ENV, MediaSettings, default_data_dir
 from personas import EXAMPLE_TENANTS
 
 

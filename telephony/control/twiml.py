@@ -20,8 +20,8 @@ from xml.sax.saxutils import quoteattr
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from telephony.control.api.deps import ControlPlaneDep
 from agent.contracts.media import stream_token
+from telephony.control.api.deps import ControlPlaneDep
 from telephony.control.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
 from telephony.control.routing import Caller
 

@@ -1,18 +1,15 @@
-"""How the control plane asks a worker to start or end a call: HTTP, or a direct call in-process."""
+"""How the control plane asks a worker to start or end a call (`plexline serve` adds a direct call to its
+own worker: `plexline.embedded.LocalWorkerClient`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httpx
 
-from agent.contracts.workers import WorkerInfo
-from agent.session import CallDetails, SessionError, UnknownSession
+from agent.contracts.calls import CallDetails
 from agent.contracts.media import MediaAddress, RtpLegSpec
-
-if TYPE_CHECKING:  # only `plexline serve` has a worker in the process (and torch)
-    from agent.worker import Worker
-    from agent.media.rtp_legs import RtpLegs
+from agent.contracts.workers import WorkerInfo
 
 
 class WorkerRefused(Exception):
@@ -85,54 +82,3 @@ def _detail(response: httpx.Response) -> str:
         return str(response.json().get("detail", ""))
     except ValueError:
         return response.text[:200]
-
-
-class LocalWorkerClient:
-    """`plexline serve`: calls for this process's own worker skip HTTP; others go to `others`."""
-
-    def __init__(self, worker: Worker, others: WorkerClient, rtp_legs: RtpLegs | None = None):
-        self.worker, self.others, self.rtp_legs = worker, others, rtp_legs
-
-    async def create_session(self, worker: WorkerInfo, call: CallDetails) -> None:
-        if worker.id != self.worker.info.id:
-            return await self.others.create_session(worker, call)
-        try:
-            await self.worker.create_session(call)
-        except SessionError as error:
-            raise WorkerRefused(f"worker {worker.id}: {error}") from error
-
-    async def end_session(self, worker: WorkerInfo, call_id: str, reason: str) -> bool:
-        if worker.id != self.worker.info.id:
-            return await self.others.end_session(worker, call_id, reason)
-        try:
-            await self.worker.end_session(call_id, reason)
-        except UnknownSession:
-            return False
-        return True
-
-    async def answer_webrtc(self, worker: WorkerInfo, call_id: str, offer: str) -> str:
-        if worker.id != self.worker.info.id:
-            return await self.others.answer_webrtc(worker, call_id, offer)
-        from agent.media.webrtc import OfferError
-
-        try:
-            return await self.worker.answer_webrtc(call_id, offer)
-        except OfferError as error:
-            raise OfferRejected(str(error)) from error
-        except (SessionError, RuntimeError) as error:
-            raise WorkerRefused(f"worker {worker.id}: {error}") from error
-
-    async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
-        if worker.id != self.worker.info.id:
-            return await self.others.set_rtp(worker, call_id, spec)
-        if self.rtp_legs is None:
-            raise WorkerRefused(f"worker {worker.id} takes no RTP media")
-        from agent.media.rtp_legs import NoMediaPort
-
-        try:
-            return await self.rtp_legs.open(self.worker.session(call_id), spec)
-        except (SessionError, NoMediaPort) as error:
-            raise WorkerRefused(f"worker {worker.id}: {error}") from error
-
-    async def close(self) -> None:
-        await self.others.close()

@@ -18,12 +18,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from agent.contracts import events as ev
-from agent.recording import recording_path
+from agent.contracts.recordings import recording_path
 from personas.schema import Persona
+from telephony.control.registry import CallRecord
 from telephony.events.call_records import CallRecordStore, SqliteCallRecords
 from telephony.events.outbox import Outbox, OutboxEvent
 from telephony.events.recordings import RecordingStore
-from telephony.control.registry import CallRecord
 
 log = logging.getLogger(__name__)
 

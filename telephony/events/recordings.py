@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from agent.recording import recording_path, repair
+from agent.contracts.recordings import recording_path, repair
 
 log = logging.getLogger(__name__)
 

@@ -12,23 +12,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from agent.contracts.media import CODECS, RtpLegSpec
+
 MAX_SDP_BYTES = 16_384
 MAX_LINES = 200
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
-@dataclass(frozen=True)
-class Codec:
-    name: str  # as in rtpmap, e.g. PCMU
-    clock_rate: int
-    channels: int
-    static_type: int | None  # RFC 3551's payload type, if it has one
-
-
-# What the worker can encode and decode, by name (lower case).
-CODECS = {c.name.lower(): c for c in (Codec("PCMU", 8000, 1, 0), Codec("PCMA", 8000, 1, 8),
-                                     Codec("opus", 48000, 2, None))}
 STATIC_TYPES = {c.static_type: c for c in CODECS.values() if c.static_type is not None}
 TELEPHONE_EVENT = "telephone-event"
 
@@ -278,3 +269,11 @@ def answer_for(plan: MediaPlan, host: str, port: int, session_id: int, version: 
                   ptime=20)
     origin = f"plexline {session_id} {version} {connection_line(host)}"
     return SessionDescription(origin=origin, name="plexline", connection=host, media=[media])
+
+
+def rtp_leg(plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float, jitter_packets: int = 1) -> RtpLegSpec:
+    """The worker's half of an agreed plan: where to send, in which codec, and the leg's own settings."""
+    return RtpLegSpec(remote_host=plan.remote_host, remote_port=plan.remote_port,
+                      remote_rtcp_port=plan.remote_rtcp_port, codec=plan.codec.name, payload_type=plan.payload_type,
+                      dtmf_payload_type=plan.dtmf_payload_type, direction=plan.direction,
+                      transfer_digit=transfer_digit, rtp_timeout=rtp_timeout, jitter_packets=jitter_packets)

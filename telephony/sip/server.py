@@ -27,21 +27,28 @@ import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
-from agent.contracts.workers import WorkerInfo
-from personas.store import Route
-from telephony.control.control_plane import ControlPlane
 from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress, RtpLegSpec
-from telephony.sip.rate_limit import SourceLimiter
-from telephony.control.registry import CallRecord, NoCapacity, RegistryUnavailable, TenantLimitReached
-from telephony.control.routing import Caller
-from telephony.sip.sdp import MediaPlan, NotAcceptable, SessionDescription, answer_for, plan_for_offer
+from agent.contracts.workers import WorkerInfo
+from personas.store import Route, TenantStore
+from telephony.control.registry import CallRecord, NoCapacity, Registry, RegistryUnavailable, TenantLimitReached
+from telephony.control.routing import Caller, CallRouter
+from telephony.control.worker_client import WorkerClient, WorkerRefused
 from telephony.sip.dialog import Dialog, new_tag
 from telephony.sip.digest import DigestAuthenticator
-from telephony.sip.message import (NameAddr, SipMessage, SipParseError, SipRequest, SipResponse, SipUri,
-                                   parse_message, response_to)
+from telephony.sip.message import (
+    NameAddr,
+    SipMessage,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    parse_message,
+    response_to,
+)
+from telephony.sip.rate_limit import SourceLimiter
+from telephony.sip.sdp import MediaPlan, NotAcceptable, SessionDescription, answer_for, plan_for_offer, rtp_leg
 from telephony.sip.transaction import T1, T2, ServerTransaction, Transactions
 from telephony.sip.transport import Peer, SipTransport
-from telephony.control.worker_client import WorkerRefused
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,7 @@ class SipConfig:
     rtp_timeout: float = 30.0
     jitter_packets: int = 1
     realm: str = "plexline"
+    retry_after_seconds: int = 5  # in a 503 when no worker can take a call
 
     @property
     def public_host(self) -> str:
@@ -91,9 +99,13 @@ class SipCall:
 
 
 class SipServer:
-    def __init__(self, control_plane: ControlPlane, config: SipConfig):
-        self.plane = control_plane
+    def __init__(self, config: SipConfig, store: TenantStore, router: CallRouter, workers: WorkerClient,
+                 registry: Registry):
         self.config = config
+        self.store = store
+        self.router = router
+        self.workers = workers
+        self.registry = registry
         self.transport = SipTransport(config.host, config.port, self._on_bytes)
         self.transactions = Transactions(self._send)
         self.digest = DigestAuthenticator()
@@ -259,7 +271,7 @@ class SipServer:
         return response
 
     def _route(self, request: SipRequest) -> Route | None:
-        catalog = self.plane.store.catalog
+        catalog = self.store.catalog
         for user in _dialled(request):
             route = catalog.route(user)
             if route is not None:
@@ -276,28 +288,28 @@ class SipServer:
             call.plan = plan_for_offer(SessionDescription.parse(request.body))
             caller = Caller(_user(request.headers.get("From")), _user(request.headers.get("To")))
             try:
-                call.record = await self.plane.router.place(call.route, caller)
+                call.record = await self.router.place(call.route, caller)
             except TenantLimitReached as error:
                 return self._refuse(call, 486, str(error))
             except (NoCapacity, RegistryUnavailable) as error:
                 return self._refuse(call, 503, str(error), retry_after=True)
             call.worker = await self._worker_of(call.record)
             line = call.route.line
-            spec = RtpLegSpec.of(call.plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
+            spec = rtp_leg(call.plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
                                self.config.jitter_packets)
             try:
-                call.media = await self.plane.workers.set_rtp(call.worker, call.record.call_id, spec)
+                call.media = await self.workers.set_rtp(call.worker, call.record.call_id, spec)
             except WorkerRefused as error:
-                await self.plane.router.end(call.record, f"the media leg could not be opened: {error}")
+                await self.router.end(call.record, f"the media leg could not be opened: {error}")
                 return self._refuse(call, 503, str(error), retry_after=True)
         except asyncio.CancelledError:
             if call.record is not None:
-                await asyncio.shield(self.plane.router.end(call.record, "the caller cancelled"))
+                await asyncio.shield(self.router.end(call.record, "the caller cancelled"))
             raise
         except Exception as error:
             log.exception("call setup failed", extra={"sip_call_id": call.dialog.call_id})
             if call.record is not None:
-                await self.plane.router.end(call.record, f"SIP setup failed: {error!r}")
+                await self.router.end(call.record, f"SIP setup failed: {error!r}")
             return self._refuse(call, 500, "internal error")
         log.info("SIP call answered", extra={"call": call.record.call_id, "sip_call_id": call.dialog.call_id,
                                              "line": call.route.line_id, "media": f"{call.media.host}:{call.media.port}"})
@@ -314,13 +326,13 @@ class SipServer:
         log.info("SIP call refused", extra={"sip_call_id": call.dialog.call_id, "status": status, "reason": reason})
         response = response_to(call.invite.request, status, to_tag=call.dialog.local_tag, warning=reason)
         if retry_after:
-            response.headers.add("Retry-After", str(self.plane.settings.retry_after_seconds))
+            response.headers.add("Retry-After", str(self.config.retry_after_seconds))
         call.phase = Phase.ENDED
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
         call.invite.respond(response)
 
     async def _worker_of(self, record: CallRecord) -> WorkerInfo:
-        for status in await self.plane.registry.workers():
+        for status in await self.registry.workers():
             if status.info.id == record.worker:
                 return status.info
         raise WorkerRefused(f"worker {record.worker} is gone")
@@ -426,7 +438,7 @@ class SipServer:
             call.setup.cancel()
             call.invite.respond(response_to(call.invite.request, 487, to_tag=call.dialog.local_tag))
         elif call.record is not None and previous is not Phase.ENDED:
-            self._spawn(self.plane.router.end(call.record, "the caller hung up"))
+            self._spawn(self.router.end(call.record, "the caller hung up"))
         log.info("caller hung up", extra={"sip_call_id": call.dialog.call_id})
 
     def _on_reinvite(self, call: SipCall, transaction: ServerTransaction) -> None:
@@ -447,10 +459,10 @@ class SipServer:
                 transaction.respond(response_to(request, 488, warning=str(error)))
                 return
             line = call.route.line
-            spec = RtpLegSpec.of(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
+            spec = rtp_leg(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
                                self.config.jitter_packets)
             try:
-                call.media = await self.plane.workers.set_rtp(call.worker, call.record.call_id, spec)
+                call.media = await self.workers.set_rtp(call.worker, call.record.call_id, spec)
             except WorkerRefused as error:
                 call.reinvite = None
                 transaction.respond(response_to(request, 488, warning=str(error)))
@@ -481,11 +493,11 @@ class SipServer:
         up = [c for c in self.calls.values() if c.record is not None and c.phase in (Phase.ANSWERED, Phase.CONFIRMED)]
         if not up:
             return
-        live = {r.call_id for r in await self.plane.registry.calls()}
+        live = {r.call_id for r in await self.registry.calls()}
         for call in up:
             if call.record.call_id in live or call.phase is Phase.ENDED:
                 continue
-            record = await self.plane.registry.call(call.record.call_id)
+            record = await self.registry.call(call.record.call_id)
             reason = record.reason if record is not None else "the call ended"
             call.phase = Phase.ENDED  # claimed: the next look does not hang it up again
             self._spawn(self._end_from_our_side(call, reason))
@@ -515,7 +527,7 @@ class SipServer:
         call.phase = Phase.ENDED
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
         if call.record is not None:
-            await self.plane.router.end(call.record, reason)
+            await self.router.end(call.record, reason)
         text = reason[:100].replace('"', "'")
         bye = self._request(call, "BYE", [("Reason", f'SIP;cause=200;text="{text}"')])
         response = await self.transactions.request(bye, call.dialog.destination())

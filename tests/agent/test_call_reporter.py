@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from agent.contracts import events as ev
 from agent.call_reporter import CallReporter, outcome_of
-from agent.engine.backend import FRAME_SIZE, CallSetup, StepOutput
+from agent.contracts import events as ev
+from agent.contracts.audio import FRAME_SIZE
+from agent.contracts.calls import CallDetails
+from agent.engine.backend import CallSetup, StepOutput
 from agent.engine.echo import EchoBackend
-from agent.session import CallDetails
 from agent.transcript import Word
 from agent.worker import Worker, WorkerModel
 from personas.schema import Persona

@@ -6,7 +6,8 @@ import wave
 
 import numpy as np
 
-from agent.recording import CallRecorder, repair
+from agent.contracts.recordings import repair
+from agent.recording import CallRecorder
 
 FRAME = 1920
 

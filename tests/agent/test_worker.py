@@ -4,9 +4,10 @@ import time
 import numpy as np
 import pytest
 
-from agent.engine.backend import FRAME_SIZE, CallSetup
+from agent.contracts.audio import FRAME_SIZE
+from agent.contracts.calls import CallDetails, CallSetupFailed, SessionExists, WorkerDraining, WorkerFull
+from agent.engine.backend import CallSetup
 from agent.engine.clock import CallSlot
-from agent.session import CallDetails, CallSetupFailed, SessionExists, WorkerDraining, WorkerFull
 from agent.worker import Worker, WorkerModel, call_seed, echo_model, load_worker_model
 from personas.schema import Persona
 from telephony.control.memory_registry import MemoryRegistry

@@ -21,15 +21,18 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from agent.media.rtp_legs import RtpLegs
 from agent.worker import Worker, echo_model
-from personas.store import TenantStore
 from bench.echo_latency import echo_lags_by_window, speech_8k
+from personas.store import TenantStore
+from plexline.embedded import LocalWorkerClient
 from telephony.control.control_plane import ControlPlane
 from telephony.control.memory_registry import MemoryRegistry
-from agent.media.rtp_legs import RtpLegs
+from telephony.control.metrics import Metrics
+from telephony.control.routing import CallRouter
 from telephony.control.settings import Settings
+from telephony.control.worker_client import HttpWorkerClient
 from telephony.sip.server import SipConfig, SipServer
-from telephony.control.worker_client import HttpWorkerClient, LocalWorkerClient
 
 DIGEST_USER, DIGEST_PASSWORD = "trunk", "s3cret-pass"
 PERSONA = """persona:
@@ -87,8 +90,11 @@ async def running_service(folder: Path, slots: int = 24) -> AsyncIterator[Servic
                     registry=registry, heartbeat_ttl=3.0)
     legs = RtpLegs("127.0.0.1", range(30000, 32000))
     workers = LocalWorkerClient(worker, HttpWorkerClient("w" * 32, 2.0), legs)
-    plane = ControlPlane(settings, TenantStore(settings.personas_dir), registry, workers, local_worker=worker)
-    plane.sip = SipServer(plane, SipConfig(host="127.0.0.1", port=0, rtp_timeout=5.0))
+    store = TenantStore(settings.personas_dir)
+    router = CallRouter(registry, workers, Metrics())
+    sip = SipServer(SipConfig(host="127.0.0.1", port=0, rtp_timeout=5.0,
+                              retry_after_seconds=settings.retry_after_seconds), store, router, workers, registry)
+    plane = ControlPlane(settings, store, registry, workers, router=router, sip=sip, local_worker=worker)
     await plane.start()
     try:
         yield Service(plane, worker, legs, registry)

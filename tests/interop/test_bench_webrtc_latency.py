@@ -4,8 +4,8 @@ import asyncio
 
 import numpy as np
 
-from bench.webrtc_latency import ENGINE_SECONDS, click_train, measure, measure_call
 from bench.webrtc_caller import PACKET, RATE, Received
+from bench.webrtc_latency import ENGINE_SECONDS, click_train, measure, measure_call
 from tests.interop.serving import OPERATOR, serving
 
 

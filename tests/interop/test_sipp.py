@@ -9,8 +9,17 @@ import av
 import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
-from sip_service import (DIGEST_PASSWORD, DIGEST_USER, Captured, LoopbackCapture, check_echo, free_udp_port, run_sipp,
-                         speech, write_rtp_pcap)
+from sip_service import (
+    DIGEST_PASSWORD,
+    DIGEST_USER,
+    Captured,
+    LoopbackCapture,
+    check_echo,
+    free_udp_port,
+    run_sipp,
+    speech,
+    write_rtp_pcap,
+)
 
 pytestmark = pytest.mark.anyio
 ACME = "+15555550100"

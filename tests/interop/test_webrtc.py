@@ -11,11 +11,11 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 import agent.media.webrtc
-from agent.session import CallDetails
-from agent.worker import Worker, echo_model
-from personas.schema import Persona
+from agent.contracts.calls import CallDetails
 from agent.media.webrtc import OfferError
+from agent.worker import Worker, echo_model
 from bench.webrtc_caller import RATE, Received, SignalTrack
+from personas.schema import Persona
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from personas.store import TenantEntry, UnknownTenant
 from personas.tenant import ID_PATTERN
-from telephony.events.call_history import CallHistory
 from telephony.control.control_plane import ControlPlane
+from telephony.events.call_history import CallHistory
 
 _bearer = HTTPBearer(auto_error=False, description="the operator token, or a tenant's admin token")
 

@@ -13,10 +13,11 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, Field
 
 from agent.contracts.events import CallEndedData, Outcome
+from agent.contracts.workers import WorkerPublic
 from personas.store import TenantEntry
 from personas.tenant import Limits, Line, check_id
-from telephony.events.outbox import DeadLetter
 from telephony.control.registry import CallRecord, CallState, WorkerStatus
+from telephony.events.outbox import DeadLetter
 
 
 class TenantPublic(BaseModel):
@@ -80,22 +81,10 @@ class CallPublic(BaseModel):
         return cls(**vars(record))
 
 
-class WorkerPublic(BaseModel):
-    id: str
-    address: str
-    model: str
-    version: str
-    slots: int
-    used: int
-    free: int
-    draining: bool
-    alive: bool
-
-    @classmethod
-    def of(cls, status: WorkerStatus) -> WorkerPublic:
-        i = status.info
-        return cls(id=i.id, address=i.address, model=i.model, version=i.version, slots=i.slots,
-                   used=status.used, free=status.free, draining=status.draining, alive=status.alive)
+def worker_public(status: WorkerStatus) -> WorkerPublic:
+    i = status.info
+    return WorkerPublic(id=i.id, address=i.address, model=i.model, version=i.version, slots=i.slots,
+                        used=status.used, free=status.free, draining=status.draining, alive=status.alive)
 
 
 class WorkerUpdate(BaseModel):

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
+from agent.contracts.workers import WorkerPublic
 from telephony.control.api.deps import ControlPlaneDep, OperatorDep
-from telephony.control.api.models import WorkerPublic, WorkerUpdate
+from telephony.control.api.models import WorkerUpdate, worker_public
 
 router = APIRouter(prefix="/workers", tags=["workers"], dependencies=[OperatorDep])
 
 
 @router.get("", response_model=list[WorkerPublic])
 async def list_workers(control_plane: ControlPlaneDep) -> list[WorkerPublic]:
-    return [WorkerPublic.of(w) for w in await control_plane.registry.workers()]
+    return [worker_public(w) for w in await control_plane.registry.workers()]
 
 
 @router.patch("/{worker_id}", response_model=WorkerPublic)
@@ -21,4 +22,4 @@ async def update_worker(worker_id: str, body: WorkerUpdate, control_plane: Contr
     updated = next((w for w in await control_plane.registry.workers() if w.info.id == worker_id), None)
     if updated is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no worker {worker_id!r}")
-    return WorkerPublic.of(updated)
+    return worker_public(updated)

@@ -3,7 +3,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from agent.engine.backend import FRAME_SIZE, CallSetup
+from agent.contracts.audio import FRAME_SIZE
+from agent.engine.backend import CallSetup
 from agent.engine.clock import EngineClock, NoFreeSlot
 from agent.engine.echo import EchoBackend
 

@@ -5,10 +5,11 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from agent.media.bridge import PACKET_SAMPLES, AgentTrack, Pacer, TrackBridge
-from agent.engine.backend import SAMPLE_RATE, CallSetup
+from agent.contracts.audio import SAMPLE_RATE
+from agent.engine.backend import CallSetup
 from agent.engine.clock import EngineClock
 from agent.engine.echo import EchoBackend
+from agent.media.bridge import PACKET_SAMPLES, AgentTrack, Pacer, TrackBridge
 
 
 class ToneTrack(MediaStreamTrack):

@@ -1,8 +1,8 @@
 import json
 
-from agent.session import CallDetails
-from personas.schema import Persona
+from agent.contracts.calls import CallDetails
 from agent.media.call_channel import MAX_BACKLOG, CallChannel
+from personas.schema import Persona
 
 CALL = CallDetails(call_id="c1", tenant="acme", line="support", persona=Persona(role="Maya.", voice="NATF2"),
                    max_call_seconds=600)

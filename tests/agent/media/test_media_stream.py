@@ -21,16 +21,16 @@ import uvicorn
 import websockets
 from pydantic import SecretStr
 
-from agent.worker import Worker, echo_model
-from personas.store import TenantStore
-from telephony.control.app import create_app
-from bench.echo_latency import echo_lag, speech_8k
-from telephony.control.control_plane import ControlPlane
 from agent.media.media_stream import StreamMessage
+from agent.worker import Worker, echo_model
+from bench.echo_latency import echo_lag, speech_8k
+from personas.store import TenantStore
+from plexline.embedded import LocalWorkerClient, create_embedded_app
+from telephony.control.control_plane import ControlPlane
 from telephony.control.memory_registry import MemoryRegistry
 from telephony.control.settings import Settings
 from telephony.control.twiml import stream_url, twilio_signature
-from telephony.control.worker_client import HttpWorkerClient, LocalWorkerClient
+from telephony.control.worker_client import HttpWorkerClient
 
 pytestmark = pytest.mark.anyio
 TOKEN = "carrier-auth-token-0123456789"
@@ -58,7 +58,7 @@ async def base_url(tmp_path: Path):
                     registry=registry)
     plane = ControlPlane(settings, TenantStore(root), registry, LocalWorkerClient(worker, HttpWorkerClient("w" * 32)),
                          local_worker=worker)
-    server = uvicorn.Server(uvicorn.Config(create_app(plane), host="127.0.0.1", port=port, log_config=None))
+    server = uvicorn.Server(uvicorn.Config(create_embedded_app(plane, worker), host="127.0.0.1", port=port, log_config=None))
     task = asyncio.ensure_future(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)

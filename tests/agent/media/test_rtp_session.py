@@ -8,13 +8,13 @@ import random
 import pytest
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
+from agent.contracts.media import RtpLegSpec
 from agent.engine.backend import CallSetup
 from agent.engine.clock import EngineClock
 from agent.engine.echo import EchoBackend
-from bench.echo_latency import RtpCaller, echo_lag, encode, g711, measure, speech_8k
 from agent.media.dtmf import DtmfEvent
-from agent.contracts.media import RtpLegSpec
 from agent.media.rtp_session import RtpSession
+from bench.echo_latency import RtpCaller, echo_lag, encode, g711, measure, speech_8k
 
 pytestmark = pytest.mark.anyio
 

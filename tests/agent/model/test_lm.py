@@ -8,7 +8,7 @@ from safetensors import safe_open
 from agent.model.checkpoint import dummy_lm, meta_lm
 from agent.model.lm import LMConfig
 
-TINY_CONFIG = Path(__file__).parents[1] / "data" / "personaplex-tiny" / "config.json"
+TINY_CONFIG = Path(__file__).parents[2] / "data" / "personaplex-tiny" / "config.json"
 PERSONAPLEX_7B_PARAMETERS = 8_371_408_896  # upstream LMModel(**_lm_kwargs, dep_q=16), counted on the meta device
 
 

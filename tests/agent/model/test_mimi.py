@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from agent.model.mimi import Mimi, MimiConfig, state_dict_from_checkpoint
 
-TINY_CONFIG = Path(__file__).parents[1] / "data" / "personaplex-tiny" / "config.json"
-CALLER_WAV = Path(__file__).parents[2] / "personas" / "examples" / "acme-caller.wav"
+TINY_CONFIG = Path(__file__).parents[2] / "data" / "personaplex-tiny" / "config.json"
+CALLER_WAV = Path(__file__).parents[3] / "personas" / "examples" / "acme-caller.wav"
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import torch
 from agent.model.checkpoint import dummy_lm
 from agent.model.lm import LMConfig
 from agent.model.persona_prompt import SILENCE_CODES, SINE_CODES, prefill_persona, prompt_frames
-from voices.prompt import VoicePrompt
 from agent.model.stream import StreamingLM
+from voices.prompt import VoicePrompt
 
 
 def test_frames_are_voice_silence_text_silence():

@@ -8,9 +8,9 @@ from agent.model.checkpoint import dummy_lm, load_lm
 from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
 from agent.model.persona_prompt import prefill_persona, prompt_frames
-from voices.prompt import load_voice_prompt
 from agent.model.sampling import Sampling
 from agent.model.stream import StreamingLM, StreamState
+from voices.prompt import load_voice_prompt
 
 CONVERSATION_STEPS = 30
 

@@ -13,14 +13,15 @@ from agent.contracts.workers import WorkerInfo
 from agent.worker import Worker, echo_model
 from personas.store import TenantStore
 from personas.tokens import hash_token
+from plexline.embedded import LocalWorkerClient
 from telephony.control.app import create_app
 from telephony.control.control_plane import ControlPlane
 from telephony.control.memory_registry import MemoryRegistry
 from telephony.control.registry import NewCall
 from telephony.control.settings import Settings
-from telephony.control.worker_client import HttpWorkerClient, LocalWorkerClient
+from telephony.control.worker_client import HttpWorkerClient
 
-EXAMPLE_ACME = Path(__file__).parents[2] / "personas" / "examples" / "tenants" / "acme"
+EXAMPLE_ACME = Path(__file__).parents[3] / "personas" / "examples" / "tenants" / "acme"
 OPERATOR, ACME, GLOBEX = "operator-token", "acme-admin-token", "globex-admin-token"
 
 

@@ -13,23 +13,24 @@ import yaml
 from fastapi.testclient import TestClient
 from webhook_receiver import Answer, Receiver
 
-from agent.contracts.events import event_schema
 from agent.call_reporter import CallReporter
+from agent.contracts.events import event_schema
 from agent.contracts.workers import WorkerInfo
 from agent.worker import Worker, echo_model
 from personas.store import TenantStore
 from personas.tokens import hash_token
+from plexline.embedded import LocalWorkerClient
 from telephony.control.app import create_app
-from telephony.events.call_history import open_call_history
 from telephony.control.control_plane import ControlPlane
 from telephony.control.memory_registry import MemoryRegistry
 from telephony.control.registry import NewCall
 from telephony.control.settings import Settings
+from telephony.control.worker_client import HttpWorkerClient
+from telephony.events.call_history import open_call_history
 from telephony.events.signature import new_secret
-from telephony.control.worker_client import HttpWorkerClient, LocalWorkerClient
 
-EXAMPLE_ACME = Path(__file__).parents[2] / "personas" / "examples" / "tenants" / "acme"
-SCHEMA_FILE = Path(__file__).parents[2] / "docs" / "webhook-events.schema.json"
+EXAMPLE_ACME = Path(__file__).parents[3] / "personas" / "examples" / "tenants" / "acme"
+SCHEMA_FILE = Path(__file__).parents[3] / "docs" / "webhook-events.schema.json"
 OPERATOR, ACME, GLOBEX = "operator-token", "acme-admin-token", "globex-admin-token"
 ACME_SECRET, GLOBEX_SECRET = new_secret(), new_secret()
 
@@ -74,8 +75,7 @@ def client(tmp_path: Path, receivers):
                     registry=registry, heartbeat_ttl=5, reporter=CallReporter(history),
                     recordings=settings.recordings_folder)
     plane = ControlPlane(settings, TenantStore(root), registry, LocalWorkerClient(worker, HttpWorkerClient("s")),
-                         local_worker=worker)
-    plane.history = history
+                         history=history, local_worker=worker)
     with TestClient(create_app(plane)) as client:
         yield client
 

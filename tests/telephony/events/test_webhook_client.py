@@ -6,8 +6,8 @@ import pytest
 from webhook_receiver import Answer, Receiver
 
 from personas.tenant import Webhook
-from telephony.events.webhook_client import WebhookClient, is_public
 from telephony.events.signature import new_secret
+from telephony.events.webhook_client import WebhookClient, is_public
 
 pytestmark = pytest.mark.anyio
 SECRET = new_secret()

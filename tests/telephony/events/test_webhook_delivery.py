@@ -8,12 +8,12 @@ import redis.asyncio as redis
 from webhook_receiver import Answer, Receiver
 
 from personas.tenant import Webhook
+from telephony.events.dispatcher import WebhookDispatcher
 from telephony.events.file_outbox import FileOutbox
 from telephony.events.outbox import OutboxEvent, RetryPolicy
 from telephony.events.redis_outbox import RedisOutbox
-from telephony.events.webhook_client import WebhookClient
-from telephony.events.dispatcher import WebhookDispatcher
 from telephony.events.signature import new_secret
+from telephony.events.webhook_client import WebhookClient
 
 pytestmark = pytest.mark.anyio
 SECRET = new_secret()

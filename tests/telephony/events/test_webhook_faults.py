@@ -19,12 +19,12 @@ from test_commands_e2e import command, wait_until_up
 from webhook_receiver import Answer, Receiver
 
 from personas.tenant import Webhook
+from telephony.events.dispatcher import WebhookDispatcher
 from telephony.events.file_outbox import FileOutbox
 from telephony.events.outbox import OutboxEvent, RetryPolicy
 from telephony.events.redis_outbox import RedisOutbox
-from telephony.events.webhook_client import WebhookClient
-from telephony.events.dispatcher import WebhookDispatcher
 from telephony.events.signature import new_secret
+from telephony.events.webhook_client import WebhookClient
 
 SECRET = new_secret()
 OPERATOR = "faults-operator-token"

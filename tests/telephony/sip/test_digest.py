@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from telephony.sip.digest import DigestAuthenticator, NONCE_SECONDS, parse_params
+from telephony.sip.digest import NONCE_SECONDS, DigestAuthenticator, parse_params
 
 
 def client_response(challenge: str, method: str, uri: str, user: str, password: str) -> str:

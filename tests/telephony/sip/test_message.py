@@ -3,8 +3,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sip_corpus import INVITE, MALFORMED, SDP
 
-from telephony.sip.message import (MAX_HEADER_BYTES, NameAddr, SipParseError, SipRequest, SipResponse, SipUri, Via,
-                                   frame_length, parse_message, response_to, split_list)
+from telephony.sip.message import (
+    MAX_HEADER_BYTES,
+    NameAddr,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    Via,
+    frame_length,
+    parse_message,
+    response_to,
+    split_list,
+)
 
 
 def test_parses_sipps_invite_and_serialises_it_back():
