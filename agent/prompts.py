@@ -19,11 +19,10 @@ from agent.model.persona_prompt import voice_prompt_from_codes
 from agent.model.stream import StreamingLM
 from personas.schema import Persona
 from voices.catalog import VoiceCatalog, VoiceError
+from voices.prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
 
-# Upstream's server and offline tool put 0.5 s of silence after the voice and after the role.
-SILENCE_FRAMES = 6
 VOICE_LOUDNESS_LUFS = -24.0  # upstream normalises a voice WAV to this before encoding it
 
 
@@ -40,9 +39,9 @@ class PromptBuilder:
         tokens = tuple(self.models.tokenizer.encode_role(persona.role))
         if self.models.dummy:
             log.warning("dummy model: the persona's voice is not used", extra={"voice": persona.voice})
-            return PersonaPrompt(voice=None, text_tokens=tokens, silence_frames=SILENCE_FRAMES)
+            return PersonaPrompt(voice=None, text_tokens=tokens)
         voice = self.catalog.load(persona.voice)
-        return PersonaPrompt(voice=voice, text_tokens=tokens, silence_frames=SILENCE_FRAMES)
+        return PersonaPrompt(voice=voice, text_tokens=tokens)
 
     def call(self, persona: Persona, seed: int | None = None) -> CallSetup:
         """The setup of a call on this persona: its prompt, sampling and seed."""
@@ -51,11 +50,9 @@ class PromptBuilder:
         seed = seed if seed is not None else s.seed if s.seed is not None else 0
         return CallSetup(prompt=self.prompt(persona), sampling=sampling, seed=seed)
 
-    def _voice_from_wav(self, wav: Path) -> dict[str, torch.Tensor]:
+    def _voice_from_wav(self, wav: Path) -> VoicePrompt:
         """Upstream's voice file for a WAV: Mimi codes of the loudness-normalised audio, stepped by the LM."""
-        codes = voice_codes(self.models.mimi, wav)
-        voice = voice_prompt_from_codes(StreamingLM(self.models.lm), codes, str(wav))
-        return {"embeddings": voice.embeddings, "cache": voice.cache}
+        return voice_prompt_from_codes(StreamingLM(self.models.lm), voice_codes(self.models.mimi, wav), str(wav))
 
 
 def voice_codes(mimi: Mimi, wav: Path) -> torch.Tensor:

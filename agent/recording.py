@@ -18,7 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from agent.contracts.audio import SAMPLE_RATE
-from agent.contracts.recordings import CHANNELS, MAX_DATA_BYTES, SAMPLE_BYTES, wav_header
+from agent.contracts.recordings import (
+    CHANNELS,
+    MAX_DATA_BYTES,
+    SAMPLE_BYTES,
+    wav_header,
+)
 
 
 def _int16(pcm: np.ndarray) -> np.ndarray:

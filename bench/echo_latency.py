@@ -29,12 +29,12 @@ from agent.contracts.media import RtpLegSpec
 from agent.engine.backend import CallSetup
 from agent.engine.clock import EngineClock
 from agent.engine.echo import EchoBackend
+from agent.media.g711 import G711_RATE, g711_context
 from agent.media.rtp_session import RtpSession
 
-RATE = 8000
+RATE = G711_RATE
 PACKET = 160
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
-CODEC_NAMES = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
 SPEECH = ("Thank you for calling Acme Home Goods. This is a test of the telephone line, "
           "counting one, two, three, four, five, six, seven, eight, nine, ten.")
 
@@ -54,12 +54,6 @@ def speech_8k(seconds: float, wav: Path | None = None) -> np.ndarray:
     pcm = np.concatenate(chunks)
     n = int(seconds * RATE)
     return np.resize(pcm, n).astype(np.int16)
-
-
-def g711(codec: str, mode: str):
-    context = av.CodecContext.create(CODEC_NAMES[codec], mode)
-    context.format, context.layout, context.sample_rate = "s16", "mono", RATE
-    return context
 
 
 def encode(context, pcm: np.ndarray) -> bytes:
@@ -100,7 +94,7 @@ class RtpCaller(asyncio.DatagramProtocol):
     async def play(self, pcm: np.ndarray, destination: tuple[str, int]) -> float:
         """Send `pcm` in real time; returns the loop time of the first packet."""
         loop = asyncio.get_running_loop()
-        encoder = g711(self.codec, "w")
+        encoder = g711_context(self.codec, "w")
         seq, ts, ssrc = random.getrandbits(16), random.getrandbits(32), random.getrandbits(32)
         start = loop.time()
         for i in range(len(pcm) // PACKET):
@@ -115,7 +109,7 @@ class RtpCaller(asyncio.DatagramProtocol):
         """The received stream decoded by timestamp (silence where packets are missing)."""
         if not self.packets:
             return np.zeros(0, np.int16)
-        decoder = g711(self.codec, "r")
+        decoder = g711_context(self.codec, "r")
         first = self.packets[0].timestamp
         offsets = [(p.timestamp - first) & 0xFFFFFFFF for p in self.packets]
         audio = np.zeros(max(offsets) + PACKET, np.int16)

@@ -62,7 +62,7 @@ def bench_prompt(models: Models, seed: int = 0) -> PersonaPrompt:
     generator = torch.Generator().manual_seed(seed)
     voice = torch.randint(0, models.lm.config.card, (8, VOICE_FRAMES), generator=generator)
     role = torch.randint(4, models.lm.config.text_card, (ROLE_TOKENS,), generator=generator)
-    return PersonaPrompt(voice=voice, text_tokens=tuple(role.tolist()), silence_frames=6)
+    return PersonaPrompt(voice=voice, text_tokens=tuple(role.tolist()))
 
 
 def copy_bandwidth(device: torch.device) -> float:

@@ -38,7 +38,7 @@ def reference_session(dtype: torch.dtype, forced: torch.Tensor | None = None):
     lm = load_lm(REFERENCE / "lm16.safetensors", LMConfig.from_json(REFERENCE / "config.json"), "cuda", dtype)
     stream = StreamingLM(lm)
     state = stream.init_state(1)
-    prefill_persona(stream, state, golden["voice_codes"][0], scenario["text_prompt_tokens"])
+    prefill_persona(stream, state, golden["voice_codes"][0], scenario["text_prompt_tokens"], scenario["silence_frames"])
     tokens, logits = [], []
     user = golden["user_codes"]
     for i in range(user.shape[2]):

@@ -13,13 +13,11 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-import torch
-
 from voices.archive import VoiceArchiveError, extract_voices
 from voices.prompt import VoicePrompt, VoicePromptError, load_voice_prompt
 from voices.released import RELEASED_VOICES
 
-MakeVoicePrompt = Callable[[Path], dict[str, torch.Tensor]]  # WAV path -> {"embeddings", "cache"}
+MakeVoicePrompt = Callable[[Path], VoicePrompt]  # a WAV replayed through the model (Mimi and the LM)
 
 
 class VoiceError(Exception):
@@ -92,11 +90,9 @@ class VoiceCatalog:
             return cached
         if self.make_voice_prompt is None:
             raise VoiceError(f"voice {wav.name}: WAV voices need a voice-prompt maker (the model)")
-        state = self.make_voice_prompt(wav)
+        made = self.make_voice_prompt(wav)
         try:
-            prompt = VoicePrompt.from_state(
-                state, f"voice prompt made from {wav}", dim=self.dim, num_codebooks=self.num_codebooks
-            )
+            prompt = made.checked(f"voice prompt made from {wav}", dim=self.dim, num_codebooks=self.num_codebooks)
         except VoicePromptError as error:
             raise VoiceError(str(error)) from error
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,11 @@ class VoicePrompt:
             raise VoicePromptError(f"{source}: cache {_describe(cache)}, expected {want}")
         return cls(embeddings=embeddings, cache=cache)
 
+    def checked(self, source: str, *, dim: int | None = None, num_codebooks: int | None = None) -> VoicePrompt:
+        """This prompt, if its tensors have the shapes and types a voice prompt (of that model) has."""
+        return VoicePrompt.from_state({"embeddings": self.embeddings, "cache": self.cache}, source, dim=dim,
+                                      num_codebooks=num_codebooks)
+
     def save(self, path: Path) -> None:
         """Write atomically, so a reader never sees half a file."""
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")

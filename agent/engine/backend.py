@@ -7,8 +7,13 @@ from typing import Protocol
 
 import torch
 
-from agent.contracts.audio import FRAME_SIZE
-from agent.model.sampling import AUDIO_TEMPERATURE, AUDIO_TOP_K, TEXT_TEMPERATURE, TEXT_TOP_K
+from agent.engine.prefix import PersonaPrompt
+from agent.model.sampling import (
+    AUDIO_TEMPERATURE,
+    AUDIO_TOP_K,
+    TEXT_TEMPERATURE,
+    TEXT_TOP_K,
+)
 
 
 @dataclass
@@ -47,6 +52,6 @@ class SamplingSettings:
 class CallSetup:
     """Everything a slot needs to start a call. `prompt` is None for backends without a model."""
 
-    prompt: object | None = None  # agent.engine.prefix.PersonaPrompt for the model backend
+    prompt: PersonaPrompt | None = None
     sampling: SamplingSettings = SamplingSettings()
     seed: int = 0

@@ -11,7 +11,9 @@ Timestamps are sample counts (integers): a frame's due time is the first frame's
 pts / 24000 s, so lateness of one wake-up never carries into the next and a 30-minute call ends
 where it should (90 000 frames, pts 43 200 000, due at exactly 1800 s). Caller frames carry the
 transport's timestamps; a break in them (packets lost, or dropped by the transport's jitter
-buffer) is filled with as much silence, so the caller's audio keeps its timing, and counted.
+buffer) is concealed here, for every transport alike: filled with the last 20 ms heard, repeated
+at half the level each time and then silence, so the caller's audio keeps its timing without a
+click; each break is counted.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ PACKET_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 MAX_QUEUED_FRAMES = 3  # agent frames beyond this (a reader that fell behind) are dropped, oldest first
 QUIET_RMS = 10 ** (-50 / 20)  # an agent frame this quiet is a pause, which may be skipped to catch up
-MAX_CONCEALED = Fraction(1, 4)  # seconds of silence put in for one break (the slot keeps less anyway)
+MAX_CONCEALED = Fraction(1, 4)  # seconds put in for one break (the slot keeps less anyway)
+CONCEALED_REPEATS = 5  # a break repeats the last 20 ms this many times, halving each time, then silence
 GAP_TOLERANCE = Fraction(1, 1000)  # timestamps this far apart still count as contiguous
 
 TextCallback = Callable[[int, int], None]  # (frame index since the call started, text token)
@@ -159,8 +162,9 @@ class TrackBridge:
 
     def __init__(self, caller: MediaStreamTrack):
         self.caller = caller
-        self.gaps = 0  # breaks in the caller's timestamps, each filled with silence
-        self.concealed = Fraction(0)  # seconds of silence put in for them
+        self.gaps = 0  # breaks in the caller's timestamps, each concealed
+        self.concealed = Fraction(0)  # seconds put in for them
+        self._last = np.zeros(PACKET_SAMPLES, dtype=np.float32)  # the latest 20 ms pushed
 
     async def run(self, slot: CallSlot) -> None:
         resampler = caller_resampler()
@@ -175,10 +179,19 @@ class TrackBridge:
                 if expected is not None and start - expected > GAP_TOLERANCE:
                     self._conceal(slot, start - expected)
                 expected = start + Fraction(frame.samples, frame.sample_rate)
-            slot.push(to_pcm(resampler.resample(frame)))
+            self._push(slot, to_pcm(resampler.resample(frame)))
+
+    def _push(self, slot: CallSlot, pcm: np.ndarray) -> None:
+        slot.push(pcm)
+        if pcm.size:
+            self._last = np.concatenate([self._last, pcm])[-PACKET_SAMPLES:]
 
     def _conceal(self, slot: CallSlot, seconds: Fraction) -> None:
         seconds = min(seconds, MAX_CONCEALED)
-        slot.push(np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32))
+        samples = round(seconds * SAMPLE_RATE)
+        repeats = -(-samples // PACKET_SAMPLES)
+        gains = [0.5 ** k if k <= CONCEALED_REPEATS else 0.0 for k in range(1, repeats + 1)]
+        fill = np.concatenate([self._last * g for g in gains])[:samples].astype(np.float32)
+        self._push(slot, fill)
         self.gaps += 1
         self.concealed += seconds

@@ -31,14 +31,14 @@ from agent.contracts.calls import UnknownSession
 from agent.contracts.media import stream_token
 from agent.engine.clock import CallSlot
 from agent.media.bridge import AgentTrack, TrackBridge
+from agent.media.g711 import G711_RATE, G711Encoder, g711_context
 from agent.session import Session
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_QUEUED = 50  # caller media messages (1 s) waiting for the engine; older ones are dropped
-RATE = 8000
-TIME_BASE = fractions.Fraction(1, RATE)
+TIME_BASE = fractions.Fraction(1, G711_RATE)
 EVENTS = ("connected", "start", "media", "dtmf", "mark", "stop")
 
 
@@ -80,12 +80,6 @@ class StreamMessage:
         return json.dumps(self.data, separators=(",", ":"))
 
 
-def _mulaw_codec(mode: str) -> av.CodecContext:
-    codec = av.CodecContext.create("pcm_mulaw", mode)
-    codec.format, codec.layout, codec.sample_rate = "s16", "mono", RATE
-    return codec
-
-
 class StreamCallerTrack(MediaStreamTrack):
     """The caller's audio from `media` messages: 8 kHz frames with the carrier's timestamps."""
 
@@ -94,14 +88,14 @@ class StreamCallerTrack(MediaStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self._queue: asyncio.Queue[av.AudioFrame | None] = asyncio.Queue()
-        self._decoder = _mulaw_codec("r")
+        self._decoder = g711_context("PCMU", "r")
         self._next_pts = 0
         self.dropped = 0
 
     def feed(self, payload: bytes, timestamp_ms: int | None) -> None:
         samples = np.concatenate([f.to_ndarray().reshape(-1) for f in self._decoder.decode(av.Packet(payload))])
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.time_base = RATE, TIME_BASE
+        frame.sample_rate, frame.time_base = G711_RATE, TIME_BASE
         frame.pts = timestamp_ms * 8 if timestamp_ms is not None else self._next_pts
         self._next_pts = frame.pts + samples.size
         if self._queue.qsize() >= MAX_QUEUED:
@@ -176,13 +170,11 @@ class MediaStreamLeg:
             log.debug("mark played", extra={"call": self.session.id, "mark": message.data.get("mark")})
 
     async def _send(self, agent: AgentTrack) -> None:
-        encoder = _mulaw_codec("w")
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE, frame_size=160)
+        encoder = G711Encoder("PCMU")
         try:
             while True:
-                frame = await agent.recv()
-                for resampled in resampler.resample(frame):
-                    payload = b"".join(bytes(p) for p in encoder.encode(resampled))
+                payloads, _ = encoder.encode(await agent.recv())
+                for payload in payloads:
                     await self.websocket.send_text(StreamMessage("media", {
                         "event": "media", "streamSid": self.stream_sid,
                         "media": {"payload": base64.b64encode(payload).decode()}}).serialise())
@@ -207,8 +199,8 @@ async def media_stream(websocket: WebSocket, call_id: str) -> None:
         await websocket.close(code=1008, reason="no valid start message for this call")
         return
     media_format = start.data["start"].get("mediaFormat", {})
-    if media_format and (media_format.get("encoding"), int(media_format.get("sampleRate", RATE))) != (
-            "audio/x-mulaw", RATE):
+    if media_format and (media_format.get("encoding"), int(media_format.get("sampleRate", G711_RATE))) != (
+            "audio/x-mulaw", G711_RATE):
         await websocket.close(code=1003, reason="only audio/x-mulaw at 8000 Hz is served")
         return
     try:

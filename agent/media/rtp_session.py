@@ -2,8 +2,9 @@
 
 `RtpSession` owns a pair of UDP sockets (RTP on an even port, RTCP on the next). Caller packets
 go through a jitter buffer and are decoded (aiortc's G.711 and Opus codecs) on a 20 ms playout
-clock: `caller_track` is an aiortc `MediaStreamTrack` of those frames, lost packets concealed by
-a fading repeat of the last one, so `agent.media.bridge.TrackBridge` moves them into the engine slot.
+clock: `caller_track` is an aiortc `MediaStreamTrack` of those frames, timestamped by that clock,
+so `agent.media.bridge.TrackBridge` moves them into the engine slot and conceals a lost packet as
+it does for every transport (a lost packet is a break in the timestamps).
 The agent's frames (`agent.media.bridge.AgentTrack`, already paced) are encoded and sent as 20 ms
 packets with consecutive sequence numbers and timestamps, to where the caller's RTP comes from
 (symmetric RTP: behind a NAT that is the only address that works) or, until then, to the address
@@ -29,20 +30,27 @@ from aiortc.codecs import get_decoder, get_encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket, is_rtcp
+from aiortc.rtp import (
+    RtcpPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    is_rtcp,
+)
 
 from agent.contracts.media import RtpLegSpec
 from agent.engine.clock import CallSlot
 from agent.media.bridge import AgentTrack, TrackBridge
 from agent.media.dtmf import DtmfDetector, DtmfEvent
+from agent.media.g711 import G711Encoder
 from agent.media.jitter import JitterBuffer
 
 log = logging.getLogger(__name__)
 
 PACKET_SECONDS = 0.020
-G711_RATE, G711_PACKET = 8000, 160
 RTCP_INTERVAL = 5.0
-CONCEALED_PACKETS = 5  # a lost packet repeats the last one, halving each time, then silence
 PLAYOUT_MARGIN = 0.010  # each packet is played this long after it is due to arrive: a little early or late
 RELATCH_SECONDS = 2.0  # a new source is followed once the latched one has been silent this long
 
@@ -56,7 +64,7 @@ class RtpStats:
     packets_received: int = 0
     octets_received: int = 0
     rejected: int = 0  # datagrams that were not RTP of the negotiated types
-    concealed: int = 0  # 20 ms frames made up for lost packets
+    lost: int = 0  # 20 ms packets lost or undecodable (the bridge conceals them)
     rtcp_sent: int = 0
     rtcp_received: int = 0
 
@@ -81,46 +89,17 @@ def _codec(spec: RtpLegSpec) -> RTCRtpCodecParameters:
                                  channels=spec.channels, payloadType=spec.payload_type)
 
 
-class G711Encoder:
-    """The agent's 24 kHz frames as 20 ms G.711 payloads, with nothing held back.
-
-    aiortc's G.711 encoder resamples into fixed 160-sample frames, so the resampler's first
-    output, a few samples short, waits for the next frame: every packet then leaves nearly 20 ms
-    late. Here the first output is padded at its start instead, and each 20 ms in is 20 ms out.
-    """
-
-    def __init__(self, codec: str):
-        self._context = av.CodecContext.create("pcm_mulaw" if codec == "PCMU" else "pcm_alaw", "w")
-        self._context.format, self._context.layout, self._context.sample_rate = "s16", "mono", G711_RATE
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=G711_RATE)
-        self._pending = np.zeros(0, np.int16)
-        self._primed = False
-
-    def encode(self, frame: av.AudioFrame) -> tuple[list[bytes], None]:
-        samples = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        if samples:
-            self._pending = np.concatenate([self._pending, *samples])
-        if not self._primed and self._pending.size:
-            self._pending = np.concatenate([np.zeros(-self._pending.size % G711_PACKET, np.int16), self._pending])
-            self._primed = True
-        payloads = []
-        while self._pending.size >= G711_PACKET:
-            chunk, self._pending = self._pending[:G711_PACKET], self._pending[G711_PACKET:]
-            out = av.AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")
-            out.sample_rate = G711_RATE
-            payloads.append(b"".join(bytes(p) for p in self._context.encode(out)))
-        return payloads, None
-
-
 def _encoder(spec: RtpLegSpec):
     return G711Encoder(spec.codec) if spec.codec in ("PCMU", "PCMA") else get_encoder(_codec(spec))
 
 
 class CallerTrack(MediaStreamTrack):
-    """The caller's audio: one decoded (or concealed) 20 ms frame per tick of a playout clock.
+    """The caller's audio: the decoded 20 ms frame of each tick of a playout clock.
 
     Playout starts once the leg's `jitter_packets` have arrived; the track ends when no packet came
-    for the leg's timeout while the caller should be sending.
+    for the leg's timeout while the caller should be sending. A frame's `pts` counts the ticks at
+    which the jitter buffer moved on, so a lost (or undecodable) packet leaves a break in them for
+    the bridge to conceal, and a sender that pauses leaves none.
     """
 
     kind = "audio"
@@ -130,9 +109,8 @@ class CallerTrack(MediaStreamTrack):
         self._session = session
         self._arrived = asyncio.Event()
         self._start: float | None = None
-        self._ticks = 0
-        self._last: av.AudioFrame | None = None
-        self._lost_run = 0
+        self._ticks = 0  # playout ticks since the start
+        self._played = 0  # of those, ticks at which the jitter buffer moved on (a packet, or a lost one)
         self._format: tuple[str, int] | None = None  # (layout, rate) of the first decoded frame
         self._conform: av.AudioResampler | None = None
 
@@ -140,6 +118,13 @@ class CallerTrack(MediaStreamTrack):
         self._arrived.set()
 
     async def recv(self) -> av.AudioFrame:
+        while True:
+            frame = await self._next_tick()
+            if frame is not None:
+                return frame
+
+    async def _next_tick(self) -> av.AudioFrame | None:
+        """Wait for the next playout tick; its frame, or None if it has none to play."""
         if self.readyState != "live":
             raise MediaStreamError
         session = self._session
@@ -154,7 +139,17 @@ class CallerTrack(MediaStreamTrack):
             self.stop()
             raise MediaStreamError
         self._ticks += 1
-        return self._frame(session.jitter.pop())
+        if session.jitter.depth == 0:
+            return None  # nothing has arrived to play: the sender paused (or is on hold)
+        tick, self._played = self._played, self._played + 1
+        payload = session.jitter.pop()
+        frame = self._frame(payload)
+        if frame is None:
+            return None  # lost: a break in the timestamps
+        frame = self._conformed(frame)
+        frame.pts = tick * round(frame.sample_rate * PACKET_SECONDS)
+        frame.time_base = fractions.Fraction(1, frame.sample_rate)
+        return frame
 
     async def _wait_for_packet(self) -> None:
         session = self._session
@@ -170,28 +165,20 @@ class CallerTrack(MediaStreamTrack):
                     self.stop()
                     raise MediaStreamError from None
 
-    def _frame(self, payload: bytes | None) -> av.AudioFrame:
+    def _frame(self, payload: bytes | None) -> av.AudioFrame | None:
+        """The payload decoded; silence for a telephone event's time (b""); None if lost or undecodable."""
+        if payload == b"":
+            rate = self._format[1] if self._format else self._session.spec.clock_rate
+            layout = self._format[0] if self._format else "mono"
+            samples = np.zeros((1, round(rate * PACKET_SECONDS) * (2 if layout == "stereo" else 1)), np.int16)
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout=layout)
+            frame.sample_rate = rate
+            return frame
         frames = self._session.decode(payload) if payload else []
-        if frames:
-            self._last, self._lost_run = frames[0], 0
-            frame = frames[0]
-        else:
-            frame = self._concealed(silent=payload == b"")
-        return self._conformed(frame)
-
-    def _concealed(self, silent: bool) -> av.AudioFrame:
-        self._session.stats.concealed += 1
-        rate = self._session.spec.clock_rate if self._session.spec.codec != "opus" else 48000
-        if self._last is None:
-            samples, layout, rate = np.zeros((1, int(rate * PACKET_SECONDS)), np.int16), "mono", rate
-        else:
-            self._lost_run += 1
-            gain = 0.0 if silent or self._lost_run > CONCEALED_PACKETS else 0.5 ** self._lost_run
-            samples = (self._last.to_ndarray() * gain).astype(np.int16)
-            layout, rate = self._last.layout.name, self._last.sample_rate
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout=layout)
-        frame.sample_rate = rate
-        return frame
+        if not frames:
+            self._session.stats.lost += 1
+            return None
+        return frames[0]
 
     def _conformed(self, frame: av.AudioFrame) -> av.AudioFrame:
         """Frames in the layout and rate of the first one: a re-INVITE may change the codec."""
@@ -206,8 +193,6 @@ class CallerTrack(MediaStreamTrack):
             data = np.concatenate([f.to_ndarray() for f in out], axis=1) if out else np.zeros((1, 0), np.int16)
             frame = av.AudioFrame.from_ndarray(data, format="s16", layout=self._format[0])
             frame.sample_rate = self._format[1]
-        frame.pts = None
-        frame.time_base = fractions.Fraction(1, frame.sample_rate)
         return frame
 
 
@@ -218,6 +203,7 @@ class RtpSession:
         self.stats = RtpStats()
         self.jitter = JitterBuffer()
         self.caller_track = CallerTrack(self)
+        self.bridge = TrackBridge(self.caller_track)  # conceals the lost packets and counts them
         self.local: tuple[str, int] | None = None
         self.last_arrival = 0.0  # loop time of the last caller packet (or of the start)
         self._rtp: _Endpoint | None = None
@@ -282,7 +268,7 @@ class RtpSession:
         sender = asyncio.get_running_loop().create_task(self._send_forever(agent), name="rtp-send")
         reports = asyncio.get_running_loop().create_task(self._report_forever(), name="rtcp-report")
         try:
-            await TrackBridge(self.caller_track).run(slot)
+            await self.bridge.run(slot)
         finally:
             for task in (sender, reports):
                 task.cancel()

@@ -30,7 +30,13 @@ import asyncio
 import logging
 from dataclasses import asdict, dataclass
 
-from aiortc import RTCConfiguration, RTCIceTransport, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 

@@ -16,7 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from agent.model.transformer import RMSNorm, Transformer, TransformerConfig, TransformerState
+from agent.model.transformer import (
+    RMSNorm,
+    Transformer,
+    TransformerConfig,
+    TransformerState,
+)
 
 AGENT_CODEBOOKS = 8  # codebooks 1..8 of a frame; the user's are 9..16
 NO_TOKEN = -1  # a token whose embedding is zero (upstream `zero_token_id`)

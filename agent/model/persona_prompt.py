@@ -10,8 +10,6 @@ stored voice file (upstream's `.pt`: the model inputs of its steps and the token
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -20,7 +18,7 @@ from voices.prompt import VoicePrompt
 
 SILENCE_CODES = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)  # the agent's channel, silent
 SINE_CODES = (430, 1268, 381, 1611, 1095, 1495, 56, 472)  # the user's channel during the prompt
-SILENCE_FRAMES = 2
+SILENCE_FRAMES = 6  # silence steps after the voice and after the role: 0.5 s, as upstream's server and offline tool
 
 
 def prompt_frames(voice_codes: torch.Tensor | None, text_tokens: Sequence[int], text_padding_id: int,

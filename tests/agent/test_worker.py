@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from agent.contracts.audio import FRAME_SIZE
-from agent.contracts.calls import CallDetails, CallSetupFailed, SessionExists, WorkerDraining, WorkerFull
+from agent.contracts.calls import (
+    CallDetails,
+    CallSetupFailed,
+    SessionExists,
+    WorkerDraining,
+    WorkerFull,
+)
 from agent.engine.backend import CallSetup
 from agent.engine.clock import CallSlot
 from agent.worker import Worker, WorkerModel, call_seed, echo_model, load_worker_model

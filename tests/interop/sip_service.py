@@ -113,9 +113,10 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
 
 def write_rtp_pcap(path: Path, pcm: np.ndarray, payload_type: int = 0) -> Path:
     """A pcap of 20 ms G.711 mu-law RTP packets of `pcm` (int16, 8 kHz), as sipp's play_pcap_audio reads."""
-    from bench.echo_latency import encode, g711
+    from agent.media.g711 import g711_context
+    from bench.echo_latency import encode
 
-    encoder = g711("PCMU" if payload_type == 0 else "PCMA", "w")
+    encoder = g711_context("PCMU" if payload_type == 0 else "PCMA", "w")
     seq, ts, ssrc = random.getrandbits(16), random.getrandbits(32), random.getrandbits(32)
     records = []
     for i in range(len(pcm) // 160):

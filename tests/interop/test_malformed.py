@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sip_corpus import INVITE, MALFORMED
-from sip_service import LoopbackCapture, check_echo, free_udp_port, run_sipp, speech, write_rtp_pcap
+from sip_service import (
+    LoopbackCapture,
+    check_echo,
+    free_udp_port,
+    run_sipp,
+    speech,
+    write_rtp_pcap,
+)
 from test_sipp import ACME, capturing, check_stream, mulaw, rtp_to
 
 from telephony.sip.rate_limit import SourceLimiter

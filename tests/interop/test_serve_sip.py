@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from sip_service import LoopbackCapture, free_udp_port, run_sipp, speech, write_rtp_pcap, write_tenants
+from sip_service import (
+    LoopbackCapture,
+    free_udp_port,
+    run_sipp,
+    speech,
+    write_rtp_pcap,
+    write_tenants,
+)
 from test_sipp import capturing, check_stream, mulaw, rtp_to
 
 pytestmark = pytest.mark.anyio

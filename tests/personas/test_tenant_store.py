@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from personas.loader import load_persona
-from personas.store import STORE, InvalidLine, LineExists, TenantStore, UnknownLine, UnknownTenant
+from personas.store import (
+    STORE,
+    InvalidLine,
+    LineExists,
+    TenantStore,
+    UnknownLine,
+    UnknownTenant,
+)
 from personas.tenant import Line
 
 EXAMPLES = Path(__file__).parents[2] / "personas" / "examples"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from voices.catalog import VoiceCatalog, VoiceError
-from voices.prompt import load_voice_prompt
+from voices.prompt import VoicePrompt, load_voice_prompt
 
 
 @pytest.fixture
@@ -39,12 +39,12 @@ class PromptMaker:
     """Stands in for Mimi + LM replay: records each WAV it is asked for."""
 
     def __init__(self, voice_pt: Path):
-        self.state = torch.load(voice_pt, weights_only=True)
+        self.prompt = load_voice_prompt(voice_pt)
         self.calls: list[Path] = []
 
-    def __call__(self, wav: Path) -> dict[str, torch.Tensor]:
+    def __call__(self, wav: Path) -> VoicePrompt:
         self.calls.append(wav)
-        return self.state
+        return self.prompt
 
 
 @pytest.fixture
@@ -127,9 +127,10 @@ def test_wav_without_a_prompt_maker(voices_dir, tmp_path):
 
 
 def test_bad_made_prompt_is_an_error_and_not_cached(voices_dir, tmp_path):
-    catalog = VoiceCatalog(voices_dir, tmp_path / "cache", make_voice_prompt=lambda wav: {"embeddings": 1})
+    wrong = VoicePrompt(embeddings=torch.zeros(3, 8), cache=torch.zeros(1, 17, 4, dtype=torch.long))
+    catalog = VoiceCatalog(voices_dir, tmp_path / "cache", make_voice_prompt=lambda wav: wrong)
 
-    with pytest.raises(VoiceError, match="voice prompt made from .*maya.wav: expected a dict"):
+    with pytest.raises(VoiceError, match=r"voice prompt made from .*maya.wav: embeddings \[3, 8\] float32"):
         catalog.resolve("acme/maya.wav")
     assert not list((tmp_path / "cache").rglob("*.pt"))
 

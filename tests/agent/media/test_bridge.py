@@ -159,7 +159,7 @@ class GappyTrack(MediaStreamTrack):
         return frame
 
 
-def test_a_break_in_the_callers_timestamps_is_filled_with_silence_and_counted():
+def test_a_break_in_the_callers_timestamps_is_concealed_by_a_fading_repeat_and_counted():
     from agent.engine.clock import CallSlot
 
     slot = CallSlot(index=0)
@@ -172,8 +172,11 @@ def test_a_break_in_the_callers_timestamps_is_filled_with_silence_and_counted():
     pcm = np.concatenate(pushed)
     assert (bridge.gaps, bridge.concealed) == (2, fractions.Fraction(3, 50))
     assert abs(pcm.size - 20 * 480) <= 32  # the caller's timing is kept (less the resampler's delay)
-    quiet = np.flatnonzero(np.abs(pcm) < 0.01)
-    assert 3 * 480 - 64 <= quiet.size <= 3 * 480 + 64
+    level = 8000 / 32768  # the caller's steady level, as the slot gets it
+    fills = [pushed[5], pushed[11]]  # frames 0-4, the break of 5 and 6, frames 7-11, the break of 12
+    assert [p.size for p in fills] == [960, 480]
+    halves = [float(np.abs(p[:480]).mean()) for p in fills] + [float(np.abs(fills[0][480:]).mean())]
+    assert np.allclose(halves, [level / 2, level / 2, level / 4], rtol=0.05), halves  # the last 20 ms, halving
 
 
 def patch_sleep():

@@ -15,7 +15,6 @@ import pytest
 
 from agent.model.hub import (
     LM_FILE,
-    MIMI_FILE,
     REPO_ID,
     TOKENIZER_FILE,
     VOICES_FILE,

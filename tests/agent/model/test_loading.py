@@ -3,7 +3,12 @@ import logging
 import pytest
 import torch
 
-from agent.model.loading import TINY_CONTEXT, DummyTokenizer, ModelSpecError, load_models
+from agent.model.loading import (
+    TINY_CONTEXT,
+    DummyTokenizer,
+    ModelSpecError,
+    load_models,
+)
 from agent.model.tokenizer import TextTokenizer
 
 

@@ -3,14 +3,19 @@ import torch
 
 from agent.model.checkpoint import dummy_lm
 from agent.model.lm import LMConfig
-from agent.model.persona_prompt import SILENCE_CODES, SINE_CODES, prefill_persona, prompt_frames
+from agent.model.persona_prompt import (
+    SILENCE_CODES,
+    SINE_CODES,
+    prefill_persona,
+    prompt_frames,
+)
 from agent.model.stream import StreamingLM
 from voices.prompt import VoicePrompt
 
 
 def test_frames_are_voice_silence_text_silence():
     voice = torch.arange(8 * 9).view(8, 9)
-    frames = prompt_frames(voice, [36, 20, 82], text_padding_id=3)
+    frames = prompt_frames(voice, [36, 20, 82], text_padding_id=3, silence_frames=2)
     assert frames.shape == (17, 9 + 2 + 3 + 2)
     assert frames[0].tolist() == [3] * 11 + [36, 20, 82] + [3, 3]
     assert torch.equal(frames[1:9, :9], voice)

@@ -26,6 +26,12 @@ def text_prompt(reference_dir):
 
 
 @pytest.fixture(scope="module")
+def silence(reference_dir):
+    """The reference prompt's silence steps after the voice and after the role (upstream's server uses 6)."""
+    return json.loads((reference_dir / "scenario.json").read_text())["silence_frames"]
+
+
+@pytest.fixture(scope="module")
 def config(reference_dir):
     return LMConfig.from_json(reference_dir / "config.json")
 
@@ -63,27 +69,27 @@ def assert_same_state(a: StreamState, b: StreamState) -> None:
 @pytest.mark.reference
 @pytest.mark.parametrize("weights", ["lm16", "lm8"])
 @pytest.mark.parametrize("depformer_steps", [16, 8])
-def test_session_reproduces_reference(reference_dir, config, golden, text_prompt, weights, depformer_steps):
+def test_session_reproduces_reference(reference_dir, config, golden, text_prompt, silence, weights, depformer_steps):
     lm = load_lm(reference_dir / f"{weights}.safetensors", config, dtype=torch.float32)
     stream = StreamingLM(lm, depformer_steps)
     state = stream.init_state(1)
-    prefill_persona(stream, state, golden["voice_codes"][0], text_prompt)
+    prefill_persona(stream, state, golden["voice_codes"][0], text_prompt, silence)
     tokens, text_logits = converse(stream, state, golden["user_codes"])
     assert torch.equal(tokens, golden[f"{weights}_tokens"])
     torch.testing.assert_close(text_logits, golden[f"{weights}_text_logits"], rtol=0, atol=1e-4)
 
 
 @pytest.mark.reference
-def test_stored_voice_session_reproduces_reference(reference_dir, lm16, golden, text_prompt):
+def test_stored_voice_session_reproduces_reference(reference_dir, lm16, golden, text_prompt, silence):
     stream = StreamingLM(lm16)
     state = stream.init_state(1)
-    prefill_persona(stream, state, load_voice_prompt(reference_dir / "voice.pt"), text_prompt)
+    prefill_persona(stream, state, load_voice_prompt(reference_dir / "voice.pt"), text_prompt, silence)
     tokens, _ = converse(stream, state, golden["user_codes"])
     assert torch.equal(tokens, golden["voicept_tokens"])
 
 
 @pytest.mark.reference
-def test_voice_audio_through_mimi_gives_the_stored_voice_session(reference_dir, lm16, golden, text_prompt):
+def test_voice_audio_through_mimi_gives_the_stored_voice_session(reference_dir, lm16, golden, text_prompt, silence):
     mimi_config = MimiConfig.from_upstream(json.loads((reference_dir / "config.json").read_text())["mimi"])
     mimi = Mimi.from_safetensors(reference_dir / "mimi.safetensors", mimi_config)
     audio = golden["voice_audio"][:, None]  # [1, 1, samples]; upstream pads the last frame with zeros
@@ -92,18 +98,18 @@ def test_voice_audio_through_mimi_gives_the_stored_voice_session(reference_dir, 
         voice_codes = mimi.encode(audio)[0]  # [8, F]
     stream = StreamingLM(lm16)
     state = stream.init_state(1)
-    prefill_persona(stream, state, voice_codes, text_prompt)
+    prefill_persona(stream, state, voice_codes, text_prompt, silence)
     assert torch.equal(converse(stream, state, golden["user_codes"])[0], golden["voicept_tokens"])
 
 
 @pytest.mark.reference
-def test_prompt_stepped_frame_by_frame_equals_prefill(lm16, golden, text_prompt):
+def test_prompt_stepped_frame_by_frame_equals_prefill(lm16, golden, text_prompt, silence):
     stream = StreamingLM(lm16)
-    frames = prompt_frames(golden["voice_codes"][0], text_prompt, lm16.config.text_padding_id)
+    frames = prompt_frames(golden["voice_codes"][0], text_prompt, lm16.config.text_padding_id, silence)
     stepped = stream.init_state(1)
     step_frames(stream, stepped, frames[None, :, 1:])  # the first frame is the one reset consumes
     prefilled = stream.init_state(1)
-    prefill_persona(stream, prefilled, golden["voice_codes"][0], text_prompt)
+    prefill_persona(stream, prefilled, golden["voice_codes"][0], text_prompt, silence)
     assert_same_state(stepped, prefilled)
     assert torch.equal(converse(stream, stepped, golden["user_codes"])[0], golden["lm16_tokens"])
 
@@ -129,10 +135,10 @@ def test_prefill_equals_stepping_for_rows_at_different_offsets(config):
 
 
 @pytest.mark.reference
-def test_rows_are_independent(lm16, golden, text_prompt):
+def test_rows_are_independent(lm16, golden, text_prompt, silence):
     """Three rows at different points of their sessions give the reference session each."""
     stream = StreamingLM(lm16, depformer_steps=8)
-    frames = prompt_frames(golden["voice_codes"][0], text_prompt, lm16.config.text_padding_id)[None, :, 1:]
+    frames = prompt_frames(golden["voice_codes"][0], text_prompt, lm16.config.text_padding_id, silence)[None, :, 1:]
     prompt_steps, user = frames.shape[2], golden["user_codes"]
     starts = [0, 4, 11]  # the step at which each row's session begins
     state = stream.init_state(3)

@@ -3,7 +3,13 @@ from pathlib import Path
 import pytest
 import sentencepiece
 
-from agent.model.tokenizer import TEXT_EPAD, TEXT_PAD, TextTokenizer, TokenizerError, wrap_role
+from agent.model.tokenizer import (
+    TEXT_EPAD,
+    TEXT_PAD,
+    TextTokenizer,
+    TokenizerError,
+    wrap_role,
+)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from agent.contracts.workers import WorkerInfo
 from agent.worker import Worker, echo_model
 from personas.store import TenantStore
 from personas.tokens import hash_token
-from plexline.embedded import LocalWorkerClient
+from plexline.embedded import LocalWorkerClient, create_embedded_app
 from telephony.control.app import create_app
 from telephony.control.control_plane import ControlPlane
 from telephony.control.memory_registry import MemoryRegistry
@@ -311,8 +311,18 @@ def test_health_readiness_and_openapi(client):
     assert client.get("/readyz").json() == {"ready": True, "workers": 1, "free_slots": 3}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/calls", "/tenants/{tenant}/lines/{line}", "/tenants/{tenant}/lines/{line}/persona",
-            "/tenants/{tenant}/lines/{line}/validate", "/tenants/{tenant}/calls/{call_id}", "/workers/{worker_id}",
-            "/worker/sessions"} <= set(paths)
+            "/tenants/{tenant}/lines/{line}/validate", "/tenants/{tenant}/calls/{call_id}",
+            "/workers/{worker_id}"} <= set(paths)
+    assert not any(path.startswith("/worker/") for path in paths)  # a worker's own API is not the control plane's
+
+
+def test_the_embedded_app_serves_its_workers_api_too(personas_dir):
+    plane = make_control_plane(personas_dir)
+    with TestClient(create_embedded_app(plane, plane.local_worker)) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"/calls", "/worker/sessions"} <= set(paths)
+        sessions = client.get("/worker/sessions", headers=bearer("worker-secret"))
+    assert sessions.status_code == 200 and sessions.json() == []
 
 
 def test_the_operator_reads_the_problems_of_every_tenant(client, personas_dir):

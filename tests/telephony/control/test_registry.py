@@ -6,7 +6,12 @@ import itertools
 import pytest
 
 from agent.contracts.workers import WorkerInfo
-from telephony.control.registry import DuplicateCall, NewCall, NoCapacity, TenantLimitReached
+from telephony.control.registry import (
+    DuplicateCall,
+    NewCall,
+    NoCapacity,
+    TenantLimitReached,
+)
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,14 @@ from datetime import datetime, timezone
 import pytest
 import standardwebhooks
 
-from telephony.events.signature import InvalidSecret, InvalidSignature, new_secret, secret_key, signed_headers, verify
+from telephony.events.signature import (
+    InvalidSecret,
+    InvalidSignature,
+    new_secret,
+    secret_key,
+    signed_headers,
+    verify,
+)
 
 BODY = b'{"type":"call.ended","data":{"text":"caf\xc3\xa9 \xe2\x80\x94 ok"}}'
 

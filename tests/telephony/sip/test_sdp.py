@@ -1,7 +1,12 @@
 import pytest
 from sip_corpus import SDP
 
-from telephony.sip.sdp import NotAcceptable, SessionDescription, answer_for, plan_for_offer
+from telephony.sip.sdp import (
+    NotAcceptable,
+    SessionDescription,
+    answer_for,
+    plan_for_offer,
+)
 
 BARESIP = (b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
            b"m=audio 26000 RTP/AVP 8 0 96 101\r\nb=AS:64\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 opus/48000/2\r\n"
