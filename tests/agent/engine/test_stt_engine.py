@@ -19,7 +19,7 @@ from agent.model.mimi import Mimi, MimiConfig
 from agent.model.stt import SttConfig
 from agent.model.stt_loading import dummy_stt_lm, load_stt, load_stt_lm
 
-REFERENCE = Path(__file__).parents[1] / "data" / "stt-tiny"
+REFERENCE = Path(__file__).parents[2] / "data" / "stt-tiny"
 FRAME = 1920
 
 pytestmark = pytest.mark.reference

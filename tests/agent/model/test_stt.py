@@ -17,7 +17,7 @@ from agent.model.mimi import Mimi, MimiConfig
 from agent.model.stt import StreamingStt, SttConfig, SttLM
 from agent.model.stt_loading import dummy_stt_lm, load_stt, load_stt_lm
 
-DEFAULT_STT_REFERENCE_DIR = Path(__file__).parents[1] / "data" / "stt-tiny"
+DEFAULT_STT_REFERENCE_DIR = Path(__file__).parents[2] / "data" / "stt-tiny"
 
 
 @pytest.fixture(scope="module")
