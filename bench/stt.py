@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from agent.engine.backend import FRAME_SIZE, CallSetup
+from agent.contracts.audio import FRAME_SIZE
+from agent.engine.backend import CallSetup
 from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrompt
 from agent.engine.stt import RecognisingBackend, SttBackend
