@@ -178,3 +178,20 @@ def test_the_check_finds_a_cycle(tmp_path):
     (tmp_path / "telephony" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                                                  "    from telephony.a import A\n")
     assert import_cycles(tmp_path) == [["telephony.a", "telephony.b"]]
+
+
+def test_every_module_imports():
+    """A module left importing a name from where it used to live fails here, not in production."""
+    import importlib
+    import pkgutil
+
+    failed = []
+    for package in PACKAGES:
+        for info in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+            if info.name.endswith("__main__"):
+                continue
+            try:
+                importlib.import_module(info.name)
+            except Exception as error:  # every failure is reported, not only the first
+                failed.append(f"{info.name}: {error!r}")
+    assert not failed, "\n".join(failed)
