@@ -8,7 +8,8 @@ Every change is a JSON line appended to `<folder>/outbox.journal`:
     {"op": "dead", "id", "at", "error", "attempts"}              dead-lettered (fsynced)
     {"op": "replay", "id", "at"}                                 a dead letter queued again (fsynced)
 
-At start the journal is read back into memory (a line torn by a crash is cut off); fsyncs of
+At start the journal is read back into memory (a line torn by a crash is cut off; a write that
+fails on a full disk is cut back off before it raises, so no part of it is ever read); fsyncs of
 concurrent appends are shared, so many events cost one sync. When most lines describe events
 that are gone, the journal is rewritten with only the live ones (to a temporary file, synced,
 then renamed over it). A lost "done" or "retry" line (a crash before the next sync) only means
@@ -46,19 +47,36 @@ class _Entry:
 
 
 class _Journal:
-    """Lines appended to one file, with fsyncs shared by everyone waiting at the time."""
+    """Lines appended to one file, with fsyncs shared by everyone waiting at the time.
+
+    A write that fails (a full disk) is cut back off the file before the error is raised, so the
+    file never holds part of a record and nothing of a failed write reaches it later: the caller
+    may try the same records again. Writes go straight to the file descriptor (no buffer that
+    could keep the rest of a failed record and flush it after the next one)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._file = path.open("ab")
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
         self.lines = 0
         self._written = 0
         self._synced = 0
         self._syncing: asyncio.Task[None] | None = None
 
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
     def write(self, records: Sequence[dict]) -> None:
-        self._file.write(b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records))
-        self._file.flush()
+        data = _lines(records)
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, data[done:])
+        except OSError:
+            if done:
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
         self.lines += len(records)
         self._written += 1
 
@@ -72,7 +90,7 @@ class _Journal:
     async def _fsync(self) -> None:
         upto = self._written
         try:
-            await asyncio.to_thread(os.fsync, self._file.fileno())
+            await asyncio.to_thread(os.fsync, self._fd)
             self._synced = max(self._synced, upto)
         finally:
             self._syncing = None
@@ -82,29 +100,43 @@ class _Journal:
             await asyncio.shield(self._syncing)
 
     def rewrite(self, records: Sequence[dict]) -> None:
-        """Replace the file's contents with `records`, atomically (call when idle)."""
+        """Replace the file's contents with `records`, atomically (call when idle); on an error
+        (a full disk) the file is left as it was."""
         temporary = self.path.with_suffix(".tmp")
-        with temporary.open("wb") as out:
-            out.write(b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self.path)
+        try:
+            with temporary.open("wb") as out:
+                out.write(_lines(records))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
         folder = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
         finally:
             os.close(folder)
-        self._file.close()
-        self._file = self.path.open("ab")
+        os.close(self._fd)
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
         self.lines = len(records)
         self._synced = self._written
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _lines(records: Sequence[dict]) -> bytes:
+    return b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
 
 
 def _read_journal(path: Path) -> list[dict]:
-    """The journal's records; a torn last line is cut off the file."""
+    """The journal's records; a torn last line is cut off the file. A damaged line elsewhere (left
+    by an older version on a full disk) is skipped with an error in the log: one lost record
+    costs at most one event, a start that fails on it would cost all of them."""
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -113,13 +145,17 @@ def _read_journal(path: Path) -> list[dict]:
         try:
             if not line.endswith(b"\n"):
                 raise ValueError("no end of line")
-            records.append(json.loads(line))
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("op"), str) or "id" not in record:
+                raise ValueError("not a record")
+            records.append(record)
         except ValueError:
             if offset + len(line) == len(data):  # the crash tore the last line
                 log.warning("outbox journal: cutting off a torn last line", extra={"bytes": len(line)})
                 os.truncate(path, offset)
                 break
-            raise ValueError(f"{path}: corrupt line at byte {offset}") from None
+            log.error("outbox journal: skipping a damaged line", extra={"path": str(path), "byte": offset,
+                                                                         "bytes": len(line)})
         offset += len(line)
     return records
 
@@ -149,6 +185,8 @@ class FileOutbox:
     def _apply(self, r: dict) -> None:
         op, event_id = r["op"], r["id"]
         if op == "add":
+            if event_id in self._events:  # added twice by an older version after a failed write
+                return
             event = OutboxEvent(event_id, r["tenant"], r["key"], r["type"], r["body"].encode())
             self._events[event_id] = _Entry(event, r["at"])
             self._queues.setdefault(event.key, deque()).append(event_id)
@@ -324,5 +362,9 @@ class FileOutbox:
                 records.append({"op": "dead", "id": e.event.id, "at": e.died_at, "error": e.error,
                                 "attempts": e.attempts})
         before = self._journal.lines
-        self._journal.rewrite(records)
+        try:
+            self._journal.rewrite(records)
+        except OSError as error:  # a full disk: keep appending to the journal as it is
+            log.error("outbox journal not compacted", extra={"error": repr(error)})
+            return
         log.info("outbox journal compacted", extra={"lines_before": before, "lines_after": len(records)})
