@@ -20,10 +20,13 @@ import numpy as np
 from agent.contracts.audio import FRAME_SECONDS
 from agent.contracts.calls import CallDetails, CallOutcome
 from agent.timeline import CallTimeline
+from agent.transcript import Word
 
 if TYPE_CHECKING:
     from agent.caller_speech import CallerSpeech
     from agent.engine.clock import AgentFrame, CallSlot
+    from agent.model.stt_words import Word as HeardWord
+    from agent.model.stt_words import WordTimer
     from agent.recording import CallRecorder
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,13 @@ class MediaLink(Protocol):
 
 class Session:
     """A call in progress. The engine shows it every step (`on_frame`), which feeds the call's
-    timeline (the agent's words), its recording and its caller recogniser, if it has them."""
+    timeline (the agent's words), its recording and its caller recogniser, if it has them. An
+    engine with a recogniser also gives it the caller's text every step (`on_caller_text`), which
+    `caller_words` turns into the caller's words in the timeline as each one is complete."""
 
     def __init__(self, call: CallDetails, slot: CallSlot, timeline: CallTimeline | None = None,
-                 recorder: CallRecorder | None = None, caller_speech: CallerSpeech | None = None):
+                 recorder: CallRecorder | None = None, caller_speech: CallerSpeech | None = None,
+                 caller_words: WordTimer | None = None):
         self.call = call
         self.slot = slot
         self.started_at = time.time()
@@ -50,9 +56,12 @@ class Session:
         self.timeline = timeline or CallTimeline(None, FRAME_SECONDS)
         self.recorder = recorder
         self.caller_speech = caller_speech
+        self.caller_words = caller_words
         self.frames = 0  # engine steps seen
         self._media: asyncio.Task[None] | None = None
         slot.listener = self.on_frame
+        if caller_words is not None:
+            slot.caller_listener = self.on_caller_text
 
     @property
     def id(self) -> str:
@@ -81,6 +90,21 @@ class Session:
             except Exception as error:
                 log.error("caller recogniser stopped", extra={"call": self.id, "error": repr(error)})
                 self.caller_speech = None
+
+    def on_caller_text(self, token: int, heads: np.ndarray) -> None:
+        """The recogniser's text token of this step's caller frame (the slot's caller listener)."""
+        if self.caller_words is not None:
+            self._caller_word(self.caller_words.push(token))
+
+    def finish_caller_words(self) -> None:
+        """The call is over: the word the caller was saying, if any, ends now."""
+        if self.caller_words is not None:
+            self._caller_word(self.caller_words.flush())
+            self.caller_words = None
+
+    def _caller_word(self, word: HeardWord | None) -> None:
+        if word is not None:
+            self.timeline.caller_words([Word(text=word.text, start=word.start, end=word.end)])
 
     def pressed(self, digit: str) -> None:
         """The caller pressed a key (RFC 4733 or in-band DTMF, as the transport detects them)."""

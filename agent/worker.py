@@ -14,7 +14,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.call_reporter import CallReporter, outcome_of
 from agent.caller_speech import CallerRecognizer
@@ -39,6 +41,9 @@ from agent.timeline import CallTimeline
 from agent.transcript import PieceText
 from personas.schema import Persona
 
+if TYPE_CHECKING:
+    from agent.model.stt_words import WordTimer
+
 log = logging.getLogger(__name__)
 
 HEARTBEATS_PER_TTL = 3
@@ -54,6 +59,7 @@ class WorkerModel:
     backend: Backend
     setup_for: Callable[[CallDetails], CallSetup]  # runs on a thread: it may load and encode a voice
     tokenizer: PieceText | None = None  # the agent's text tokens as text (None: the backend has no text)
+    caller_words: Callable[[], WordTimer] | None = None  # a call's words from the recogniser, if the engine has one
 
 
 def echo_model(num_slots: int) -> WorkerModel:
@@ -65,21 +71,28 @@ CPU_SLOTS = 4
 
 
 def load_worker_model(spec: str, num_slots: int | None, device: str | None, voices_root: Path,
-                      cache_dir: Path) -> WorkerModel:
+                      cache_dir: Path, stt: str | None = None) -> WorkerModel:
     """`echo`, or a model spec of `agent.model.loading` on a batched model backend.
 
     A persona's voice file is looked up in `voices_root/<tenant>/voices/` (beside the tenant's line
     files when `voices_root` is the persona folder), so no tenant can name another's voices; the
-    released voices (NATF2, ...) need no file.
+    released voices (NATF2, ...) need no file. `stt`, a spec of `agent.model.stt_loading`, runs the
+    caller's recogniser beside the agent, on the codes of the agent's Mimi.
     """
     if spec == "echo":
         return echo_model(num_slots or CPU_SLOTS)
     from agent.engine.engine import ModelBackend
+    from agent.engine.stt import RecognisingBackend, SttBackend
+    from agent.model.lm import AGENT_CODEBOOKS
     from agent.model.loading import load_models
+    from agent.model.stt import STT_CODEBOOKS
+    from agent.model.stt_loading import load_stt
+    from agent.model.stt_words import WordTimer
     from agent.prompts import PromptBuilder
 
-    models = load_models(spec, device)
-    num_slots = num_slots or default_slots(models)
+    models = load_models(spec, device, mimi_codebooks=STT_CODEBOOKS if stt else AGENT_CODEBOOKS)
+    recogniser = load_stt(stt, device) if stt else None
+    num_slots = num_slots or default_slots(models, recogniser)
     builders: dict[str, PromptBuilder] = {}
 
     def setup_for(call: CallDetails) -> CallSetup:
@@ -88,13 +101,18 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
         return builders[call.tenant].call(call.persona, seed=call_seed(call.persona))
 
     backend = ModelBackend(models.mimi, models.lm, num_slots)
-    backend.warm_up()  # CUDA graph captured before any call joins
-    log.info("engine ready", extra={"model": models.name, "slots": num_slots})
-    return WorkerModel(models.name, backend, setup_for, models.tokenizer)
+    caller_words = None
+    if recogniser is not None:
+        backend = RecognisingBackend(backend, SttBackend(recogniser.lm, num_slots))
+        caller_words = partial(WordTimer, recogniser.tokenizer, recogniser.config)
+    backend.warm_up()  # CUDA graphs captured before any call joins
+    log.info("engine ready", extra={"model": models.name, "slots": num_slots,
+                                    "recogniser": recogniser.name if recogniser else None})
+    return WorkerModel(models.name, backend, setup_for, models.tokenizer, caller_words)
 
 
-def default_slots(models) -> int:
-    """As many calls as GPU memory holds at full context; a few on the CPU."""
+def default_slots(models, recogniser=None) -> int:
+    """As many calls as GPU memory holds at full context (the recogniser's ring too); a few on the CPU."""
     import torch
 
     from agent.engine.capacity import slots_that_fit
@@ -102,7 +120,8 @@ def default_slots(models) -> int:
     if models.device.type != "cuda":
         return CPU_SLOTS
     free, _ = torch.cuda.mem_get_info(models.device)
-    slots = slots_that_fit(models.lm.config, models.lm.text_linear.weight.dtype, free)
+    extra = recogniser.config.kv_bytes(recogniser.lm.text_linear.weight.dtype) if recogniser else 0
+    slots = slots_that_fit(models.lm.config, models.lm.text_linear.weight.dtype, free, extra_bytes_per_slot=extra)
     if slots < 1:
         raise RuntimeError(f"no call fits in the {free / 1e9:.1f} GB of GPU memory left after the weights")
     return slots
@@ -272,7 +291,8 @@ class Worker:
             except (OSError, ValueError) as error:
                 log.error("cannot record a call", extra={"call": call.call_id, "error": repr(error)})
         speech = self.recognizer.open(call) if self.recognizer is not None else None
-        session = Session(call, slot, CallTimeline(self.model.tokenizer, FRAME_SECONDS), recorder, speech)
+        words = self.model.caller_words() if self.model.caller_words is not None and call.caller_transcript else None
+        session = Session(call, slot, CallTimeline(self.model.tokenizer, FRAME_SECONDS), recorder, speech, words)
         session.timeline.mark("answered")
         if self.reporter is not None:
             self.reporter.started(session)
@@ -322,6 +342,7 @@ class Worker:
     async def _complete_record(self, session: Session) -> None:
         """The end of the call's timeline, the caller's words, the rest of its recording."""
         session.timeline.mark(outcome_of(session.end_reason, session.end_outcome), session.end_reason)
+        session.finish_caller_words()
         if session.caller_speech is not None:
             try:
                 words = await asyncio.wait_for(session.caller_speech.finish(), CALLER_SPEECH_TIMEOUT)

@@ -50,6 +50,10 @@ class EngineSettings(BaseSettings):
                                             "dummy:full, local:DIR (a folder with the released files), "
                                             "hf[:REPO] (needs HF_TOKEN) or echo (no model: callers hear "
                                             "themselves)")
+    stt: str | None = Field(None, description="the caller's recogniser beside the agent, on the same GPU and "
+                                              "codec frames: hf (kyutai/stt-1b-en_fr, public), "
+                                              "hf:kyutai/stt-2.6b-en, local:DIR, dummy, dummy:tiny or "
+                                              "dummy:full (default: none; lines may turn it off)")
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: cuda when available)")
     slots: int | None = Field(None, ge=1, description="concurrent calls on the engine: a number, or auto: as "
                                                      "many as GPU memory holds at full context on CUDA, 4 on "

@@ -140,6 +140,7 @@ class Line(_Strict):
     # caller_first: the agent stays silent until the caller has spoken.
     greeting: Greeting = "agent_first"
     recording: bool = False  # a stereo WAV of each call (caller left, agent right)
+    caller_transcript: bool = True  # the caller's words in transcripts, where the worker runs a recogniser
     max_call_seconds: int | None = Field(None, ge=10, le=86_400)  # capped by the tenant's limit
     # Send call.transcript.partial webhooks this often during a call (none: only call.ended).
     partial_transcript_seconds: float | None = Field(None, ge=1, le=300)

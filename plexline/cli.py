@@ -86,7 +86,8 @@ def _worker_model(engine, voices_root: Path):
     from agent.worker import load_worker_model
 
     try:
-        return load_worker_model(engine.model, engine.slots, engine.device, voices_root, engine.cache_dir)
+        return load_worker_model(engine.model, engine.slots, engine.device, voices_root, engine.cache_dir,
+                                 stt=engine.stt)
     except (ModelFilesError, ModelSpecError) as error:
         raise CommandError(str(error)) from error
 

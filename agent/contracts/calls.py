@@ -51,5 +51,6 @@ class CallDetails(BaseModel):
     persona: Persona
     greeting: Greeting = "agent_first"
     recording: bool = False
+    caller_transcript: bool = True  # the caller's words in the timeline, where the worker has a recogniser
     max_call_seconds: float = Field(gt=0)
     partial_transcript_seconds: float | None = None  # call.transcript.partial this often, if set

@@ -19,5 +19,6 @@ def kv_bytes_per_slot(config: LMConfig, dtype: torch.dtype) -> int:
 
 
 def slots_that_fit(config: LMConfig, dtype: torch.dtype, free_bytes: int,
-                   workspace_bytes: int = WORKSPACE_BYTES) -> int:
-    return max(0, (free_bytes - workspace_bytes) // kv_bytes_per_slot(config, dtype))
+                   workspace_bytes: int = WORKSPACE_BYTES, extra_bytes_per_slot: int = 0) -> int:
+    """`extra_bytes_per_slot`: what else each slot holds at full size (the recogniser's KV ring)."""
+    return max(0, (free_bytes - workspace_bytes) // (kv_bytes_per_slot(config, dtype) + extra_bytes_per_slot))

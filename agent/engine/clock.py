@@ -58,6 +58,9 @@ class SlotStats:
 # Sees every step of a slot: the caller frame the engine took (silence if none came) and the
 # agent frame it made (None while the model's delay fills). The call's recording and transcript.
 FrameListener = Callable[[np.ndarray, "AgentFrame | None"], None]
+# Sees the recogniser's output for a slot each step, when the engine has one: the text token of the
+# caller's frame and the probabilities of its semantic-VAD heads [heads, classes].
+CallerTextListener = Callable[[int, np.ndarray], None]
 
 
 @dataclass
@@ -66,6 +69,7 @@ class CallSlot:
 
     index: int
     listener: FrameListener | None = None
+    caller_listener: CallerTextListener | None = None
     stats: SlotStats = field(default_factory=SlotStats)
     output: asyncio.Queue[AgentFrame] = field(default_factory=asyncio.Queue)
     _pending: deque[np.ndarray] = field(default_factory=deque)
@@ -211,3 +215,5 @@ class EngineClock:
                 slot.output.put_nowait(agent)
             if slot.listener is not None:
                 slot.listener(pcm[index].numpy().copy(), agent)
+            if out.caller_text is not None and slot.caller_listener is not None:
+                slot.caller_listener(int(out.caller_text[index]), out.caller_heads[index].numpy())

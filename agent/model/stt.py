@@ -113,6 +113,10 @@ class SttConfig:
     def prefix_frames(self) -> int:
         return math.ceil(self.audio_silence_prefix_seconds * FRAME_RATE)
 
+    def kv_bytes(self, dtype: torch.dtype) -> int:
+        """Keys and values of one stream's full ring: 16 x 2 x 750 x 2048 x 2 B = 98 MB for 1b in bf16."""
+        return self.num_layers * 2 * self.context * self.dim * torch.finfo(dtype).bits // 8
+
     @property
     def temporal(self) -> TransformerConfig:
         return TransformerConfig(dim=self.dim, num_heads=self.num_heads, num_layers=self.num_layers,

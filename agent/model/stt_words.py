@@ -64,4 +64,4 @@ class WordTimer:
         return Word(text, self._seconds(self._start), self._seconds(end_frame))
 
     def _seconds(self, frame: int) -> float:
-        return max(0.0, frame / FRAME_RATE - self.lag_seconds)
+        return round(max(0.0, frame / FRAME_RATE - self.lag_seconds), 3)  # to the millisecond, as the timeline

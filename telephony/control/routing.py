@@ -36,7 +36,8 @@ class CallRouter:
                       tenant.tenant.limits.max_concurrent_calls)
         details = CallDetails(call_id=new.call_id, tenant=tenant.id, line=route.line_id, caller=caller.caller,
                               callee=caller.callee, persona=route.line.persona, greeting=route.line.greeting,
-                              recording=route.line.recording, max_call_seconds=route.max_call_seconds,
+                              recording=route.line.recording, caller_transcript=route.line.caller_transcript,
+                              max_call_seconds=route.max_call_seconds,
                               partial_transcript_seconds=route.line.partial_transcript_seconds)
         start = time.perf_counter()
         try:

@@ -42,7 +42,7 @@ def test_a_word_between_padding_has_the_times_of_its_pieces_less_the_delay(token
     tokens = [PAD] * 10 + [EPAD] + order + [PAD] * 4  # pieces at frames 11..
     words = timed(WordTimer(tokenizer, CONFIG), tokens)
     end = 11 + len(order)
-    assert words == [(end, Word("order", 11 / 12.5 - 0.5, end / 12.5 - 0.5))]
+    assert words == [(end, Word("order", round(11 / 12.5 - 0.5, 3), round(end / 12.5 - 0.5, 3)))]
 
 
 def test_words_without_padding_between_them_are_split_where_a_piece_starts_a_word(tokenizer, sp):
@@ -51,7 +51,7 @@ def test_words_without_padding_between_them_are_split_where_a_piece_starts_a_wor
     words = [word for _, word in timed(WordTimer(tokenizer, CONFIG, lag_seconds=0), tokens)]
     boundary = 1 + len(first)
     assert [w.text for w in words] == ["thank", "you"]
-    assert words[0].end == words[1].start == boundary / 12.5
+    assert words[0].end == words[1].start == round(boundary / 12.5, 3)
 
 
 def test_times_before_the_delay_are_clamped_at_zero(tokenizer, sp):
@@ -63,7 +63,7 @@ def test_times_before_the_delay_are_clamped_at_zero(tokenizer, sp):
 def test_flush_ends_the_word_in_progress(tokenizer, sp):
     timer = WordTimer(tokenizer, CONFIG, lag_seconds=0)
     assert timed(timer, [PAD, EPAD] + pieces(sp, "please")) == []
-    assert timer.flush() == Word("please", 2 / 12.5, (2 + len(pieces(sp, "please"))) / 12.5)
+    assert timer.flush() == Word("please", 0.16, round((2 + len(pieces(sp, "please"))) / 12.5, 3))
     assert timer.flush() is None
 
 
