@@ -19,6 +19,7 @@ import numpy as np
 
 from agent.contracts.audio import FRAME_SECONDS
 from agent.contracts.calls import CallDetails, CallOutcome
+from agent.model.stt import PAUSE_CLASS, PAUSE_HEAD
 from agent.timeline import CallTimeline
 from agent.transcript import Word
 
@@ -92,9 +93,13 @@ class Session:
                 self.caller_speech = None
 
     def on_caller_text(self, token: int, heads: np.ndarray) -> None:
-        """The recogniser's text token of this step's caller frame (the slot's caller listener)."""
-        if self.caller_words is not None:
-            self._caller_word(self.caller_words.push(token))
+        """The recogniser's text token of this step's caller frame and its semantic VAD's heads
+        [heads, classes] (the slot's caller listener)."""
+        if self.caller_words is None:
+            return
+        self._caller_word(self.caller_words.push(token))
+        if heads.shape[0] > PAUSE_HEAD:
+            self.timeline.caller_pause(self.caller_words.now(), float(heads[PAUSE_HEAD, PAUSE_CLASS]))
 
     def finish_caller_words(self) -> None:
         """The call is over: the word the caller was saying, if any, ends now."""

@@ -29,6 +29,7 @@ class CallTimeline:
                  clock: Callable[[], float] = time.monotonic):
         self._agent = TranscriptBuilder(tokenizer, frame_seconds) if tokenizer is not None else None
         self._caller: list[Word] = []
+        self._pauses: list[tuple[float, float]] = []  # (time, probability that the caller has finished)
         self._marks: list[ev.Dtmf | ev.Mark] = []
         self.turn_gap = turn_gap
         self._clock = clock
@@ -52,6 +53,10 @@ class CallTimeline:
         """What a recogniser heard the caller say."""
         self._caller.extend(words)
 
+    def caller_pause(self, at: float, probability: float) -> None:
+        """The recogniser's semantic VAD at `at` (in order): the probability that the caller has finished."""
+        self._pauses.append((at, probability))
+
     def items(self) -> list[ev.TranscriptItem]:
         atoms: list[tuple[float, int, _Spoken | ev.Dtmf | ev.Mark]] = [(m.at, 0, m) for m in self._marks]
         atoms += [(w.start, 1, _Spoken("agent", w)) for w in (self._agent.words if self._agent else [])]
@@ -64,15 +69,24 @@ class CallTimeline:
                 turn.append(atom)
                 continue
             if turn:
-                items.append(_speech(turn))
+                items.append(self._speech(turn))
                 turn = []
             if isinstance(atom, _Spoken):
                 turn = [atom]
             else:
                 items.append(atom)
         if turn:
-            items.append(_speech(turn))
+            items.append(self._speech(turn))
         return items
+
+    def _speech(self, turn: list[_Spoken]) -> ev.Speech:
+        words = [ev.Word(text=s.word.text, start=s.word.start, end=s.word.end) for s in turn]
+        end, end_of_turn = words[-1].end, None
+        if turn[0].speaker == "caller":
+            after = [p for at, p in self._pauses if end <= at < end + self.turn_gap]
+            end_of_turn = round(max(after), 3) if after else None
+        return ev.Speech(speaker=turn[0].speaker, start=words[0].start, end=end,
+                         text=" ".join(w.text for w in words), words=words, end_of_turn=end_of_turn)
 
     def settled(self) -> tuple[list[ev.TranscriptItem], str]:
         """The items that can no longer change (ended a turn gap ago), and the text of the rest."""
@@ -82,12 +96,6 @@ class CallTimeline:
             done += 1
         rest = " ".join(i.text for i in items[done:] if isinstance(i, ev.Speech) and i.speaker == "agent")
         return items[:done], rest
-
-
-def _speech(turn: list[_Spoken]) -> ev.Speech:
-    words = [ev.Word(text=s.word.text, start=s.word.start, end=s.word.end) for s in turn]
-    return ev.Speech(speaker=turn[0].speaker, start=words[0].start, end=words[-1].end,
-                     text=" ".join(w.text for w in words), words=words)
 
 
 def _end(item: ev.TranscriptItem) -> float:

@@ -53,6 +53,9 @@ class Speech(_Model):
     end: float
     text: str
     words: list[Word]
+    end_of_turn: float | None = Field(None, description="caller turns, from a recogniser with a semantic "
+                                      "VAD: its highest probability that the caller had finished, in the "
+                                      "second after the turn's last word (above 0.6: a finished turn)")
 
 
 class Dtmf(_Model):

@@ -30,6 +30,9 @@ from agent.model.transformer import RMSNorm, Transformer, TransformerConfig, Tra
 
 STT_CODEBOOKS = 32
 FRAME_RATE = 12.5
+# The extra head and class Kyutai's Unmute reads as the probability that the speaker has finished
+# (its "pause prediction", thresholded at 0.6); the four heads look 0.5, 1, 2 and 3 s ahead.
+PAUSE_HEAD, PAUSE_CLASS = 2, 0
 
 # Upstream LM options this implementation hard-codes, with the only value it supports.
 FIXED_UPSTREAM_OPTIONS = {

@@ -52,6 +52,10 @@ class WordTimer:
         self._pieces.append(piece)
         return word
 
+    def now(self) -> float:
+        """The time, in the stream's audio, that the last token pushed speaks of (its lag taken off)."""
+        return self._seconds(self.frame - 1)
+
     def flush(self) -> Word | None:
         """The word in progress, ended now (the stream is over)."""
         return self._finish(self.frame)

@@ -51,6 +51,26 @@ async def test_each_finished_word_joins_the_timeline_at_the_time_it_was_heard():
     assert (turn.words[-1].start, turn.words[-1].end) == (0.94, 1.02)  # frames 18 and 19, less 0.5 s
 
 
+def vad(finished: float) -> np.ndarray:
+    heads = np.full((4, 6), 0.1, dtype=np.float32)
+    heads[2, 0] = finished  # Unmute's pause head and class
+    return heads
+
+
+async def test_a_caller_turn_carries_the_vads_certainty_that_the_caller_finished():
+    slot = CallSlot(index=0)
+    session = Session(details("c1"), slot, CallTimeline(None, FRAME_SECONDS),
+                      caller_words=WordTimer(DummyTokenizer(96), SttConfig.tiny()))
+    tokens = [PAD] * 12 + [EPAD, 40, 41] + [PAD] * 30 + [EPAD, 42, PAD]
+    finished = [0.0] * 15 + [0.2, 0.7, 0.95, 0.4] + [0.1] * 29  # high just after "w41" is heard
+    for token, p in zip(tokens, finished, strict=True):
+        slot.caller_listener(token, vad(p))
+
+    first, second = caller_turns(session)
+    assert first.text == "w40 w41" and first.end_of_turn == pytest.approx(0.95)
+    assert second.text == "w42" and second.end_of_turn == pytest.approx(0.1)  # only one frame heard after it
+
+
 class Caller:
     """Speaks noise for `frames` frames and hears the agent as long, then its media ends."""
 
@@ -82,4 +102,5 @@ async def test_a_worker_with_the_recogniser_gives_calls_caller_turns_unless_the_
     words = [w for turn in turns for w in turn.words]
     assert all(0 <= w.start <= w.end <= heard.frames * FRAME_SECONDS for w in words)
     assert [w.start for w in words] == sorted(w.start for w in words)
+    assert all(0 <= turn.end_of_turn <= 1 for turn in turns if turn.end_of_turn is not None)
     assert caller_turns(unheard) == []
