@@ -22,6 +22,7 @@ from agent.contracts.audio import FRAME_SIZE
 from agent.engine.backend import CallSetup, StepOutput
 from agent.engine.noise import uniform_noise
 from agent.engine.prefix import PersonaCache, PersonaPrompt
+from agent.model.kv_cache import KVDtype
 from agent.model.lm import AGENT_CODEBOOKS, LM
 from agent.model.mimi import Mimi
 from agent.model.sampling import Sampling
@@ -32,10 +33,11 @@ log = logging.getLogger(__name__)
 
 class ModelBackend:
     def __init__(self, mimi: Mimi, lm: LM, num_slots: int, prefix_cache_bytes: int = 4 << 30,
-                 depformer_steps: int = AGENT_CODEBOOKS, cuda_graph: bool | None = None):
+                 depformer_steps: int = AGENT_CODEBOOKS, cuda_graph: bool | None = None,
+                 kv_dtype: KVDtype = "bf16"):
         self.mimi, self.lm, self.num_slots = mimi, lm, num_slots
         self.device = lm.text_linear.weight.device
-        self.stream = StreamingLM(lm, depformer_steps=depformer_steps)
+        self.stream = StreamingLM(lm, depformer_steps=depformer_steps, kv_dtype=kv_dtype)
         self.prefixes = PersonaCache(self.stream, prefix_cache_bytes)
         self.lm_state = self.stream.init_state(num_slots)
         self.encoder_state = mimi.init_encoder_state(num_slots)

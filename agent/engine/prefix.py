@@ -65,6 +65,7 @@ class PersonaPrompt:
 class PersonaPrefix:
     keys: list[torch.Tensor]  # per layer [H, P, Dh]
     values: list[torch.Tensor]
+    scales: list[tuple[torch.Tensor, ...]]  # per layer, an FP8 ring's key and value scales [H, P]; () if none
     tokens: torch.Tensor  # [K, ring]
     provided: torch.Tensor  # [K, ring]
     offset: int  # the row's offset after the prompt (P + 1)
@@ -75,17 +76,19 @@ class PersonaPrefix:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+        tensors = (*self.keys, *self.values, *(t for layer in self.scales for t in layer))
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     @classmethod
     def capture(cls, state: StreamState, row: int) -> PersonaPrefix:
         P = int(state.transformer.positions[row])
         if P > state.transformer.key_positions.shape[1]:
             raise ValueError(f"a prompt of {P} frames does not fit the {state.transformer.key_positions.shape[1]}-frame context")
-        caches = state.transformer.caches
+        rings = [[t[row, :, :P].clone() for t in cache.tensors] for cache in state.transformer.caches]
         return cls(
-            keys=[c.k[row, :, :P].clone() for c in caches],
-            values=[c.v[row, :, :P].clone() for c in caches],
+            keys=[ring[0] for ring in rings],
+            values=[ring[1] for ring in rings],
+            scales=[tuple(ring[2:]) for ring in rings],
             tokens=state.tokens[row].clone(),
             provided=state.provided[row].clone(),
             offset=int(state.offsets[row]),
@@ -93,9 +96,9 @@ class PersonaPrefix:
 
     def restore(self, state: StreamState, row: int) -> None:
         P, t = self.positions, state.transformer
-        for cache, k, v in zip(t.caches, self.keys, self.values):
-            cache.k[row, :, :P] = k
-            cache.v[row, :, :P] = v
+        for cache, k, v, scales in zip(t.caches, self.keys, self.values, self.scales):
+            for stored, saved in zip(cache.tensors, (k, v, *scales)):
+                stored[row, :, :P] = saved
         t.key_positions[row] = -1
         t.key_positions[row, :P] = torch.arange(P, device=t.key_positions.device)
         t.positions[row] = P

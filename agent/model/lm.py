@@ -139,6 +139,12 @@ class LM(nn.Module):
         self.depformer = Transformer(config.depth)
         self.linears = nn.ModuleList(nn.Linear(dep_dim, config.card, bias=False) for _ in range(config.dep_q))
 
+    def to_fp8_weights(self) -> None:
+        """FP8 weights (per output channel scales) for the linear layers of the temporal and depth
+        transformers, in place; embeddings, norms and the output heads keep their dtype."""
+        self.transformer.to_fp8_weights()
+        self.depformer.to_fp8_weights()
+
     @property
     def initial_tokens(self) -> torch.Tensor:
         """[num_streams] long: the tokens before the first frame (text_card for text, card for audio)."""

@@ -1,7 +1,8 @@
 """Building the models a worker runs: `--model dummy|dummy:tiny|dummy:full|local:DIR|hf[:REPO]`.
 
 The LM runs in bfloat16 on CUDA and float32 on the CPU; Mimi always runs in float32, as upstream
-does (its nearest-codebook search gives other codes in bfloat16). A dummy model has random
+does (its nearest-codebook search gives other codes in bfloat16). `weights="fp8"` quantises the
+linear layers of the LM's two transformers to FP8 at load (`agent.model.fp8`), from those weights. A dummy model has random
 weights (as vLLM's `--load-format dummy`): full size for GPU benchmarks, tiny for CPU machines.
 It says so loudly, in the logs and in every output that carries `Models.name`.
 """
@@ -16,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Literal
+
 import torch
 
 from agent.model.checkpoint import dummy_lm, load_lm
@@ -25,6 +28,9 @@ from agent.model.mimi import Mimi, MimiConfig
 from agent.model.tokenizer import TextTokenizer, wrap_role
 
 log = logging.getLogger(__name__)
+
+WeightsDtype = Literal["bf16", "fp8"]  # bf16: the LM's dtype (float32 on the CPU); fp8: e4m3, scaled
+WEIGHTS_DTYPES: tuple[WeightsDtype, ...] = ("bf16", "fp8")
 
 # The tiny dummy has the reference's sizes but a real context, so real role prompts fit.
 TINY_CONTEXT = 3000
@@ -42,6 +48,7 @@ class Models:
     lm: LM
     tokenizer: TextTokenizer | DummyTokenizer
     voices_archive: Path | None  # the released voices (voices.tgz); None for a dummy model
+    weights: WeightsDtype = "bf16"  # of the LM's transformers' linear layers
 
     @property
     def dummy(self) -> bool:
@@ -76,13 +83,26 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_models(spec: str, device: torch.device | str | None = None, mimi_codebooks: int = AGENT_CODEBOOKS) -> Models:
+def load_models(spec: str, device: torch.device | str | None = None, mimi_codebooks: int = AGENT_CODEBOOKS,
+                weights: WeightsDtype = "bf16") -> Models:
     """The models named by `spec`; see the module docstring. Raises ModelSpecError on a bad spec.
 
     `mimi_codebooks` is the codebooks Mimi encodes (the LM reads the first 8): 32 when the
     recogniser reads the same encode. A dummy Mimi gets as many; a checkpoint must hold them.
+    `weights` is the LM's transformers' linear layers: as loaded, or quantised to FP8.
     """
-    device = torch.device(device) if device is not None else default_device()
+    if weights not in WEIGHTS_DTYPES:
+        raise ModelSpecError(f"unknown weights {weights!r}: use one of {', '.join(WEIGHTS_DTYPES)}")
+    models = _load(spec, torch.device(device) if device is not None else default_device(), mimi_codebooks)
+    if weights == "fp8":
+        models.lm.to_fp8_weights()
+        if models.device.type == "cuda":
+            torch.cuda.empty_cache()  # the bf16 weights' memory, for the KV rings
+    models.weights = weights
+    return models
+
+
+def _load(spec: str, device: torch.device, mimi_codebooks: int) -> Models:
     lm_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if spec == "dummy":
         spec = "dummy:full" if device.type == "cuda" else "dummy:tiny"

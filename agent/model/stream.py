@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from agent.model.kv_cache import KVDtype
 from agent.model.lm import AGENT_CODEBOOKS, LM, NO_TOKEN
 from agent.model.sampling import Sampling, sample
 from agent.model.transformer import TransformerState
@@ -57,11 +58,14 @@ class StreamingLM:
     `depformer_steps` is the number of audio codebooks the depformer predicts each step: all of
     them (dep_q) reproduce upstream; 8 (the agent's) suffice when, as in every step here, the
     user's codebooks are given, since their predictions are replaced by the given tokens.
+    `kv_dtype` is the temporal transformer's KV ring (`agent.model.kv_cache`); the depformer's
+    scratch ring of one frame stays in the model's dtype.
     """
 
-    def __init__(self, lm: LM, depformer_steps: int | None = None):
+    def __init__(self, lm: LM, depformer_steps: int | None = None, kv_dtype: KVDtype = "bf16"):
         cfg = lm.config
         self.lm = lm
+        self.kv_dtype = kv_dtype
         self.depformer_steps = cfg.dep_q if depformer_steps is None else depformer_steps
         if not AGENT_CODEBOOKS <= self.depformer_steps <= cfg.dep_q:
             raise ValueError(f"depformer_steps must be in {AGENT_CODEBOOKS}..{cfg.dep_q}, got {depformer_steps}")
@@ -79,7 +83,7 @@ class StreamingLM:
         fresh_tokens = torch.where(before_first_frame, lm.initial_tokens[:, None], UNGENERATED)
         fresh_provided = before_first_frame & (positions[None, :] > 0)
         return StreamState(
-            transformer=lm.transformer.init_state(batch_size, capacity=capacity),
+            transformer=lm.transformer.init_state(batch_size, capacity=capacity, kv_dtype=self.kv_dtype),
             depformer=lm.depformer.init_state(batch_size),
             tokens=fresh_tokens.expand(batch_size, K, self.ring).clone(),
             provided=fresh_provided.expand(batch_size, K, self.ring).clone(),

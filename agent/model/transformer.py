@@ -1,7 +1,7 @@
 """The streaming transformer shared by Mimi and the LM (temporal and depth transformers).
 
 State is explicit and batch-first: a `TransformerState` holds, per row, the position of the next
-step and a ring of keys and values. Rows advance independently (each call in the engine has its
+step and a ring of keys and values (`agent.model.kv_cache`: the model's dtype or FP8). Rows advance independently (each call in the engine has its
 own position), so nothing here reads a position back to Python. Parameter names match the
 released checkpoints (`layers.{i}.self_attn.in_proj_weight`, `norm1.alpha`, `gating.linear_in`...).
 """
@@ -15,6 +15,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from agent.model.fp8 import fp8_linear, quantize_weight
+from agent.model.kv_cache import Fp8KVCache, KVCache, KVDtype, Visibility, make_kv_cache
 
 
 @dataclass(frozen=True)
@@ -89,35 +92,49 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.to(x.dtype).flatten(-2)
 
 
-def step_linear(weight: torch.Tensor, x: torch.Tensor, num_steps: int, step: int) -> torch.Tensor:
-    """A linear layer with one weight per step: x [B, T, in] at steps step..step+T-1."""
+def step_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, num_steps: int = 1,
+                step: int = 0) -> torch.Tensor:
+    """x [B, T, in] @ weight.T, with one weight per step when num_steps > 1 (x at steps step..step+T-1).
+
+    `scale` [out] marks an FP8 weight with a scale per output channel (`agent.model.fp8`).
+    """
+    if num_steps == 1:
+        return linear(x, weight, scale)
     weights = weight.view(num_steps, -1, weight.shape[1])
+    scales = None if scale is None else scale.view(num_steps, -1)
+
+    def at(t: int) -> torch.Tensor:
+        return linear(x[:, t:t + 1], weights[step + t], None if scales is None else scales[step + t])
+
     if x.shape[1] == 1:  # the depth transformer's case: one step at a time
-        return F.linear(x, weights[step])
-    return torch.stack([F.linear(x[:, t], weights[step + t]) for t in range(x.shape[1])], dim=1)
+        return at(0)
+    return torch.cat([at(t) for t in range(x.shape[1])], dim=1)
 
 
-class KVCache:
-    """Preallocated keys and values of one layer: [B, H, capacity, head_dim] each."""
+def linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    if scale is None:
+        return F.linear(x, weight)
+    return fp8_linear(x, weight, scale)
 
-    def __init__(self, batch_size: int, num_heads: int, capacity: int, head_dim: int, device, dtype):
-        shape = (batch_size, num_heads, capacity, head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
 
-    def write(self, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v [B, H, T, D] at ring slots `index` [B, T] (each row its own slots)."""
-        B, H, T, D = k.shape
-        index = index[:, None, :, None].expand(B, H, T, D)
-        self.k.scatter_(2, index, k)
-        self.v.scatter_(2, index, v)
+class Linear(nn.Module):
+    """A linear layer without bias, its weight named as nn.Linear's; `agent.model.fp8.quantize_weights`
+    may make the weight FP8 e4m3, with a float32 `scale` per output channel."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.register_buffer("scale", None)
+
+    def forward(self, x: torch.Tensor, num_steps: int = 1, step: int = 0) -> torch.Tensor:
+        return step_linear(x, self.weight, self.scale, num_steps, step)
 
 
 @dataclass
 class TransformerState:
     positions: torch.Tensor  # [B] long: absolute position of each row's next step
     key_positions: torch.Tensor  # [B, capacity] long: position held by each ring slot, -1 if empty
-    caches: list[KVCache]
+    caches: list[KVCache | Fp8KVCache]
 
     @property
     def capacity(self) -> int:
@@ -135,17 +152,17 @@ class Attention(nn.Module):
         self.config = config
         steps = config.weights_per_step or 1
         self.in_proj_weight = nn.Parameter(torch.empty(steps * 3 * config.dim, config.dim))
-        self.out_proj = nn.Linear(config.dim, steps * config.dim, bias=False)
+        self.register_buffer("in_proj_scale", None)  # set when the weight is FP8, as Linear's scale
+        self.out_proj = Linear(config.dim, steps * config.dim)
 
-    def forward(self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor,
-                cache: KVCache | None, write_index: torch.Tensor | None, step: int) -> torch.Tensor:
-        # x: [B, T, D]; rotation: rope's (cos, sin); mask: [B, 1, T, S] (S keys: the ring, or T without a cache)
+    def forward(self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor] | None,
+                visibility: Visibility, cache: KVCache | Fp8KVCache | None, write_index: torch.Tensor | None,
+                step: int) -> torch.Tensor:
+        # x: [B, T, D]; rotation: rope's (cos, sin); visibility: of the ring's S slots, or of the T steps without a cache
         cfg = self.config
         B, T, D = x.shape
-        if cfg.weights_per_step:
-            qkv = step_linear(self.in_proj_weight, x, cfg.weights_per_step, step)
-        else:
-            qkv = F.linear(x, self.in_proj_weight)
+        steps = cfg.weights_per_step or 1
+        qkv = step_linear(x, self.in_proj_weight, self.in_proj_scale, steps, step)
         qkv = qkv.view(B, T, 3, cfg.num_heads, D // cfg.num_heads).permute(2, 0, 3, 1, 4)  # [3, B, H, T, Dh]
         if rotation is not None:
             q, k = apply_rope(qkv[:2], *rotation)  # queries and keys rotated together
@@ -154,12 +171,11 @@ class Attention(nn.Module):
             q, k, v = qkv
         if cache is not None:
             cache.write(write_index, k, v)
-            k, v = cache.k, cache.v
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, T, Dh]
+            y = cache.attend(q, visibility)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visibility.mask)  # [B, H, T, Dh]
         y = y.transpose(1, 2).reshape(B, T, D)
-        if cfg.weights_per_step:
-            return step_linear(self.out_proj.weight, y, cfg.weights_per_step, step)
-        return self.out_proj(y)
+        return self.out_proj(y, steps, step)
 
 
 class GatedMLP(nn.Module):
@@ -168,8 +184,8 @@ class GatedMLP(nn.Module):
     def __init__(self, dim: int, dim_feedforward: int):
         super().__init__()
         hidden = (21 * dim) // 8 if dim_feedforward == 4 * dim else (2 * dim_feedforward) // 3
-        self.linear_in = nn.Linear(dim, 2 * hidden, bias=False)
-        self.linear_out = nn.Linear(hidden, dim, bias=False)
+        self.linear_in = Linear(dim, 2 * hidden)
+        self.linear_out = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.linear_in(x).unflatten(-1, (2, -1)).unbind(-2)
@@ -184,8 +200,8 @@ class Layer(nn.Module):
         self.self_attn = Attention(config)
         self.norm2 = make_norm(config.norm, config.dim)
         if config.gating == "none":
-            self.linear1 = nn.Linear(config.dim, config.dim_feedforward, bias=False)
-            self.linear2 = nn.Linear(config.dim_feedforward, config.dim, bias=False)
+            self.linear1 = Linear(config.dim, config.dim_feedforward)
+            self.linear2 = Linear(config.dim_feedforward, config.dim)
         elif config.weights_per_step:
             self.gating = nn.ModuleList(GatedMLP(config.dim, config.dim_feedforward)
                                         for _ in range(config.weights_per_step))
@@ -204,8 +220,8 @@ class Layer(nn.Module):
             return torch.cat([self.gating[step + t](x[:, t:t + 1]) for t in range(x.shape[1])], dim=1)
         return self.gating(x)
 
-    def forward(self, x, rotation, mask, cache, write_index, step):
-        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), rotation, mask, cache, write_index, step))
+    def forward(self, x, rotation, visibility, cache, write_index, step):
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), rotation, visibility, cache, write_index, step))
         return x + self.layer_scale_2(self.feed_forward(self.norm2(x), step))
 
 
@@ -215,14 +231,26 @@ class Transformer(nn.Module):
         self.config = config
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
 
-    def init_state(self, batch_size: int, device=None, dtype=None, capacity: int | None = None) -> TransformerState:
+    def to_fp8_weights(self) -> None:
+        """Quantise the weight of every linear layer (attention and feed-forward) to FP8, in place."""
+        for layer in self.layers:
+            attention = layer.self_attn
+            attention.in_proj_weight, attention.in_proj_scale = quantize_weight(attention.in_proj_weight)
+            for module in layer.modules():
+                if isinstance(module, Linear):
+                    module.weight, module.scale = quantize_weight(module.weight)
+
+    def init_state(self, batch_size: int, device=None, dtype=None, capacity: int | None = None,
+                   kv_dtype: KVDtype = "bf16") -> TransformerState:
         """A fresh state. A smaller `capacity` than the config's suits a state that never holds more
-        than that many steps (a prompt's prefill): its steps are then the same, with less memory."""
+        than that many steps (a prompt's prefill): its steps are then the same, with less memory.
+        `dtype` is the activations' (default: the norms', which FP8 weights leave as they are);
+        `kv_dtype` the ring's."""
         cfg = self.config
-        param = self.layers[0].self_attn.in_proj_weight
+        param = next(self.layers[0].norm1.parameters())
         device, dtype = device or param.device, dtype or param.dtype
         capacity = capacity or cfg.capacity
-        caches = [KVCache(batch_size, cfg.num_heads, capacity, cfg.dim // cfg.num_heads, device, dtype)
+        caches = [make_kv_cache(kv_dtype, batch_size, cfg.num_heads, capacity, cfg.dim // cfg.num_heads, device, dtype)
                   for _ in range(cfg.num_layers)]
         return TransformerState(
             positions=torch.zeros(batch_size, dtype=torch.long, device=device),
@@ -239,29 +267,21 @@ class Transformer(nn.Module):
         offsets = torch.arange(T, device=x.device)
         if state is None:
             positions = offsets.expand(B, T)
-            key_positions, write_index = positions, None
+            visibility = Visibility(positions, positions, capacity=None, context=self.config.context)
+            write_index = None
         else:
             if T > state.capacity:
                 raise ValueError(f"{T} steps at once exceed the KV ring of {state.capacity}")
             positions = state.positions[:, None] + offsets  # [B, T]
             write_index = positions % state.capacity
             state.key_positions.scatter_(1, write_index, positions)
-            key_positions = state.key_positions
-        delta = positions[:, :, None] - key_positions[:, None, :]  # [B, T, S]
-        mask = (key_positions[:, None, :] >= 0) & (delta >= 0)
-        if state is not None and self.config.ring_hides_oldest:
-            # PersonaPlex's ring hides its oldest slot once full, so a streaming step sees at most
-            # capacity - 1 earlier keys. The reference outputs depend on it: keep it.
-            end = positions[:, -1:, None] + 1  # [B, 1, 1]
-            mask &= key_positions[:, None, :] > end - state.capacity
-        if self.config.context is not None:
-            mask &= delta < self.config.context
-        mask = mask[:, None]  # [B, 1, T, S]
+            hides_oldest = state.capacity if self.config.ring_hides_oldest else None
+            visibility = Visibility(positions, state.key_positions, hides_oldest, self.config.context)
         cfg = self.config
         rotation = rope_rotation(positions, cfg.dim // cfg.num_heads, cfg.max_period) if cfg.rope else None
         for i, layer in enumerate(self.layers):
             cache = state.caches[i] if state is not None else None
-            x = layer(x, rotation, mask, cache, write_index, step)
+            x = layer(x, rotation, visibility, cache, write_index, step)
         if state is not None:
             state.positions.add_(T)
         return x

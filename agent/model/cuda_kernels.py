@@ -1,0 +1,130 @@
+"""Triton kernels of the CUDA path: attention of one step over an FP8 KV ring, and FP8 rows.
+
+Imported only where a CUDA tensor needs them (Triton comes with CUDA builds of torch); the CPU
+path and the tests' reference are `agent.model.kv_cache` and `agent.model.fp8` in plain PyTorch.
+Both kernels are memory-bound: each reads its input once, 16-byte loads along the contiguous
+head (or feature) dimension, and launches with static shapes, so they are captured in CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+FP8_MAX = tl.constexpr(448.0)
+TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal: the scale of an all-zero row
+
+
+@triton.jit
+def _ring_decode(q_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, key_positions_ptr, lowest_ptr, highest_ptr,
+                 out_ptr, S, qk_scale, H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                 BLOCK_S: tl.constexpr, USE_DOT: tl.constexpr):
+    """One program per (row, head): an online softmax over the S ring slots, BLOCK_S at a time.
+
+    USE_DOT runs both products on the tensor cores (the query padded to 16 columns, the
+    probabilities to 16 rows, in bfloat16 as flash attention does), else on the CUDA cores in float32.
+    """
+    bh = tl.program_id(0).to(tl.int64)
+    b = bh // H
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    q = tl.load(q_ptr + bh * D + d, mask=d_ok, other=0.0)
+    first = tl.arange(0, 16) == 0
+    if USE_DOT:
+        q_columns = tl.where(first[None, :], q[:, None], 0.0).to(tl.bfloat16)  # [BLOCK_D, 16]
+    lowest = tl.load(lowest_ptr + b)
+    highest = tl.load(highest_ptr + b)
+    m = tl.max(tl.full([BLOCK_S], -1e30, tl.float32), axis=0)  # running max (finite: no inf - inf)
+    total = tl.sum(tl.zeros([BLOCK_S], tl.float32), axis=0)
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for start in range(0, S, BLOCK_S):
+        s = start + tl.arange(0, BLOCK_S)
+        s_ok = s < S
+        key_position = tl.load(key_positions_ptr + b * S + s, mask=s_ok, other=-1)
+        seen = s_ok & (key_position >= lowest) & (key_position <= highest)
+        offsets = (bh * S + s)[:, None] * D + d[None, :]
+        inside = s_ok[:, None] & d_ok[None, :]
+        k = tl.load(k_ptr + offsets, mask=inside, other=0.0)
+        if USE_DOT:
+            scores = tl.sum(tl.dot(k.to(tl.bfloat16), q_columns), axis=1)  # [BLOCK_S]
+        else:
+            scores = tl.sum(k.to(tl.float32) * q.to(tl.float32)[None, :], axis=1)
+        scores = scores * tl.load(k_scale_ptr + bh * S + s, mask=s_ok, other=0.0) * qk_scale  # log2 units
+        scores = tl.where(seen, scores, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=0))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(scores - m_new)
+        total = total * alpha + tl.sum(p, axis=0)
+        p = p * tl.load(v_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
+        v = tl.load(v_ptr + offsets, mask=inside, other=0.0)
+        if USE_DOT:
+            p_rows = tl.where(first[:, None], p[None, :], 0.0).to(tl.bfloat16)  # [16, BLOCK_S]
+            acc = acc * alpha + tl.sum(tl.dot(p_rows, v.to(tl.bfloat16)), axis=0)
+        else:
+            acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+        m = m_new
+    tl.store(out_ptr + bh * D + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_ok)
+
+
+# Block shapes tried on first use for each ring size (warm-up, before any CUDA graph is captured).
+RING_DECODE_CONFIGS = [triton.Config({"BLOCK_S": block_s, "USE_DOT": use_dot}, num_warps=warps, num_stages=stages)
+                       for block_s, use_dot, warps, stages in ((128, False, 4, 2), (64, True, 4, 3), (128, True, 4, 3),
+                                                               (128, True, 8, 3), (256, True, 8, 2))]
+_ring_decode_tuned = triton.autotune(RING_DECODE_CONFIGS, key=["S", "D", "H"])(_ring_decode)
+
+
+def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_scale: torch.Tensor,
+                          v_scale: torch.Tensor, lowest: torch.Tensor, highest: torch.Tensor,
+                          key_positions: torch.Tensor, config: triton.Config | None = None) -> torch.Tensor:
+    """Softmax attention of q [B, H, 1, D] over the FP8 ring k, v [B, H, S, D] -> [B, H, 1, D].
+
+    k_scale, v_scale [B, H, S] float32 are the ring's scales. Row b sees the slots whose position
+    (key_positions [B, S] int32) lies in lowest[b]..highest[b] (int32 [B]). `config` picks a block
+    shape of RING_DECODE_CONFIGS (default: the fastest, measured on first use).
+    """
+    B, H, T, D = q.shape
+    if T != 1:
+        raise ValueError(f"the ring decode kernel takes one query per row, got {T}")
+    S = k.shape[2]
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    args = (q, k, v, k_scale, v_scale, key_positions, lowest, highest, out, S, LOG2E / math.sqrt(D))
+    if config is None:
+        _ring_decode_tuned[(B * H,)](*args, H=H, D=D, BLOCK_D=triton.next_power_of_2(max(D, 16)))
+    else:
+        _ring_decode[(B * H,)](*args, H=H, D=D, BLOCK_D=triton.next_power_of_2(max(D, 16)),
+                               num_warps=config.num_warps, num_stages=config.num_stages, **config.kwargs)
+    return out
+
+
+@triton.jit
+def _quantize_rows(x_ptr, values_ptr, scales_ptr, K, BLOCK: tl.constexpr):
+    """One program per row: its absolute maximum, then the row over amax / 448 in e4m3."""
+    row = tl.program_id(0).to(tl.int64)
+    amax = tl.max(tl.zeros([BLOCK], tl.float32), axis=0)
+    for start in range(0, K, BLOCK):
+        k = start + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + row * K + k, mask=k < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.max(tl.abs(x), axis=0))
+    scale = tl.maximum(amax / FP8_MAX, TINY)
+    tl.store(scales_ptr + row, scale)
+    for start in range(0, K, BLOCK):
+        k = start + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + row * K + k, mask=k < K, other=0.0).to(tl.float32)
+        y = tl.minimum(tl.maximum(x / scale, -FP8_MAX), FP8_MAX)
+        tl.store(values_ptr + row * K + k, y.to(values_ptr.dtype.element_ty), mask=k < K)
+
+
+def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] -> e4m3 values [M, K] and float32 scales [M, 1]: `agent.model.kv_cache.quantize_rows`
+    in one kernel (the scales shaped as `torch._scaled_mm` takes them)."""
+    x = x.contiguous()
+    M, K = x.shape
+    values = torch.empty((M, K), dtype=torch.float8_e4m3fn, device=x.device)
+    scales = torch.empty((M, 1), dtype=torch.float32, device=x.device)
+    _quantize_rows[(M,)](x, values, scales, K, BLOCK=min(2048, triton.next_power_of_2(K)), num_warps=4)
+    return values, scales
