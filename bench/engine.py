@@ -20,6 +20,7 @@ import torch
 from agent.contracts.audio import FRAME_SIZE
 from agent.engine.backend import CallSetup
 from agent.engine.capacity import kv_bytes_per_slot
+from agent.model.kv_cache import KVDtype
 from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrompt
 from agent.model.loading import Models
@@ -46,6 +47,8 @@ class BatchResult:
 class EngineBench:
     device: str
     model: str
+    weights: str  # the LM's linear layers: bf16 or fp8
+    kv_dtype: str  # the KV ring: bf16 or fp8
     steps: int
     copy_bandwidth_tbs: float
     weights_gb: float
@@ -85,9 +88,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def time_ready(models: Models, call: CallSetup) -> tuple[float, float]:
+def time_ready(models: Models, call: CallSetup, kv_dtype: KVDtype = "bf16") -> tuple[float, float]:
     """Milliseconds from join to ready: cold (prefill) and cached (copy of the prefix)."""
-    backend = ModelBackend(models.mimi, models.lm, num_slots=1)
+    backend = ModelBackend(models.mimi, models.lm, num_slots=1, kv_dtype=kv_dtype)
 
     def timed_join(setup: CallSetup) -> float:
         torch.cuda.synchronize()
@@ -102,8 +105,9 @@ def time_ready(models: Models, call: CallSetup) -> tuple[float, float]:
     return cold, cached
 
 
-def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup) -> tuple[list[float], dict]:
-    backend = ModelBackend(models.mimi, models.lm, num_slots=batch)
+def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup,
+              kv_dtype: KVDtype = "bf16") -> tuple[list[float], dict]:
+    backend = ModelBackend(models.mimi, models.lm, num_slots=batch, kv_dtype=kv_dtype)
     backend.warm_up()
     for slot in range(batch):
         backend.join(slot, call)
@@ -148,25 +152,26 @@ def part_times(backend: ModelBackend, steps: int) -> dict[str, float]:
     return result
 
 
-def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, progress=print) -> EngineBench:
+def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, kv_dtype: KVDtype = "bf16",
+                 progress=print) -> EngineBench:
     device = models.device
     cfg = models.lm.config
     dtype = models.lm.text_linear.weight.dtype
-    weights = sum(p.numel() * p.element_size() for p in models.lm.parameters())
-    kv = kv_bytes_per_slot(cfg, dtype)
+    weights = sum(t.numel() * t.element_size() for t in (*models.lm.parameters(), *models.lm.buffers()))
+    kv = kv_bytes_per_slot(cfg, dtype, kv_dtype)
     bandwidth = copy_bandwidth(device)
-    result = EngineBench(device=torch.cuda.get_device_name(device), model=models.name, steps=steps,
-                         copy_bandwidth_tbs=bandwidth / 1e12, weights_gb=weights / 1e9, kv_gb_per_call=kv / 1e9)
+    result = EngineBench(device=torch.cuda.get_device_name(device), model=models.name, weights=models.weights,
+                         kv_dtype=kv_dtype, steps=steps, copy_bandwidth_tbs=bandwidth / 1e12, weights_gb=weights / 1e9, kv_gb_per_call=kv / 1e9)
     call = CallSetup(prompt=bench_prompt(models), seed=7)
 
-    result.ready_cold_ms, result.ready_cached_ms = time_ready(models, call)
+    result.ready_cold_ms, result.ready_cached_ms = time_ready(models, call, kv_dtype)
     progress(f"ready: cold {result.ready_cold_ms:.1f} ms, cached {result.ready_cached_ms:.2f} ms")
 
     for batch in batches:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            times, parts = run_batch(models, batch, steps, warmup, call)
+            times, parts = run_batch(models, batch, steps, warmup, call, kv_dtype)
         except torch.OutOfMemoryError:
             result.stopped = f"out of memory at {batch} calls"
             progress(result.stopped)
@@ -186,7 +191,8 @@ def bench_engine(models: Models, batches: list[int], steps: int, warmup: int, pr
 
 def table(result: EngineBench) -> str:
     lines = [
-        f"{result.device}, {result.model}, {result.steps} steps per batch size",
+        f"{result.device}, {result.model}, weights {result.weights}, KV {result.kv_dtype}, "
+        f"{result.steps} steps per batch size",
         f"weights {result.weights_gb:.2f} GB, KV {result.kv_gb_per_call:.2f} GB per call, "
         f"copy bandwidth {result.copy_bandwidth_tbs:.2f} TB/s",
         f"ready: cold {result.ready_cold_ms:.1f} ms, cached {result.ready_cached_ms:.2f} ms "

@@ -24,12 +24,19 @@ def add_model_flag(parser: argparse.ArgumentParser) -> None:
                         help="where voice prompts made from WAV files are kept")
 
 
+def add_precision_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", choices=("bf16", "fp8"), default="bf16",
+                        help="the LM's linear layers: as loaded, or quantised to FP8 at load (Hopper: torch._scaled_mm)")
+    parser.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16",
+                        help="the KV ring: the LM's dtype, or FP8 e4m3 with a scale per key and head (half the bytes)")
+
+
 def load_models(args: argparse.Namespace):
     from agent.model.hub import ModelFilesError
     from agent.model.loading import ModelSpecError
     from agent.model.loading import load_models as load
     try:
-        return load(args.model, args.device)
+        return load(args.model, args.device, weights=getattr(args, "weights", "bf16"))
     except (ModelFilesError, ModelSpecError) as error:
         raise CommandError(str(error)) from error
 
@@ -62,7 +69,7 @@ def bench_engine(args: argparse.Namespace) -> None:
     models = load_models(args)
     if models.device.type != "cuda":
         raise CommandError("the engine benchmark needs a CUDA device")
-    result = run(models, args.batches, args.steps, args.warmup)
+    result = run(models, args.batches, args.steps, args.warmup, kv_dtype=args.kv_dtype)
     write_json(result, args.json)
     print(table(result))
 
@@ -321,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--json", type=Path, default=Path("bench-engine.json"))
     add_model_flag(p)
+    add_precision_flags(p)
     p.set_defaults(run=bench_engine, model="dummy:full")
 
     add_serving_commands(commands)
