@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from agent.caller_phrases import CallerPhrases
 from agent.contracts.audio import FRAME_SECONDS
 from agent.contracts.calls import CallDetails, CallOutcome
+from agent.contracts.media import transfer_phrase_reason
 from agent.model.stt import PAUSE_CLASS, PAUSE_HEAD
 from agent.timeline import CallTimeline
 from agent.transcript import Word
@@ -58,6 +60,7 @@ class Session:
         self.recorder = recorder
         self.caller_speech = caller_speech
         self.caller_words = caller_words
+        self.phrases = CallerPhrases(call.transfer_phrases, call.hang_up_phrases)
         self.frames = 0  # engine steps seen
         self._media: asyncio.Task[None] | None = None
         slot.listener = self.on_frame
@@ -108,8 +111,16 @@ class Session:
             self.caller_words = None
 
     def _caller_word(self, word: HeardWord | None) -> None:
-        if word is not None:
-            self.timeline.caller_words([Word(text=word.text, start=word.start, end=word.end)])
+        if word is None:
+            return
+        self.timeline.caller_words([Word(text=word.text, start=word.start, end=word.end)])
+        heard = self.phrases.heard(word.text) if self.phrases else None
+        if heard is not None:
+            log.info("the caller said a line's phrase", extra={"call": self.id, "action": heard.action})
+            if heard.action == "transfer":
+                self.request_end(transfer_phrase_reason(heard.phrase))
+            else:
+                self.request_end(f'the caller said "{heard.phrase}"')
 
     def pressed(self, digit: str) -> None:
         """The caller pressed a key (RFC 4733 or in-band DTMF, as the transport detects them)."""

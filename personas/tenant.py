@@ -13,7 +13,16 @@ import binascii
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, IPvAnyNetwork
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    IPvAnyNetwork,
+    model_validator,
+)
 
 from personas.schema import Persona
 from personas.tokens import check_hash_format
@@ -111,11 +120,23 @@ class MediaStreams(_Strict):
     auth_token: str = Field(min_length=16)  # the account's auth token (X-Twilio-Signature, HMAC-SHA1)
 
 
-class Transfer(_Strict):
-    """Hand the caller to a human (SIP REFER) when they press `digit`."""
+# A phrase the caller may say: some words, matched case and punctuation aside.
+Phrase = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\w")]
 
-    digit: str = Field(pattern=r"^[0-9*#]$")
+
+class Transfer(_Strict):
+    """Hand the caller to a human (SIP REFER) when they press `digit` or say one of `phrases`
+    (matched on their words where the worker runs a recogniser)."""
+
+    digit: str | None = Field(None, pattern=r"^[0-9*#]$")
     to: str = Field(pattern=r"^(\+[1-9][0-9]{1,14}|sips?:[^\s<>]{3,200})$")  # E.164, or a SIP URI
+    phrases: list[Phrase] = []
+
+    @model_validator(mode="after")
+    def _some_trigger(self) -> Transfer:
+        if self.digit is None and not self.phrases:
+            raise ValueError("a transfer needs a digit, phrases, or both")
+        return self
 
 
 class Tenant(_Strict):
@@ -145,3 +166,5 @@ class Line(_Strict):
     # Send call.transcript.partial webhooks this often during a call (none: only call.ended).
     partial_transcript_seconds: float | None = Field(None, ge=1, le=300)
     transfer: Transfer | None = None
+    # The call ends when the caller says one of these (where the worker runs a recogniser).
+    hang_up_phrases: list[Phrase] = []

@@ -52,5 +52,8 @@ class CallDetails(BaseModel):
     greeting: Greeting = "agent_first"
     recording: bool = False
     caller_transcript: bool = True  # the caller's words in the timeline, where the worker has a recogniser
+    # What the caller may say to be transferred (as the transfer digit does) or to end the call.
+    transfer_phrases: tuple[str, ...] = ()
+    hang_up_phrases: tuple[str, ...] = ()
     max_call_seconds: float = Field(gt=0)
     partial_transcript_seconds: float | None = None  # call.transcript.partial this often, if set

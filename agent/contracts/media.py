@@ -38,6 +38,10 @@ def transfer_reason(digit: str) -> str:
     return f"{TRANSFER_REASON_PREFIX}: the caller pressed {digit}"
 
 
+def transfer_phrase_reason(phrase: str) -> str:
+    return f'{TRANSFER_REASON_PREFIX}: the caller said "{phrase}"'
+
+
 def stream_token(secret: str, call_id: str) -> str:
     """What a carrier's media stream must show to attach to a call (see agent.media.media_stream)."""
     return hmac.new(secret.encode(), f"stream:{call_id}".encode(), hashlib.sha256).hexdigest()

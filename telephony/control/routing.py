@@ -38,7 +38,9 @@ class CallRouter:
                               callee=caller.callee, persona=route.line.persona, greeting=route.line.greeting,
                               recording=route.line.recording, caller_transcript=route.line.caller_transcript,
                               max_call_seconds=route.max_call_seconds,
-                              partial_transcript_seconds=route.line.partial_transcript_seconds)
+                              partial_transcript_seconds=route.line.partial_transcript_seconds,
+                              transfer_phrases=tuple(route.line.transfer.phrases if route.line.transfer else ()),
+                              hang_up_phrases=tuple(route.line.hang_up_phrases))
         start = time.perf_counter()
         try:
             record = await self._place(new, details)
