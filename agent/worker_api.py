@@ -50,7 +50,8 @@ from agent.worker_metrics import worker_registry
 
 RETRY_AFTER_SECONDS = 1  # a refused call is retried on another worker at once; this is for others
 
-_bearer = HTTPBearer(auto_error=False, description="the worker secret shared with the control plane")
+_bearer = HTTPBearer(auto_error=False, scheme_name="WorkerSecret",
+                     description="the worker secret shared with the control plane")
 
 
 class SessionPublic(BaseModel):

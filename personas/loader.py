@@ -28,6 +28,26 @@ class PersonaError(Exception):
     """A file of the persona store that cannot be read or is not valid; the message is one line."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names a key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def load_persona(path: Path) -> Persona:
     return load_document(path, Persona, "persona")
 
@@ -40,7 +60,7 @@ def load_document(path: Path, schema: type[Document], kind: str) -> Document:
     except (OSError, UnicodeDecodeError) as error:
         raise PersonaError(f"{path}: cannot read: {error}") from error
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise PersonaError(f"{path}: {_yaml_reason(error)}") from error
     if not isinstance(document, dict):

@@ -50,6 +50,8 @@ class Persona(_Strict):
     @field_validator("voice")
     @classmethod
     def _voice_is_known_or_inside(cls, voice: str) -> str:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in voice):
+            raise ValueError("must not contain control characters (a NUL byte, a line break)")
         if voice in RELEASED_VOICES:
             return voice
         path = PurePosixPath(voice)

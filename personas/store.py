@@ -10,11 +10,15 @@ A file that fails to load is reported (`Catalog.problems`, in the log) and leave
 version of it in service (none if it never loaded); it never affects another file or tenant.
 Writes go to a temporary file in the same folder, are flushed to disk and renamed over the old
 file, so a crash leaves either the old file or the new one; names starting with a dot are ignored.
+A line file's version is the hash of its bytes (`line_version`): a save that names the version it
+read is refused if the file changed since, by the API or by hand. A save keeps the comments and the
+layout of what it leaves unchanged (`personas.round_trip`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import tempfile
@@ -23,11 +27,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel
 
 from personas.loader import PersonaError, load_document
+from personas.round_trip import updated_yaml
 from personas.tenant import ID_PATTERN, LINE_SUFFIX, TENANT_FILE, Line, Tenant
+from personas.voice_files import VOICES_FOLDER, voice_problem
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,15 @@ class LineExists(StoreError):
 class LineProblem:
     field: tuple[str | int, ...]  # e.g. ("answers", 0)
     reason: str
+
+
+class VersionConflict(StoreError):
+    """The line file is not the version the writer read: `current` is what it holds now."""
+
+    def __init__(self, line_id: str, version: str, current: Line | None):
+        super().__init__(f"line {line_id!r} changed since it was read (it is now version {version})")
+        self.version = version
+        self.current = current  # None if the file as it is now does not load
 
 
 class InvalidLine(StoreError):
@@ -215,21 +229,41 @@ class TenantStore:
                 problems.append(LineProblem(("answers", i), f"{address} is not one of this tenant's addresses"))
             elif address in taken:
                 problems.append(LineProblem(("answers", i), f"{address} is already answered by line {taken[address]!r}"))
+        voice = voice_problem(self.root / tenant_id / VOICES_FOLDER, line.persona.voice)
+        if voice is not None:
+            problems.append(LineProblem(("persona", "voice"), voice))
         if problems:
             raise InvalidLine(problems)
 
-    def save_line(self, tenant_id: str, line_id: str, line: Line, *, create: bool) -> None:
-        """Create (`create`, LineExists if present) or replace (UnknownLine if absent) a line file."""
+    def line_version(self, tenant_id: str, line_id: str) -> str | None:
+        """The version of the line file as it is on disk now (None if there is none)."""
+        try:
+            return _version((self.root / tenant_id / (line_id + LINE_SUFFIX)).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def save_line(self, tenant_id: str, line_id: str, line: Line, *, create: bool,
+                  if_match: str | None = None) -> str:
+        """Create (`create`, LineExists if present) or replace (UnknownLine if absent) a line file; its
+        new version. With `if_match` (a version, or "*"), VersionConflict unless the file is that version."""
         with self._lock:
             path = self.root / tenant_id / (line_id + LINE_SUFFIX)
             if create and (path.exists() or line_id in self._entry(tenant_id).lines):
                 raise LineExists(f"line {line_id!r} exists")
             if not create and line_id not in self._entry(tenant_id).lines:
                 raise UnknownLine(f"no line {line_id!r}")
+            if if_match is not None and if_match != "*":
+                version = self.line_version(tenant_id, line_id)
+                if version != if_match:
+                    self._reload()  # what the file holds now, for the writer to compare with its own
+                    raise VersionConflict(line_id, version or "none", self.catalog.tenants[tenant_id].lines.get(line_id))
             self.check_line(tenant_id, line_id, line)
-            document = line.model_dump(mode="json", exclude_none=True)
-            write_atomically(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100))
+            document = line.model_dump(mode="json", exclude_none=True, exclude_unset=True)
+            old = None if create else path.read_text(encoding="utf-8")
+            text = updated_yaml(old, document)
+            write_atomically(path, text)
             self._reload()
+            return _version(text.encode())
 
     def delete_line(self, tenant_id: str, line_id: str) -> None:
         with self._lock:
@@ -269,6 +303,10 @@ def _routes(tenants: Mapping[str, TenantEntry], problems: dict[str, list[str]]) 
                 else:
                     routes[address] = (tenant_id, line_id)
     return routes
+
+
+def _version(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:32]
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -30,9 +30,11 @@ from telephony.control.control_plane import ControlPlane
 
 DESCRIPTION = """\
 Tenants administer the lines that answer their phone numbers and the persona on each; calls are
-routed to GPU workers with a free slot. Authenticate with `Authorization: Bearer <token>`: a
-tenant's admin token sees that tenant only (anything else is 404, as if it did not exist); the
-operator token sees every tenant and the workers.
+routed to GPU workers with a free slot. Authenticate with `Authorization: Bearer <token>`
+(the AdminToken scheme): a tenant's admin token sees that tenant only (another tenant's paths answer
+401, as a wrong token does); the operator token sees every tenant and the workers. A line's GET
+answers an `ETag`; send it back as `If-Match` on PUT and a line changed meanwhile (through the API
+or by hand) is refused with 412 and its current version.
 """
 
 

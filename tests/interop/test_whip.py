@@ -60,7 +60,7 @@ def test_refusals(server):
         server.url + path, content=body, headers=headers | ({"Authorization": f"Bearer {token}"} if token else {}))
 
     assert post(token=None).status_code == 401
-    assert post(token="not-a-token").status_code == 404  # as if the tenant did not exist
+    assert post(token="not-a-token").status_code == 401
     assert post(path="/tenants/acme/lines/nope/whip").status_code == 404
     assert post(headers={"Content-Type": "application/json"}).status_code == 415
     assert post(body="v=0\r\n" + "a=x\r\n" * 20_000).status_code == 413

@@ -124,3 +124,21 @@ def test_file_that_is_not_utf8(tmp_path):
 
     with pytest.raises(PersonaError, match=r"latin1.yaml: cannot read"):
         load_persona(path)
+
+
+def test_a_key_named_twice_is_refused_with_both_lines(tmp_path):
+    message = rejection(tmp_path, VALID + "sampling: {seed: 1}\nvoice: NATM1\n")
+
+    assert message == "line 4, column 1: invalid YAML: duplicate key 'voice' (first on line 2)"
+
+
+def test_a_nested_key_named_twice_is_refused(tmp_path):
+    message = rejection(tmp_path, VALID + "sampling:\n  seed: 1\n  seed: 2\n")
+
+    assert message == "line 5, column 3: invalid YAML: duplicate key 'seed' (first on line 4)"
+
+
+def test_keys_a_merge_brings_in_may_be_overridden(tmp_path):
+    path = write(tmp_path, "<<: {role: Be brief., voice: NATF1}\nvoice: NATM2\n")
+
+    assert load_persona(path).voice == "NATM2"

@@ -1,7 +1,8 @@
 """Dependencies of the routes: the control plane, the caller's token, and what it may see.
 
-A tenant token sees only its tenant: for anything else the answer is 404, exactly as for a
-tenant that does not exist, so a token never learns of another tenant or its lines.
+A tenant token sees only its tenant: a request for another tenant is answered 401, exactly as for
+a wrong token or a tenant that does not exist, so a token never learns whether another tenant
+exists; within its tenant, a line that does not exist is 404.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from personas.tenant import ID_PATTERN
 from telephony.control.control_plane import ControlPlane
 from telephony.events.call_history import CallHistory
 
-_bearer = HTTPBearer(auto_error=False, description="the operator token, or a tenant's admin token")
+_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken",
+                     description="the operator token, or a tenant's admin token")
 
 
 def get_control_plane(request: Request) -> ControlPlane:
@@ -45,8 +47,11 @@ def get_tenant(tenant: Annotated[str, Path(pattern=ID_PATTERN.pattern)], token: 
                control_plane: ControlPlaneDep) -> TenantEntry:
     """The tenant named in the path, as of this request (sync: scrypt runs on a thread)."""
     entry = control_plane.store.catalog.tenants.get(tenant)
+    if entry is None and control_plane.auth.is_operator(token):
+        raise UnknownTenant(f"no tenant {tenant!r}")  # the operator may know which tenants exist
     if not control_plane.auth.may_administer(token, entry):
-        raise UnknownTenant(f"no tenant {tenant!r}")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"this token does not administer a tenant {tenant!r}",
+                            headers={"WWW-Authenticate": "Bearer"})
     return entry
 
 

@@ -101,8 +101,9 @@ def test_another_tenant_looks_exactly_like_no_tenant(client, personas_dir, metho
 
     other = client.request(method, path.format(t="globex"), json=body, headers=bearer(ACME))
     missing = client.request(method, path.format(t="nosuch"), json=body, headers=bearer(ACME))
+    wrong = client.request(method, path.format(t="globex"), json=body, headers=bearer("not-a-token"))
 
-    assert other.status_code == missing.status_code == 404
+    assert other.status_code == missing.status_code == wrong.status_code == 401
     assert other.json()["detail"].replace("globex", "?") == missing.json()["detail"].replace("nosuch", "?")
     assert (personas_dir / "globex" / "desk.yaml").read_bytes() == before
     assert client.get("/tenants/globex/lines/desk", headers=bearer(GLOBEX)).status_code == 200
@@ -129,10 +130,13 @@ def test_operator_routes_refuse_tenant_tokens(client, method, path):
     assert response.status_code == 403
 
 
-def test_no_token_is_401_and_a_wrong_one_finds_nothing(client):
-    assert client.get("/tenants/acme").status_code == 401
-    assert client.get("/tenants/acme", headers=bearer("guess")).status_code == 404
-    assert client.get("/tenants/acme", headers=bearer(GLOBEX)).status_code == 404
+def test_no_token_or_a_wrong_one_is_401_saying_so(client):
+    none, wrong = client.get("/tenants/acme"), client.get("/tenants/acme", headers=bearer("guess"))
+
+    assert none.status_code == wrong.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == "Bearer"
+    assert wrong.json()["detail"] == "this token does not administer a tenant 'acme'"
+    assert client.get("/tenants/acme", headers=bearer(GLOBEX)).status_code == 401
 
 
 def test_the_operator_sees_every_tenant(client):
