@@ -1,12 +1,13 @@
 """Latency added by the RTP path: a caller on loopback talks to the echo engine through an RTP leg.
 
-    python -m bench.echo_latency [--seconds 6] [--codec PCMU|PCMA] [--wav speech.wav]
+    python -m bench.echo_latency [--seconds 6] [--codec PCMU|PCMA|G722] [--wav speech.wav]
 
-The caller sends 20 ms G.711 packets of speech (espeak-ng, or a WAV given) on a real clock and
-records what comes back; the lag of the cross-correlation peak between the two is the delay from
+The caller sends 20 ms packets of speech (espeak-ng, or a WAV given) in G.711 at 8 kHz or G.722
+at 16 kHz on a real clock and records what comes back; the lag of the cross-correlation peak between the two is the delay from
 RTP in to RTP out. The echo backend returns each 80 ms frame one step later, so the engine itself
 accounts for a frame to fill plus a frame of model delay; what remains is what the transport adds
-(jitter buffer, resampling, the wait for the clock's tick, pacing). Prints the figures.
+(jitter buffer, resampling, the wait for the clock's tick, pacing). Prints the figures, and the
+share of the returned audio's energy above 4 kHz, which only a wideband path (G.722) carries.
 """
 
 from __future__ import annotations
@@ -25,22 +26,27 @@ import numpy as np
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from agent.contracts.audio import FRAME_SECONDS
-from agent.contracts.media import RtpLegSpec
+from agent.contracts.media import CODECS, RtpLegSpec
 from agent.engine.backend import CallSetup
 from agent.engine.clock import EngineClock
 from agent.engine.echo import EchoBackend
 from agent.media.g711 import G711_RATE, g711_context
+from agent.media.g722 import g722_context
 from agent.media.rtp_session import RtpSession
 
 RATE = G711_RATE
-PACKET = 160
-PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
+PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}
 SPEECH = ("Thank you for calling Acme Home Goods. This is a test of the telephone line, "
           "counting one, two, three, four, five, six, seven, eight, nine, ten.")
 
 
 def speech_8k(seconds: float, wav: Path | None = None) -> np.ndarray:
-    """int16 mono 8 kHz speech: the WAV given, else espeak-ng's; cut or looped to `seconds`."""
+    return speech(seconds, RATE, wav)
+
+
+def speech(seconds: float, rate: int, wav: Path | None = None) -> np.ndarray:
+    """int16 mono speech at `rate`: the WAV given, else espeak-ng's (22 kHz, so it has the
+    high band that G.722 carries); cut or looped to `seconds`."""
     with tempfile.TemporaryDirectory() as tmp:
         if wav is None:
             if shutil.which("espeak-ng") is None:
@@ -48,17 +54,21 @@ def speech_8k(seconds: float, wav: Path | None = None) -> np.ndarray:
             wav = Path(tmp) / "speech.wav"
             subprocess.run(["espeak-ng", "-w", str(wav), SPEECH], check=True, capture_output=True)
         with av.open(str(wav)) as container:
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
             chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
                       for f in resampler.resample(frame)]
     pcm = np.concatenate(chunks)
-    n = int(seconds * RATE)
+    n = int(seconds * rate)
     return np.resize(pcm, n).astype(np.int16)
+
+
+def codec_context(codec: str, mode: str):
+    return g722_context(mode) if codec == "G722" else g711_context(codec, mode)
 
 
 def encode(context, pcm: np.ndarray) -> bytes:
     frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = RATE
+    frame.sample_rate = context.sample_rate
     return b"".join(bytes(p) for p in context.encode(frame))
 
 
@@ -75,10 +85,13 @@ class Received:
 
 
 class RtpCaller(asyncio.DatagramProtocol):
-    """A plain RTP peer: plays int16 8 kHz audio as 20 ms packets, records what comes back."""
+    """A plain RTP peer: plays int16 audio at the codec's rate as 20 ms packets, records what comes back."""
 
     def __init__(self, codec: str = "PCMU"):
         self.codec = codec
+        self.rate = CODECS[codec.lower()].sample_rate
+        self.packet = self.rate // 50  # samples in 20 ms
+        self.step = CODECS[codec.lower()].clock_rate // 50  # RTP timestamp units in 20 ms
         self.packets: list[RtpPacket] = []
         self.arrival: list[float] = []
         self.transport: asyncio.DatagramTransport | None = None
@@ -94,14 +107,14 @@ class RtpCaller(asyncio.DatagramProtocol):
     async def play(self, pcm: np.ndarray, destination: tuple[str, int]) -> float:
         """Send `pcm` in real time; returns the loop time of the first packet."""
         loop = asyncio.get_running_loop()
-        encoder = g711_context(self.codec, "w")
+        encoder = codec_context(self.codec, "w")
         seq, ts, ssrc = random.getrandbits(16), random.getrandbits(32), random.getrandbits(32)
         start = loop.time()
-        for i in range(len(pcm) // PACKET):
+        for i in range(len(pcm) // self.packet):
             await asyncio.sleep(max(0.0, start + i * 0.020 - loop.time()))
-            payload = encode(encoder, pcm[i * PACKET:(i + 1) * PACKET])
+            payload = encode(encoder, pcm[i * self.packet:(i + 1) * self.packet])
             packet = RtpPacket(payload_type=PAYLOAD_TYPES[self.codec], sequence_number=(seq + i) & 0xFFFF,
-                               timestamp=(ts + i * PACKET) & 0xFFFFFFFF, ssrc=ssrc, payload=payload)
+                               timestamp=(ts + i * self.step) & 0xFFFFFFFF, ssrc=ssrc, payload=payload)
             self.transport.sendto(packet.serialize(), destination)
         return start
 
@@ -109,10 +122,10 @@ class RtpCaller(asyncio.DatagramProtocol):
         """The received stream decoded by timestamp (silence where packets are missing)."""
         if not self.packets:
             return np.zeros(0, np.int16)
-        decoder = g711_context(self.codec, "r")
+        decoder = codec_context(self.codec, "r")
         first = self.packets[0].timestamp
-        offsets = [(p.timestamp - first) & 0xFFFFFFFF for p in self.packets]
-        audio = np.zeros(max(offsets) + PACKET, np.int16)
+        offsets = [((p.timestamp - first) & 0xFFFFFFFF) * self.packet // self.step for p in self.packets]
+        audio = np.zeros(max(offsets) + self.packet, np.int16)
         for offset, packet in zip(offsets, self.packets):
             samples = decode(decoder, packet.payload)
             audio[offset:offset + samples.size] = samples
@@ -143,6 +156,13 @@ def echo_lags_by_window(sent: np.ndarray, received: np.ndarray, window: float = 
             for start in range(0, sent.size - size + 1, size)]
 
 
+def high_band_share(pcm: np.ndarray, rate: int, above: float = 4000.0) -> float:
+    """The share of `pcm`'s energy above `above` Hz: G.711 (8 kHz) carries none, G.722 up to 7 kHz."""
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64))) ** 2
+    frequencies = np.fft.rfftfreq(pcm.size, 1 / rate)
+    return float(spectrum[frequencies > above].sum() / max(spectrum.sum(), 1e-9))
+
+
 @dataclass
 class LatencyResult:
     lag: float  # seconds from the caller's first packet sent to its echo in the returned stream
@@ -151,6 +171,8 @@ class LatencyResult:
     first_packet_delay: float  # seconds from the caller's first packet to the first returned one
     packets_sent: int
     packets_received: int
+    high_band_sent: float  # share of the energy above 4 kHz in what the caller sent
+    high_band_returned: float  # and in what came back
 
     @property
     def steady_lag(self) -> float:
@@ -163,7 +185,8 @@ class LatencyResult:
 
 
 async def measure(seconds: float = 6.0, codec: str = "PCMU", wav: Path | None = None) -> LatencyResult:
-    pcm = await asyncio.to_thread(speech_8k, seconds, wav)
+    rate = CODECS[codec.lower()].sample_rate
+    pcm = await asyncio.to_thread(speech, seconds, rate, wav)
     loop = asyncio.get_running_loop()
     clock = EngineClock(EchoBackend(1))
     clock.start()
@@ -187,12 +210,13 @@ async def measure(seconds: float = 6.0, codec: str = "PCMU", wav: Path | None = 
         caller_transport.close()
     received = caller.received_audio()
     # The returned stream starts when the leg's first packet left: place it on the caller's clock.
-    offset = int(round((caller.arrival[0] - start) * RATE)) if caller.arrival else 0
+    offset = round((caller.arrival[0] - start) * rate) if caller.arrival else 0
     aligned = np.concatenate([np.zeros(max(offset, 0), np.int16), received])
-    lag, peak = echo_lag(pcm, aligned)
-    windows = echo_lags_by_window(pcm, aligned)
+    lag, peak = echo_lag(pcm, aligned, rate)
+    windows = echo_lags_by_window(pcm, aligned, rate=rate)
     return LatencyResult(lag, peak, windows, caller.arrival[0] - start if caller.arrival else float("nan"),
-                         len(pcm) // PACKET, len(caller.packets))
+                         len(pcm) // caller.packet, len(caller.packets), high_band_share(pcm, rate),
+                         high_band_share(received, rate))
 
 
 async def _bind_free(leg: RtpSession) -> None:
@@ -217,6 +241,8 @@ def main() -> None:
           f"{2 * FRAME_SECONDS * 1000:.0f} ms; added by the RTP path: {result.beyond_engine * 1000:.1f} ms")
     print(f"first packet back after {result.first_packet_delay * 1000:.1f} ms; "
           f"packets sent {result.packets_sent}, received {result.packets_received}")
+    print(f"energy above 4 kHz: {result.high_band_sent:.1%} of what was sent, "
+          f"{result.high_band_returned:.1%} of what came back ({args.codec})")
 
 
 if __name__ == "__main__":

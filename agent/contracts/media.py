@@ -21,14 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field
 @dataclass(frozen=True)
 class Codec:
     name: str  # as in rtpmap, e.g. PCMU
-    clock_rate: int
+    clock_rate: int  # of the RTP timestamps, as in rtpmap
     channels: int
     static_type: int | None  # RFC 3551's payload type, if it has one
+    sample_rate: int  # of the audio: G.722 is sampled at 16 kHz on an 8000 Hz RTP clock (RFC 3551 §4.5.2)
 
 
 # What the worker can encode and decode, by name (lower case).
-CODECS = {c.name.lower(): c for c in (Codec("PCMU", 8000, 1, 0), Codec("PCMA", 8000, 1, 8),
-                                     Codec("opus", 48000, 2, None))}
+CODECS = {c.name.lower(): c for c in (Codec("PCMU", 8000, 1, 0, 8000), Codec("PCMA", 8000, 1, 8, 8000),
+                                     Codec("G722", 8000, 1, 9, 16000), Codec("opus", 48000, 2, None, 48000))}
 
 TRANSFER_REASON_PREFIX = "transfer requested"
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
@@ -53,7 +54,7 @@ class RtpLegSpec(BaseModel):
     remote_host: str  # where the caller said to send RTP (replaced by where its RTP comes from)
     remote_port: int = Field(ge=0, le=65535)
     remote_rtcp_port: int = Field(ge=0, le=65535)
-    codec: Literal["PCMU", "PCMA", "opus"]
+    codec: Literal["PCMU", "PCMA", "G722", "opus"]
     payload_type: int = Field(ge=0, le=127)
     dtmf_payload_type: int | None = Field(None, ge=0, le=127)
     direction: Direction = "sendrecv"  # ours
@@ -66,6 +67,10 @@ class RtpLegSpec(BaseModel):
     @property
     def clock_rate(self) -> int:
         return CODECS[self.codec.lower()].clock_rate
+
+    @property
+    def sample_rate(self) -> int:
+        return CODECS[self.codec.lower()].sample_rate
 
     @property
     def channels(self) -> int:

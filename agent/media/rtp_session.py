@@ -1,7 +1,7 @@
 """A call's RTP media leg on the worker: the caller's audio as a track in, the agent's voice out.
 
 `RtpSession` owns a pair of UDP sockets (RTP on an even port, RTCP on the next). Caller packets
-go through a jitter buffer and are decoded (aiortc's G.711 and Opus codecs) on a 20 ms playout
+go through a jitter buffer and are decoded (G.711, G.722 at 16 kHz, Opus) on a 20 ms playout
 clock: `caller_track` is an aiortc `MediaStreamTrack` of those frames, timestamped by that clock,
 so `agent.media.bridge.TrackBridge` moves them into the engine slot and conceals a lost packet as
 it does for every transport (a lost packet is a break in the timestamps).
@@ -45,6 +45,7 @@ from agent.engine.clock import CallSlot
 from agent.media.bridge import AgentTrack, TrackBridge
 from agent.media.dtmf import DtmfDetector, DtmfEvent
 from agent.media.g711 import G711Encoder
+from agent.media.g722 import G722Decoder, G722Encoder
 from agent.media.jitter import JitterBuffer
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,13 @@ def _codec(spec: RtpLegSpec) -> RTCRtpCodecParameters:
 
 
 def _encoder(spec: RtpLegSpec):
+    if spec.codec == "G722":
+        return G722Encoder()
     return G711Encoder(spec.codec) if spec.codec in ("PCMU", "PCMA") else get_encoder(_codec(spec))
+
+
+def _decoder(spec: RtpLegSpec):
+    return G722Decoder() if spec.codec == "G722" else get_decoder(_codec(spec))
 
 
 class CallerTrack(MediaStreamTrack):
@@ -168,7 +175,7 @@ class CallerTrack(MediaStreamTrack):
     def _frame(self, payload: bytes | None) -> av.AudioFrame | None:
         """The payload decoded; silence for a telephone event's time (b""); None if lost or undecodable."""
         if payload == b"":
-            rate = self._format[1] if self._format else self._session.spec.clock_rate
+            rate = self._format[1] if self._format else self._session.spec.sample_rate
             layout = self._format[0] if self._format else "mono"
             samples = np.zeros((1, round(rate * PACKET_SECONDS) * (2 if layout == "stereo" else 1)), np.int16)
             frame = av.AudioFrame.from_ndarray(samples, format="s16", layout=layout)
@@ -213,7 +220,7 @@ class RtpSession:
         self._latched: tuple[str, int] | None = None
         self._latched_rtcp = False
         self._dtmf = DtmfDetector()
-        self._decoder = get_decoder(_codec(spec))
+        self._decoder = _decoder(spec)
         self._encoder = _encoder(spec)
         self._ssrc = random.getrandbits(32)
         self._sequence = random.getrandbits(16)
@@ -251,7 +258,7 @@ class RtpSession:
     def update(self, spec: RtpLegSpec) -> None:
         """A re-INVITE: hold or resume, another codec, another address."""
         if spec.codec != self.spec.codec or spec.payload_type != self.spec.payload_type:
-            self._decoder, self._encoder = get_decoder(_codec(spec)), _encoder(spec)
+            self._decoder, self._encoder = _decoder(spec), _encoder(spec)
         if (spec.remote_host, spec.remote_port) != (self.spec.remote_host, self.spec.remote_port):
             self._remote, self._remote_rtcp = (spec.remote_host, spec.remote_port), (spec.remote_host,
                                                                                      spec.remote_rtcp_port)

@@ -2,9 +2,12 @@
 
 `SessionDescription.parse` reads what an audio call needs (origin, connection, the media lines
 with their rtpmap, fmtp, ptime, direction and RTCP attributes) and raises `ValueError` with the
-line that is wrong; `serialise` writes it back. `answer_offer` picks a codec the worker can
-serve (PCMU, PCMA, Opus) in the offerer's order of preference, and telephone-event (RFC 4733) at
-the codec's clock rate when offered; an offer with nothing servable raises `NotAcceptable` (488).
+line that is wrong; `serialise` writes it back. `plan_for_offer` picks a codec the worker can
+serve (PCMU, PCMA, G.722, Opus) in the offerer's order of preference, except that G.722 is taken
+over G.711 wherever it is offered (wideband: the caller sounds like a person, not a phone), and
+telephone-event (RFC 4733) at the codec's clock rate when offered; an offer with nothing
+servable raises `NotAcceptable` (488). G.722's rtpmap says 8000 Hz, its RTP clock, though its
+audio is 16 kHz (RFC 3551 §4.5.2).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from agent.contracts.media import CODECS, RtpLegSpec
+from agent.contracts.media import CODECS, Codec, RtpLegSpec
 
 MAX_SDP_BYTES = 16_384
 MAX_LINES = 200
@@ -21,6 +24,7 @@ _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly":
 
 
 STATIC_TYPES = {c.static_type: c for c in CODECS.values() if c.static_type is not None}
+G711 = ("PCMU", "PCMA")
 TELEPHONE_EVENT = "telephone-event"
 
 
@@ -235,18 +239,20 @@ def _plan(offer: SessionDescription, media: Media) -> MediaPlan:
     host = media.connection or offer.connection
     if host is None:
         raise NotAcceptable("the offer has no connection address (c=)")
-    chosen = None
+    servable = []
     for fmt in media.formats:
         if not fmt.isdigit():
             continue
         rtpmap = media.codec_of(int(fmt))
         codec = CODECS.get(rtpmap.name.lower()) if rtpmap else None
         if codec and rtpmap.clock_rate == codec.clock_rate:
-            chosen = (int(fmt), codec)
-            break
-    if chosen is None:
-        raise NotAcceptable(f"none of the offered formats {' '.join(media.formats)[:80]} is PCMU, PCMA or opus")
-    payload_type, codec = chosen
+            servable.append((int(fmt), codec))
+    if not servable:
+        raise NotAcceptable(f"none of the offered formats {' '.join(media.formats)[:80]} is PCMU, PCMA, G722 "
+                            "or opus")
+    payload_type, codec = servable[0]
+    if codec.name in G711:
+        payload_type, codec = next(((pt, c) for pt, c in servable if c.name == "G722"), servable[0])
     dtmf = next((pt for pt, r in media.rtpmap.items() if r.name.lower() == TELEPHONE_EVENT
                  and r.clock_rate == codec.clock_rate and str(pt) in media.formats), None)
     offered = media.direction or offer.direction or "sendrecv"

@@ -23,7 +23,8 @@ from pydantic import SecretStr
 
 from agent.media.rtp_legs import RtpLegs
 from agent.worker import Worker, echo_model
-from bench.echo_latency import echo_lags_by_window, speech_8k
+from bench.echo_latency import echo_lags_by_window
+from bench.echo_latency import speech as speech_at
 from personas.store import TenantStore
 from plexline.embedded import LocalWorkerClient
 from telephony.control.control_plane import ControlPlane
@@ -177,16 +178,17 @@ class LoopbackCapture:
         self.sock.close()
 
 
-def speech(seconds: float) -> np.ndarray:
-    return speech_8k(seconds)
+def speech(seconds: float, rate: int = 8000) -> np.ndarray:
+    return speech_at(seconds, rate)
 
 
-def check_echo(sent: np.ndarray, heard: np.ndarray, low: float = 0.1, high: float = 0.5) -> list[tuple[float, float]]:
+def check_echo(sent: np.ndarray, heard: np.ndarray, low: float = 0.1, high: float = 0.5,
+               rate: int = 8000) -> list[tuple[float, float]]:
     """The echo engine's return of `sent` is in `heard`, 2 s at a time, with a delay in [low, high] s.
 
     One window may match poorly: the engine may trim a steady excess of caller audio there, and a
     window that straddles the trim holds two delays."""
-    windows = echo_lags_by_window(sent, heard)
+    windows = echo_lags_by_window(sent, heard, rate=rate)
     assert all(low <= lag <= high for lag, peak in windows if peak > 0.5), windows
     assert sum(peak > 0.5 for _, peak in windows) >= len(windows) - 1, windows
     return windows
@@ -259,6 +261,7 @@ rtp_ports       {rtp_low}-{rtp_high}
 module_path     /usr/lib/baresip/modules
 module          stdio.so
 module          g711.so
+module          g722.so
 module          aufile.so
 module          sndfile.so
 module_app      account.so
@@ -267,25 +270,28 @@ snd_path        {folder}/dumps
 """
 
 
-def write_wav_8k(path: Path, pcm: np.ndarray) -> Path:
+def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
+    """A mono 16-bit WAV of `pcm` (at 8 kHz unless `rate` says otherwise)."""
     import wave
 
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(8000)
+        w.setframerate(rate)
         w.writeframes(pcm.astype("<i2").tobytes())
     return path
 
 
-async def run_baresip(folder: Path, dialled: str, port: int, wav: Path, seconds: float) -> tuple[int, str]:
-    """baresip calls `dialled` with `wav` as its microphone, records both directions under folder/dumps."""
+async def run_baresip(folder: Path, dialled: str, port: int, wav: Path, seconds: float,
+                      codecs: str = "PCMU,PCMA") -> tuple[int, str]:
+    """baresip calls `dialled` with `wav` as its microphone, offering `codecs` in that order, and
+    records both directions under folder/dumps."""
     (folder / "dumps").mkdir(parents=True, exist_ok=True)
     sip_port, rtp_low = free_udp_port(), free_udp_port(pair=True)
     (folder / "config").write_text(BARESIP_CONFIG.format(sip_port=sip_port, wav=wav, folder=folder,
                                                          rtp_low=rtp_low, rtp_high=rtp_low + 1))
     (folder / "accounts").write_text(f"<sip:probe@127.0.0.1:{sip_port};transport=udp>;regint=0;"
-                                     "audio_codecs=PCMU,PCMA\n")
+                                     f"audio_codecs={codecs}\n")
     process = await asyncio.create_subprocess_exec(
         "baresip", "-4", "-f", str(folder), "-e", f"/dial sip:{dialled}@127.0.0.1:{port}", "-t", str(int(seconds)),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

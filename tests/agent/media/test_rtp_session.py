@@ -48,6 +48,14 @@ async def test_the_echo_comes_back_aligned_through_the_leg():
     assert result.packets_received >= result.packets_sent
 
 
+async def test_g722_comes_back_aligned_with_the_band_above_4_khz_that_g711_cannot_carry():
+    wideband = await measure(seconds=4.0, codec="G722")
+    found = [lag for lag, peak in wideband.windows if peak > 0.5]
+    assert len(found) >= len(wideband.windows) - 1 and all(0.16 <= lag <= 0.4 for lag in found), wideband
+    assert wideband.packets_received >= wideband.packets_sent
+    assert wideband.high_band_returned > 0.5 * wideband.high_band_sent > 0.001  # a path through 8 kHz has none
+
+
 async def test_lost_packets_are_concealed_and_the_speech_still_comes_back():
     clock = EngineClock(EchoBackend(1))
     clock.start()

@@ -36,6 +36,27 @@ def test_opus_is_taken_when_offered_first():
     assert (plan.codec.name, plan.codec.clock_rate, plan.dtmf_payload_type) == ("opus", 48000, None)  # 101 is 8 kHz
 
 
+def test_g722_is_taken_over_g711_wherever_it_is_offered_and_answered_at_its_8000_hz_rtp_clock():
+    offer = BARESIP.replace(b"RTP/AVP 8 0 96 101", b"RTP/AVP 0 8 9 101")
+    plan = plan_for_offer(SessionDescription.parse(offer))  # 9 is G.722's static type: no rtpmap needed
+    assert (plan.codec.name, plan.payload_type, plan.dtmf_payload_type) == ("G722", 9, 101)
+    assert (plan.codec.clock_rate, plan.codec.sample_rate) == (8000, 16000)
+    answer = answer_for(plan, "127.0.0.1", 30000, 77, 1).serialise().decode()
+    assert "m=audio 30000 RTP/AVP 9 101\r\n" in answer and "a=rtpmap:9 G722/8000\r\n" in answer
+    assert "a=rtpmap:101 telephone-event/8000\r\n" in answer
+
+
+def test_g722_announced_at_16000_hz_is_not_taken_for_g722():
+    offer = BARESIP.replace(b"RTP/AVP 8 0 96 101", b"RTP/AVP 9 0").replace(b"a=rtpmap:8 PCMA/8000",
+                                                                          b"a=rtpmap:9 G722/16000")
+    assert plan_for_offer(SessionDescription.parse(offer)).codec.name == "PCMU"  # RFC 3551: G722/8000 or nothing
+
+
+def test_opus_offered_first_stays_ahead_of_g722():
+    offer = BARESIP.replace(b"RTP/AVP 8 0 96 101", b"RTP/AVP 96 0 9 101")
+    assert plan_for_offer(SessionDescription.parse(offer)).codec.name == "opus"
+
+
 @pytest.mark.parametrize("offered, answered", [(b"a=sendonly", "recvonly"), (b"a=recvonly", "sendonly"),
                                                (b"a=inactive", "inactive")])
 def test_hold_directions(offered, answered):
@@ -48,7 +69,7 @@ def test_old_style_hold_with_a_zero_address():
 
 
 @pytest.mark.parametrize("change, reason", [
-    ((b"RTP/AVP 8 0 96 101", b"RTP/AVP 18"), "none of the offered formats 18 is PCMU, PCMA or opus"),
+    ((b"RTP/AVP 8 0 96 101", b"RTP/AVP 18"), "none of the offered formats 18 is PCMU, PCMA, G722 or opus"),
     ((b"RTP/AVP", b"RTP/SAVP"), "transport 'RTP/SAVP' is not served"),
     ((b"m=audio 26000", b"m=audio 0"), "disabled (port 0)"),
     ((b"m=audio", b"m=video"), "no audio stream"),
