@@ -17,6 +17,7 @@ from telephony.control.api import (
     call_records,
     calls,
     dialer,
+    docs,
     health,
     lines,
     recordings,
@@ -47,9 +48,12 @@ def create_app(control_plane: ControlPlane) -> FastAPI:
         finally:
             await control_plane.stop()
 
-    app = FastAPI(title="plexline control plane", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="plexline control plane", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # served by `docs`, from the package's files
     app.state.control_plane = control_plane
     add_error_handlers(app, control_plane.settings.retry_after_seconds)
-    for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers, health):
+    for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers, health,
+                   docs):
         app.include_router(module.router)
+    app.mount(docs.STATIC_URL, docs.static_files(), name="static")
     return app
