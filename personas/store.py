@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from pydantic import BaseModel
 
 from personas.loader import PersonaError, load_document
@@ -59,6 +60,10 @@ class LineExists(StoreError):
 class LineProblem:
     field: tuple[str | int, ...]  # e.g. ("answers", 0)
     reason: str
+
+
+class UnknownWebhook(StoreError):
+    pass
 
 
 class VersionConflict(StoreError):
@@ -265,6 +270,29 @@ class TenantStore:
             self._reload()
             return _version(text.encode())
 
+    def voices_folder(self, tenant_id: str) -> Path:
+        """Where the tenant's voice files are (`<tenant>/voices/`); it may not exist yet."""
+        self._entry(tenant_id)
+        return self.root / tenant_id / VOICES_FOLDER
+
+    def rotate_webhook_secret(self, tenant_id: str, secret: str) -> None:
+        """Put `secret` in place of the tenant's webhook secret in tenant.yaml (UnknownWebhook if none)."""
+        with self._lock:
+            self._entry(tenant_id)
+            path = self.root / tenant_id / TENANT_FILE
+            try:
+                tenant = load_document(path, Tenant, "tenant")  # the file as it is now
+            except PersonaError as error:
+                raise PersonaError(str(error).replace(str(path), self._name(path))) from None
+            if tenant.webhook is None:
+                raise UnknownWebhook(f"tenant {tenant_id!r} has no webhook")
+            text = path.read_text(encoding="utf-8")
+            raw = yaml.safe_load(text)
+            raw["webhook"]["secret"] = secret
+            Tenant.model_validate(raw)
+            write_atomically(path, updated_yaml(text, raw))
+            self._reload()
+
     def delete_line(self, tenant_id: str, line_id: str) -> None:
         with self._lock:
             if line_id not in self._entry(tenant_id).lines:
@@ -311,12 +339,16 @@ def _version(content: bytes) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text`: a crash leaves the old file or the new one, never a mix."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path, content: bytes) -> None:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

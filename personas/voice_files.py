@@ -9,7 +9,9 @@ the `.pt` itself needs torch, which the control plane does not load: the worker 
 
 from __future__ import annotations
 
+import io
 import wave
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from voices.released import RELEASED_VOICES
@@ -42,11 +44,27 @@ def voice_problem(voices_folder: Path, voice: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class WavInfo:
+    sample_rate: int
+    channels: int
+    sample_bits: int
+    seconds: float
+
+
+def wav_info(content: bytes) -> WavInfo:
+    """What a PCM WAV file holds; ValueError (one line) if `content` is not one."""
+    try:
+        with wave.open(io.BytesIO(content), "rb") as f:
+            rate, frames = f.getframerate(), f.getnframes()
+            return WavInfo(rate, f.getnchannels(), 8 * f.getsampwidth(), frames / rate if rate else 0.0)
+    except (wave.Error, EOFError) as error:
+        raise ValueError(f"not a PCM WAV file: {error}") from None
+
+
 def _wav_problem(path: Path) -> str | None:
     try:
-        with wave.open(str(path), "rb") as f:
-            if f.getnframes() == 0:
-                return f"{path.name} holds no audio"
-    except (wave.Error, EOFError) as error:
-        return f"{path.name} is not a PCM WAV file: {error}"
-    return None
+        info = wav_info(path.read_bytes())
+    except ValueError as error:
+        return f"{path.name} is {error}"
+    return f"{path.name} holds no audio" if info.seconds == 0 else None

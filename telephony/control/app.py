@@ -22,6 +22,7 @@ from telephony.control.api import (
     lines,
     recordings,
     tenants,
+    voices,
     webhooks,
     whip,
     workers,
@@ -52,8 +53,8 @@ def create_app(control_plane: ControlPlane) -> FastAPI:
                   docs_url=None, redoc_url=None)  # served by `docs`, from the package's files
     app.state.control_plane = control_plane
     add_error_handlers(app, control_plane.settings.retry_after_seconds)
-    for module in (tenants, lines, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers, health,
-                   docs):
+    for module in (tenants, lines, voices, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers,
+                   health, docs):
         app.include_router(module.router)
     app.mount(docs.STATIC_URL, docs.static_files(), name="static")
     return app

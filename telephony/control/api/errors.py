@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from personas.store import InvalidLine, LineExists, UnknownLine, UnknownTenant
+from personas.loader import PersonaError
+from personas.store import InvalidLine, LineExists, UnknownLine, UnknownTenant, UnknownWebhook
 from telephony.control.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
 
 
@@ -34,6 +35,8 @@ def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     for error in (UnknownTenant, UnknownLine, UnknownAddress, UnknownCall, UnknownEvent):
         app.add_exception_handler(error, plain(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(LineExists, plain(status.HTTP_409_CONFLICT))
+    app.add_exception_handler(UnknownWebhook, plain(status.HTTP_409_CONFLICT))
+    app.add_exception_handler(PersonaError, plain(status.HTTP_409_CONFLICT))  # a file to fix by hand first
     app.add_exception_handler(CallFinished, plain(status.HTTP_409_CONFLICT))
     retry = {"Retry-After": str(retry_after_seconds)}
     app.add_exception_handler(NoCapacity, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry,

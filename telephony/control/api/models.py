@@ -135,3 +135,7 @@ class DeadLetterPublic(BaseModel):
 
 class Replayed(BaseModel):
     event_id: str
+
+
+class WebhookSecret(BaseModel):
+    secret: str  # whsec_...: give it to the receiver, which verifies the signatures with it

@@ -1,13 +1,17 @@
-"""Webhooks: the events' JSON schema, and a tenant's dead letters (events given up on) to replay."""
+"""Webhooks: the events' JSON schema, a tenant's dead letters (events given up on) to replay, and its secret."""
 
 from __future__ import annotations
 
+import base64
+import secrets
+
 from fastapi import APIRouter, status
+from starlette.concurrency import run_in_threadpool
 
 from agent.contracts.events import event_schema
-from telephony.control.api.deps import HistoryDep, TenantDep
+from telephony.control.api.deps import ControlPlaneDep, HistoryDep, TenantDep
 from telephony.control.api.errors import UnknownEvent
-from telephony.control.api.models import DeadLetterPublic, Replayed
+from telephony.control.api.models import DeadLetterPublic, Replayed, WebhookSecret
 
 router = APIRouter(tags=["webhooks"])
 
@@ -31,3 +35,13 @@ async def replay_dead_letter(event_id: str, entry: TenantDep, history: HistoryDe
     if not await history.outbox.replay(entry.id, event_id):
         raise UnknownEvent(f"no dead letter {event_id!r}")
     return Replayed(event_id=event_id)
+
+
+@router.post("/tenants/{tenant}/webhooks/secret", response_model=WebhookSecret,
+             responses={409: {"description": "the tenant has no webhook"}})
+async def rotate_webhook_secret(entry: TenantDep, control_plane: ControlPlaneDep) -> WebhookSecret:
+    """A new signing secret, written to tenant.yaml and used from the next delivery on; shown only here.
+    Events already signed with the old one (retries included) are signed anew when sent again."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    await run_in_threadpool(control_plane.store.rotate_webhook_secret, entry.id, secret)
+    return WebhookSecret(secret=secret)
