@@ -28,8 +28,13 @@ class StepOutput:
 class Backend(Protocol):
     num_slots: int
 
-    def join(self, slot: int, call: "CallSetup") -> None:
-        """Make `slot` a fresh call (its persona prompt already applied)."""
+    def begin_join(self, slot: int, call: "CallSetup") -> bool:
+        """Make `slot` a fresh call: True when it is ready now (its persona prompt applied), False
+        when its prompt must be prefilled first, by `prefill`, before the slot may be stepped."""
+
+    def prefill(self, seconds: float) -> dict[int, Exception | None]:
+        """Prefill work queued by `begin_join`, about `seconds` of it, without waiting for the device;
+        the joins that finished, by slot: None when ready, the error when the prefill failed."""
 
     def leave(self, slot: int) -> None:
         """Free `slot`; the other slots are not disturbed."""

@@ -2,7 +2,9 @@
 
 Calls push caller audio (24 kHz mono float32, any chunk size) into their `CallSlot` and read
 agent frames back. The clock owns the backend: joins, leaves and steps all run, in order, on one
-worker thread, so the event loop keeps serving sockets while the GPU works. A slot whose caller
+worker thread, so the event loop keeps serving sockets while the GPU works. A call whose persona
+is not cached waits for its prefill, which runs in chunks after each tick's step, in the time left
+before the next tick (`Backend.prefill`): running calls are never delayed by a join. A slot whose caller
 frame is missing at a tick gets silence (zero PCM through the codec, so its streams stay aligned)
 and the gap is counted; a step that overruns its 80 ms budget is counted and logged, and the
 schedule skips ahead rather than bunching steps.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from agent.contracts.audio import FRAME_SECONDS, FRAME_SIZE
-from agent.engine.backend import Backend, CallSetup
+from agent.engine.backend import Backend, CallSetup, StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ MAX_BUFFERED_FRAMES = 3  # caller audio beyond this (a sender running fast) is d
 MAX_OUTPUT_FRAMES = 25  # agent audio no one reads (no media attached yet) is kept for 2 s at most
 SLACK_SAMPLES = FRAME_SIZE // 4  # caller audio kept waiting after a step, to absorb a late packet
 TRIM_AFTER_STEPS = 12  # steps (about a second) with more than that waiting before the excess is cut
+PREFILL_MARGIN = 0.008  # seconds of a tick left to the event loop's lateness and the next step's launch
 
 
 class NoFreeSlot(RuntimeError):
@@ -125,6 +129,7 @@ class EngineClock:
         self.period = period
         self.stats = ClockStats()
         self._slots: dict[int, CallSlot] = {}
+        self._joining: dict[int, asyncio.Future[None]] = {}  # slots whose persona is being prefilled
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._task: asyncio.Task | None = None
 
@@ -150,15 +155,23 @@ class EngineClock:
         self._executor.shutdown(wait=True)
 
     async def join(self, call: CallSetup) -> CallSlot:
+        """A slot for `call`, once it is ready: at once when its persona is cached, else once its
+        prefill has run, in chunks after the steps of the next ticks (never delaying them)."""
         free = [i for i in range(self.backend.num_slots) if i not in self._slots]
         if not free:
             raise NoFreeSlot(f"all {self.backend.num_slots} slots are busy")
         slot = CallSlot(index=free[0])
         self._slots[slot.index] = slot  # reserved before the await: no one else takes it
+        joined = self._joining[slot.index] = asyncio.get_running_loop().create_future()  # not stepped yet
         try:
-            await self._on_engine_thread(self.backend.join, slot.index, call)
+            if await self._on_engine_thread(self.backend.begin_join, slot.index, call):
+                del self._joining[slot.index]
+            else:
+                await joined  # set by the tick whose prefill finishes it
         except BaseException:
             del self._slots[slot.index]
+            if self._joining.pop(slot.index, None) is not None:
+                self._executor.submit(self.backend.leave, slot.index)  # after any work queued before it
             raise
         return slot
 
@@ -178,7 +191,7 @@ class EngineClock:
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             if self._slots:
-                await self._tick()
+                await self._tick(next_tick)
             next_tick += self.period
             late = loop.time() - next_tick
             if late > 0:
@@ -187,8 +200,20 @@ class EngineClock:
                                                                      "active": len(self._slots)})
                 next_tick = loop.time()
 
-    async def _tick(self) -> None:
-        slots = dict(self._slots)
+    def _step_then_prefill(self, pcm: torch.Tensor, active: torch.Tensor, deadline: float | None
+                           ) -> tuple[StepOutput | None, float, dict[int, Exception | None]]:
+        """On the engine thread: the step of the active slots, then, when `deadline` is given (the
+        next tick, `time.monotonic()`), prefill work for the time left before it less `PREFILL_MARGIN`."""
+        start = time.monotonic()
+        out = self.backend.step(pcm, active) if bool(active.any()) else None
+        step_seconds = time.monotonic() - start
+        finished = {}
+        if deadline is not None:
+            finished = self.backend.prefill(deadline - time.monotonic() - PREFILL_MARGIN)
+        return out, step_seconds, finished
+
+    async def _tick(self, tick: float) -> None:
+        slots = {index: slot for index, slot in self._slots.items() if index not in self._joining}
         pcm = torch.zeros(self.backend.num_slots, FRAME_SIZE)
         active = torch.zeros(self.backend.num_slots, dtype=torch.bool)
         for index, slot in slots.items():
@@ -199,10 +224,21 @@ class EngineClock:
                 slot.stats.concealed += 1
             else:
                 pcm[index] = torch.from_numpy(frame)
-        start = asyncio.get_running_loop().time()
-        out = await self._on_engine_thread(self.backend.step, pcm, active)
-        self.stats.last_step_seconds = asyncio.get_running_loop().time() - start
-        self.stats.step_seconds.append(self.stats.last_step_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + tick + self.period - loop.time() if self._joining else None
+        out, step_seconds, finished = await self._on_engine_thread(self._step_then_prefill, pcm, active, deadline)
+        for index, error in finished.items():
+            joined = self._joining.pop(index, None)
+            if joined is None or joined.done():
+                continue
+            if error is None:
+                joined.set_result(None)
+            else:
+                joined.set_exception(error)
+        if out is None:
+            return
+        self.stats.last_step_seconds = step_seconds
+        self.stats.step_seconds.append(step_seconds)
         self.stats.steps += 1
         for index, slot in slots.items():
             if slot.closed:

@@ -18,9 +18,13 @@ class EchoBackend:
         self._previous = torch.zeros(num_slots, FRAME_SIZE)
         self._primed = torch.zeros(num_slots, dtype=torch.bool)
 
-    def join(self, slot: int, call: CallSetup) -> None:
+    def begin_join(self, slot: int, call: CallSetup) -> bool:
         self._previous[slot] = 0
         self._primed[slot] = False
+        return True
+
+    def prefill(self, seconds: float) -> dict[int, Exception | None]:
+        return {}
 
     def leave(self, slot: int) -> None:
         self._previous[slot] = 0

@@ -15,13 +15,17 @@ under sampling only the random stream differs, since the skipped predictions are
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
 
 from agent.contracts.audio import FRAME_SIZE
 from agent.engine.backend import CallSetup, StepOutput
 from agent.engine.noise import uniform_noise
-from agent.engine.prefix import PersonaCache, PersonaPrompt
+from agent.engine.capacity import PREFIX_CACHE_BYTES
+from agent.engine.pacer import PrefillPacer
+from agent.engine.prefix import PersonaCache, PersonaPrefill, PersonaPrefix, PersonaPrompt
 from agent.model.kv_cache import KVDtype
 from agent.model.lm import AGENT_CODEBOOKS, LM
 from agent.model.mimi import Mimi
@@ -31,14 +35,30 @@ from agent.model.stream import StreamingLM
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class PendingJoins:
+    """A cold persona's prefill and the calls (by slot) that wait for it."""
+
+    prefill: PersonaPrefill
+    calls: dict[int, CallSetup] = field(default_factory=dict)
+
+
+def persona_prompt(call: CallSetup) -> PersonaPrompt:
+    if not isinstance(call.prompt, PersonaPrompt):
+        raise TypeError("the model backend needs a PersonaPrompt")
+    return call.prompt
+
+
 class ModelBackend:
-    def __init__(self, mimi: Mimi, lm: LM, num_slots: int, prefix_cache_bytes: int = 4 << 30,
+    def __init__(self, mimi: Mimi, lm: LM, num_slots: int, prefix_cache_bytes: int = PREFIX_CACHE_BYTES,
                  depformer_steps: int = AGENT_CODEBOOKS, cuda_graph: bool | None = None,
                  kv_dtype: KVDtype = "bf16"):
         self.mimi, self.lm, self.num_slots = mimi, lm, num_slots
         self.device = lm.text_linear.weight.device
         self.stream = StreamingLM(lm, depformer_steps=depformer_steps, kv_dtype=kv_dtype)
-        self.prefixes = PersonaCache(self.stream, prefix_cache_bytes)
+        self.prefixes = PersonaCache(prefix_cache_bytes)
+        self.pacer = PrefillPacer(self.device)
+        self._prefills: OrderedDict[str, PendingJoins] = OrderedDict()  # cold personas, first come first
         self.lm_state = self.stream.init_state(num_slots)
         self.encoder_state = mimi.init_encoder_state(num_slots)
         self.decoder_state = mimi.init_decoder_state(num_slots)
@@ -56,10 +76,68 @@ class ModelBackend:
     # -- calls joining and leaving -------------------------------------------------------------
 
     def join(self, slot: int, call: CallSetup) -> None:
-        prompt = call.prompt
-        if not isinstance(prompt, PersonaPrompt):
-            raise TypeError("the model backend needs a PersonaPrompt")
-        prefix = self.prefixes.get(prompt)
+        """Make `slot` a fresh call now, its persona prefilled in one pass if it is not cached.
+
+        For offline runs, tests and benchmarks; the clock uses `begin_join`, which never delays a step.
+        """
+        prompt = persona_prompt(call)
+        prefix = self.prefixes.get(prompt.key)
+        if prefix is None:
+            prefix = PersonaPrefill(self.stream, prompt).run(chunk_frames=prompt.frames)
+            self.prefixes.put(prompt.key, prefix)
+        self._start(slot, call, prefix)
+
+    def begin_join(self, slot: int, call: CallSetup) -> bool:
+        """Make `slot` a fresh call: True when it is ready (its persona is cached); False when its
+        persona's prefill is queued, to run in chunks between steps (`prefill`) until the slot is ready.
+
+        A call whose persona is already being prefilled waits for that prefill.
+        """
+        prompt = persona_prompt(call)
+        key = prompt.key
+        if key not in self._prefills:
+            prefix = self.prefixes.get(key)
+            if prefix is not None:
+                self._start(slot, call, prefix)
+                return True
+            self._prefills[key] = PendingJoins(PersonaPrefill(self.stream, prompt))
+        self._prefills[key].calls[slot] = call
+        return False
+
+    @torch.no_grad()
+    def prefill(self, seconds: float) -> dict[int, Exception | None]:
+        """Run queued prefills for about `seconds` of device time; the joins that finished, by slot:
+        None when the slot is ready, the error when its persona's prefill failed.
+
+        At least one chunk runs while any prefill waits, so joins progress even when steps leave no
+        time. Nothing here waits for the device: the work is queued before the next step.
+        """
+        finished: dict[int, Exception | None] = {}
+        self.pacer.begin()
+        while self._prefills:
+            key, pending = next(iter(self._prefills.items()))
+            frames = self.pacer.frames_within(seconds)
+            if frames <= 0:
+                break
+            try:
+                ran = pending.prefill.advance(frames)
+            except Exception as error:  # e.g. out of memory: these calls fail, the others go on
+                del self._prefills[key]
+                finished.update({slot: error for slot in pending.calls})
+                continue
+            self.pacer.ran(ran)
+            seconds -= self.pacer.cost(ran)
+            if pending.prefill.done:
+                del self._prefills[key]
+                prefix = pending.prefill.prefix()
+                self.prefixes.put(key, prefix)
+                for slot, call in pending.calls.items():
+                    self._start(slot, call, prefix)
+                    finished[slot] = None
+        self.pacer.end()
+        return finished
+
+    def _start(self, slot: int, call: CallSetup, prefix: PersonaPrefix) -> None:
         rows = self._row_mask(slot)
         self.lm_state.reset(rows)
         self.encoder_state.reset(rows)
@@ -77,7 +155,10 @@ class ModelBackend:
         self.sampling.audio_top_k[slot] = s.audio_top_k
 
     def leave(self, slot: int) -> None:
-        """Nothing to undo: the slot's row is reset when the next call joins it."""
+        """A call waiting for its persona stops waiting (the prefill goes on: the persona is cached);
+        otherwise nothing to undo: the slot's row is reset when the next call joins it."""
+        for pending in self._prefills.values():
+            pending.calls.pop(slot, None)
 
     def _row_mask(self, slot: int) -> torch.Tensor:
         rows = torch.zeros(self.num_slots, dtype=torch.bool, device=self.device)
@@ -150,10 +231,18 @@ class ModelBackend:
             self._capture()
         else:
             self._step()
+        if self.device.type == "cuda":
+            self.pacer.calibrate(self._calibration_forward)
         all_rows = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
         self.lm_state.reset(all_rows)
         self.encoder_state.reset(all_rows)
         self.decoder_state.reset(all_rows)
+
+    def _calibration_forward(self, frames: int) -> None:
+        """A prompt's prefill of `frames` steps in one forward, kept nowhere: what the pacer times."""
+        prompt = PersonaPrompt(voice=None, text_tokens=(self.lm.config.text_padding_id,) * (frames - 1),
+                               silence_frames=1)  # frames + 1 prompt frames, the first skipped
+        PersonaPrefill(self.stream, prompt).run(chunk_frames=frames)
 
 
 def mimi_dtype(mimi: Mimi) -> torch.dtype:

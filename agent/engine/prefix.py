@@ -1,10 +1,11 @@
 """Persona prefixes: a prompt prefilled once, kept on the GPU, copied into a slot in milliseconds.
 
-A persona's prompt (voice, silence, role text, silence) is teacher-forced, so it is computed in one
-batched forward into a scratch row (`prefill_persona`), and what a call needs from it is captured:
-the keys and values of its P positions in every layer (they sit in ring slots 0..P-1 of a fresh
-row), the token ring and the offset. Restoring writes exactly that into a slot's row, and makes the
-rest of the row's ring invisible, so the slot continues as if it had stepped the prompt itself.
+A persona's prompt (voice, silence, role text, silence) is teacher-forced, so it is computed in a few
+batched forwards (chunks) into a scratch row of its own (`PersonaPrefill`), and what a call needs from
+it is captured: the keys and values of its P positions in every layer (they sit in ring slots 0..P-1
+of a fresh row), the token ring and the offset. Restoring writes exactly that into a slot's row, and
+makes the rest of the row's ring invisible, so the slot continues as if it had stepped the prompt
+itself. The engine runs a cold persona's chunks between steps, so running calls never wait for it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agent.model.persona_prompt import SILENCE_FRAMES, prefill_persona
+from agent.model.persona_prompt import SILENCE_FRAMES, prefill_piece, prompt_pieces
 from agent.model.stream import StreamingLM, StreamState
 from voices.prompt import VoicePrompt
 
@@ -80,18 +81,19 @@ class PersonaPrefix:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     @classmethod
-    def capture(cls, state: StreamState, row: int) -> PersonaPrefix:
-        P = int(state.transformer.positions[row])
-        if P > state.transformer.key_positions.shape[1]:
-            raise ValueError(f"a prompt of {P} frames does not fit the {state.transformer.key_positions.shape[1]}-frame context")
-        rings = [[t[row, :, :P].clone() for t in cache.tensors] for cache in state.transformer.caches]
+    def capture(cls, state: StreamState, row: int, positions: int) -> PersonaPrefix:
+        """What row `row` holds after a prompt of `positions` steps from a fresh row, read without a sync.
+
+        The keys, values (and an FP8 ring's scales) are views of the state's ring: it must not step again.
+        """
+        rings = [[t[row, :, :positions] for t in cache.tensors] for cache in state.transformer.caches]
         return cls(
             keys=[ring[0] for ring in rings],
             values=[ring[1] for ring in rings],
             scales=[tuple(ring[2:]) for ring in rings],
             tokens=state.tokens[row].clone(),
             provided=state.provided[row].clone(),
-            offset=int(state.offsets[row]),
+            offset=positions + 1,
         )
 
     def restore(self, state: StreamState, row: int) -> None:
@@ -107,14 +109,59 @@ class PersonaPrefix:
         state.offsets[row] = self.offset
 
 
-class PersonaCache:
-    """Prefixes by prompt key, least recently used evicted beyond `max_bytes`.
+class PersonaPrefill:
+    """One persona's prompt run chunk by chunk into a scratch row of its own, then captured.
 
-    `get` prefills on a miss, in a scratch state of one row.
+    A chunk is up to `chunk_frames` steps of one prompt piece, prefilled in one forward; the state is
+    the same as the one-pass prefill's, whatever the chunks (`agent.model.stream.StreamingLM.prefill`).
+    The scratch ring is allocated at the first chunk and just longer than the prompt: the same steps
+    as at full context, a fraction of the memory, and it becomes the prefix (no copy).
     """
 
-    def __init__(self, stream: StreamingLM, max_bytes: int):
+    def __init__(self, stream: StreamingLM, prompt: PersonaPrompt):
+        context = stream.lm.config.context
+        if prompt.frames >= context:
+            raise PromptTooLong(f"the persona's prompt takes {prompt.frames} frames; the model's context is "
+                                f"{context}: shorten the role text or the voice recording")
         self.stream = stream
+        self.frames = prompt.frames
+        self._pieces = prompt_pieces(stream, prompt.voice, prompt.text_tokens, prompt.silence_frames)
+        self._piece, self._start = 0, 0
+        self._scratch: StreamState | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._piece == len(self._pieces)
+
+    @torch.no_grad()
+    def advance(self, max_frames: int) -> int:
+        """Run the next chunk, at most `max_frames` steps within one piece; the steps it ran."""
+        if self._scratch is None:
+            self._scratch = self.stream.init_state(1, capacity=self.frames + 1)
+        piece = self._pieces[self._piece]
+        start, stop = self._start, min(piece.steps, self._start + max_frames)
+        prefill_piece(self.stream, self._scratch, piece, start, stop)
+        self._start = stop
+        if stop == piece.steps:
+            self._piece, self._start = self._piece + 1, 0
+        return stop - start
+
+    def run(self, chunk_frames: int) -> PersonaPrefix:
+        """Every remaining chunk, each at most `chunk_frames` steps, then the prefix."""
+        while not self.done:
+            self.advance(chunk_frames)
+        return self.prefix()
+
+    def prefix(self) -> PersonaPrefix:
+        if not self.done or self._scratch is None:
+            raise RuntimeError("the prompt's prefill is not finished")
+        return PersonaPrefix.capture(self._scratch, 0, positions=self.frames - 1)
+
+
+class PersonaCache:
+    """Prefixes by prompt key, least recently used evicted to stay within `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self._prefixes: OrderedDict[str, PersonaPrefix] = OrderedDict()
         self.hits = 0
@@ -127,31 +174,18 @@ class PersonaCache:
     def __len__(self) -> int:
         return len(self._prefixes)
 
-    def get(self, prompt: PersonaPrompt) -> PersonaPrefix:
-        key = prompt.key
+    def get(self, key: str) -> PersonaPrefix | None:
         prefix = self._prefixes.get(key)
-        if prefix is not None:
-            self.hits += 1
-            self._prefixes.move_to_end(key)
-            return prefix
-        self.misses += 1
-        prefix = self._prefill(prompt)
-        self._prefixes[key] = prefix
-        while self.nbytes > self.max_bytes and len(self._prefixes) > 1:
-            evicted, _ = self._prefixes.popitem(last=False)
-            log.info("persona prefix evicted", extra={"persona": evicted[:12]})
+        if prefix is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._prefixes.move_to_end(key)
         return prefix
 
-    @torch.no_grad()
-    def _prefill(self, prompt: PersonaPrompt) -> PersonaPrefix:
-        context = self.stream.lm.config.context
-        if prompt.frames >= context:
-            raise PromptTooLong(f"the persona's prompt takes {prompt.frames} frames; the model's context is "
-                                f"{context}: shorten the role text or the voice recording")
-        # A ring just longer than the prompt: the same steps as at full context, a fraction of the memory.
-        scratch = self.stream.init_state(1, capacity=prompt.frames + 1)
-        voice = prompt.voice
-        if isinstance(voice, torch.Tensor):
-            voice = voice.to(scratch.offsets.device)
-        prefill_persona(self.stream, scratch, voice, prompt.text_tokens, prompt.silence_frames)
-        return PersonaPrefix.capture(scratch, 0)
+    def put(self, key: str, prefix: PersonaPrefix) -> None:
+        """Keep `prefix`, evicting the least recently used first to make room (all of them if need be)."""
+        while self._prefixes and self.nbytes + prefix.nbytes > self.max_bytes:
+            evicted, _ = self._prefixes.popitem(last=False)
+            log.info("persona prefix evicted", extra={"persona": evicted[:12]})
+        self._prefixes[key] = prefix

@@ -99,6 +99,20 @@ class RecognisingBackend:
         self.agent.join(slot, call)
         self.stt.join(slot)
 
+    def begin_join(self, slot: int, call: CallSetup) -> bool:
+        """The recogniser's row is made fresh when the agent's is ready, so it hears the call from its start."""
+        ready = self.agent.begin_join(slot, call)
+        if ready:
+            self.stt.join(slot)
+        return ready
+
+    def prefill(self, seconds: float) -> dict[int, Exception | None]:
+        finished = self.agent.prefill(seconds)
+        for slot, error in finished.items():
+            if error is None:
+                self.stt.join(slot)
+        return finished
+
     def leave(self, slot: int) -> None:
         self.agent.leave(slot)
         self.stt.leave(slot)

@@ -10,6 +10,7 @@ stored voice file (upstream's `.pt`: the model inputs of its steps and the token
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -35,31 +36,60 @@ def prompt_frames(voice_codes: torch.Tensor | None, text_tokens: Sequence[int], 
     return torch.cat([text_stream[None], agent, user])
 
 
-def prefill_persona(stream: StreamingLM, state: StreamState, voice: torch.Tensor | VoicePrompt,
-                    text_tokens: Sequence[int], silence_frames: int = SILENCE_FRAMES) -> None:
-    """Run the prompt on every row of a fresh `state` (offset 1): voice codes [8, F] or a stored voice.
+@dataclass(frozen=True)
+class PromptPiece:
+    """A run of a prompt's teacher-forced steps, prefilled whole or in chunks: the same state either way.
+
+    `embeddings` [T, dim] replace the model's input of these steps (a stored voice); `tokens_after`
+    [K, ring] replaces the state's token ring once the last of them is done (a stored voice's ring).
+    """
+
+    frames: torch.Tensor  # [K, T] long, on the CPU
+    embeddings: torch.Tensor | None = None
+    tokens_after: torch.Tensor | None = None
+
+    @property
+    def steps(self) -> int:
+        return self.frames.shape[1]
+
+
+def prompt_pieces(stream: StreamingLM, voice: torch.Tensor | VoicePrompt | None, text_tokens: Sequence[int],
+                  silence_frames: int = SILENCE_FRAMES) -> list[PromptPiece]:
+    """The steps that run a prompt on a fresh row (offset 1): voice codes [8, F], a stored voice, or none.
 
     A fresh row has already taken the session's first step (see `agent.model.stream`), which reads
     no tokens, so the prompt's first frame is skipped. A stored voice's embeddings are the steps after
     it, fed with the initial tokens as the given frames (upstream's replay); its token ring then
     replaces the state's.
     """
-    B, device = state.offsets.shape[0], state.tokens.device
     padding_id = stream.lm.config.text_padding_id
-    if isinstance(voice, VoicePrompt):
-        embeddings, tokens = voice.embeddings[:, 0, 0], voice.cache[0]  # [E, dim], [K, ring]
-        E, dim = embeddings.shape
-        if tokens.shape != state.tokens.shape[1:] or dim != stream.lm.config.dim:
-            raise ValueError(f"stored voice of another model: embeddings of {dim}, token ring "
-                             f"{tuple(tokens.shape)} (expected {stream.lm.config.dim}, "
-                             f"{tuple(state.tokens.shape[1:])})")
-        stream.prefill(state, _replay_frames(stream, E).expand(B, -1, -1).to(device),
-                       embeddings=embeddings[None].expand(B, -1, -1))
-        state.tokens.copy_(tokens.to(device).expand_as(state.tokens))
-        frames = prompt_frames(None, text_tokens, padding_id, silence_frames)
-    else:
-        frames = prompt_frames(voice, text_tokens, padding_id, silence_frames)[:, 1:]
-    stream.prefill(state, frames[None].expand(B, -1, -1).to(device))
+    if not isinstance(voice, VoicePrompt):
+        return [PromptPiece(prompt_frames(voice, text_tokens, padding_id, silence_frames)[:, 1:])]
+    embeddings, tokens = voice.embeddings[:, 0, 0], voice.cache[0]  # [E, dim], [K, ring]
+    E, dim = embeddings.shape
+    ring = (stream.lm.config.num_streams, stream.ring)
+    if tuple(tokens.shape) != ring or dim != stream.lm.config.dim:
+        raise ValueError(f"stored voice of another model: embeddings of {dim}, token ring "
+                         f"{tuple(tokens.shape)} (expected {stream.lm.config.dim}, {ring})")
+    return [PromptPiece(_replay_frames(stream, E)[0], embeddings, tokens),
+            PromptPiece(prompt_frames(None, text_tokens, padding_id, silence_frames))]
+
+
+def prefill_piece(stream: StreamingLM, state: StreamState, piece: PromptPiece, start: int, stop: int) -> None:
+    """Run steps start..stop-1 of `piece` on every row of `state`, after its steps before `start`."""
+    B, device = state.offsets.shape[0], state.tokens.device
+    frames = piece.frames[None, :, start:stop].expand(B, -1, -1).to(device)
+    embeddings = None if piece.embeddings is None else piece.embeddings[None, start:stop].expand(B, -1, -1)
+    stream.prefill(state, frames, embeddings=embeddings)
+    if stop == piece.steps and piece.tokens_after is not None:
+        state.tokens.copy_(piece.tokens_after.to(device).expand_as(state.tokens))
+
+
+def prefill_persona(stream: StreamingLM, state: StreamState, voice: torch.Tensor | VoicePrompt | None,
+                    text_tokens: Sequence[int], silence_frames: int = SILENCE_FRAMES) -> None:
+    """Run the prompt on every row of a fresh `state` (offset 1), each piece in one pass."""
+    for piece in prompt_pieces(stream, voice, text_tokens, silence_frames):
+        prefill_piece(stream, state, piece, 0, piece.steps)
 
 
 def _replay_frames(stream: StreamingLM, steps: int) -> torch.Tensor:

@@ -37,9 +37,9 @@ class TalkingEcho(EchoBackend):
         super().__init__(num_slots)
         self.steps = torch.zeros(num_slots, dtype=torch.long)
 
-    def join(self, slot: int, call: CallSetup) -> None:
-        super().join(slot, call)
+    def begin_join(self, slot: int, call: CallSetup) -> bool:
         self.steps[slot] = 0
+        return super().begin_join(slot, call)
 
     def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
         out = super().step(pcm, active)

@@ -274,9 +274,9 @@ async def test_as_many_calls_as_slots_can_start_at_once():
     from agent.engine.echo import EchoBackend
 
     class SlowJoin(EchoBackend):
-        def join(self, slot, call):
+        def begin_join(self, slot, call):
             time.sleep(0.05)  # on the engine thread, as a model's prefix copy is
-            super().join(slot, call)
+            return super().begin_join(slot, call)
 
     worker = make_worker(model=WorkerModel("slow", SlowJoin(4), lambda call: CallSetup()))
     await worker.start()

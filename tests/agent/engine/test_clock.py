@@ -5,7 +5,7 @@ import pytest
 
 from agent.contracts.audio import FRAME_SIZE
 from agent.engine.backend import CallSetup
-from agent.engine.clock import EngineClock, NoFreeSlot
+from agent.engine.clock import PREFILL_MARGIN, EngineClock, NoFreeSlot
 from agent.engine.echo import EchoBackend
 
 PERIOD = 0.01  # a fast clock: the schedule, not the 80 ms, is under test
@@ -15,8 +15,8 @@ def frame(value: float) -> np.ndarray:
     return np.full(FRAME_SIZE, value, dtype=np.float32)
 
 
-async def run_clock(num_slots: int, body):
-    clock = EngineClock(EchoBackend(num_slots), period=PERIOD)
+async def run_clock(num_slots: int, body, backend=None):
+    clock = EngineClock(backend or EchoBackend(num_slots), period=PERIOD)
     clock.start()
     try:
         return await body(clock)
@@ -140,3 +140,72 @@ def test_a_wait_that_comes_and_goes_with_jitter_is_kept():
         slot.push(np.zeros(FRAME_SIZE + (960 if step % 2 == 0 else -960), np.float32))  # bunched, then sparse
 
     assert slot.stats.trimmed == 0
+
+
+class ColdPersonas(EchoBackend):
+    """The echo, where a call with a prompt waits for a prefill of `PREFILL_CALLS` prefill calls."""
+
+    PREFILL_CALLS = 3
+
+    def __init__(self, num_slots: int):
+        super().__init__(num_slots)
+        self.waiting: dict[int, int] = {}  # slot: prefill calls left
+        self.actives: list[list[bool]] = []
+        self.budgets: list[float] = []
+
+    def begin_join(self, slot, call):
+        super().begin_join(slot, call)
+        if call.prompt is None:
+            return True
+        self.waiting[slot] = self.PREFILL_CALLS
+        return False
+
+    def leave(self, slot):
+        super().leave(slot)
+        self.waiting.pop(slot, None)
+
+    def prefill(self, seconds):
+        self.budgets.append(seconds)
+        for slot in self.waiting:
+            self.waiting[slot] -= 1
+        done = [slot for slot, left in self.waiting.items() if left == 0]
+        for slot in done:
+            del self.waiting[slot]
+        return {slot: None for slot in done}
+
+    def step(self, pcm, active):
+        self.actives.append(active.tolist())
+        return super().step(pcm, active)
+
+
+def test_a_cold_join_waits_for_its_prefill_while_the_running_call_is_stepped_each_tick():
+    backend = ColdPersonas(2)
+
+    async def body(clock):
+        running = await clock.join(CallSetup())
+        await asyncio.sleep(PERIOD * 2)
+        steps_before = clock.stats.steps
+        cold = await clock.join(CallSetup(prompt="a persona"))
+        return cold, clock.stats.steps - steps_before
+
+    cold, steps_while_joining = asyncio.run(run_clock(2, body, backend))
+    waits = ColdPersonas.PREFILL_CALLS
+    assert cold.index == 1 and len(backend.budgets) == waits
+    assert steps_while_joining >= waits  # the running call was stepped at every tick meanwhile
+    assert [active[1] for active in backend.actives[-steps_while_joining:][:waits]] == [False] * waits
+    assert all(budget < PERIOD - PREFILL_MARGIN for budget in backend.budgets)  # what the tick's step left
+
+
+def test_a_join_given_up_while_its_persona_is_prefilled_frees_its_slot():
+    backend = ColdPersonas(1)
+
+    async def body(clock):
+        join = asyncio.ensure_future(clock.join(CallSetup(prompt="a persona")))
+        await asyncio.sleep(PERIOD * 1.5)
+        join.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await join
+        await asyncio.sleep(PERIOD)
+        return clock.free_slots
+
+    assert asyncio.run(run_clock(1, body, backend)) == 1 and backend.waiting == {}

@@ -100,7 +100,7 @@ def test_a_slot_joining_late_while_another_leaves_matches_the_reference(models, 
 def test_the_cached_prefix_is_copied_never_shared(models, golden, reference_call):
     backend = ModelBackend(*models, num_slots=2)
     backend.join(0, reference_call)
-    prefix = backend.prefixes.get(reference_call.prompt)
+    prefix = backend.prefixes.get(reference_call.prompt.key)
     snapshot = [t.clone() for t in (*prefix.keys, *prefix.values, prefix.tokens, prefix.provided)]
     run_reference(backend, 0, golden)
     assert all(torch.equal(a, b) for a, b in
@@ -112,18 +112,17 @@ def test_the_cached_prefix_is_copied_never_shared(models, golden, reference_call
 
 def test_the_persona_cache_evicts_the_least_recently_used(models):
     backend = ModelBackend(*models, num_slots=1)
-    prompts = [PersonaPrompt(voice=None, text_tokens=(t, t + 1)) for t in (10, 20, 30)]
-    one = backend.prefixes.get(prompts[0]).nbytes
-    backend.prefixes.max_bytes = 2 * one
-    backend.prefixes.get(prompts[0])
-    backend.prefixes.get(prompts[1])
-    backend.prefixes.get(prompts[0])  # now prompts[1] is the least recently used
-    backend.prefixes.get(prompts[2])
+    calls = [CallSetup(prompt=PersonaPrompt(voice=None, text_tokens=(t, t + 1))) for t in (10, 20, 30)]
+    backend.join(0, calls[0])
+    backend.prefixes.max_bytes = 2 * backend.prefixes.nbytes
+    backend.join(0, calls[1])
+    backend.join(0, calls[0])  # now calls[1] is the least recently used
+    backend.join(0, calls[2])
     assert len(backend.prefixes) == 2
     misses = backend.prefixes.misses
-    backend.prefixes.get(prompts[0])
+    backend.join(0, calls[0])
     assert backend.prefixes.misses == misses  # still cached
-    backend.prefixes.get(prompts[1])
+    backend.join(0, calls[1])
     assert backend.prefixes.misses == misses + 1  # was evicted
 
 
