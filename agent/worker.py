@@ -71,8 +71,10 @@ CPU_SLOTS = 4
 
 
 def load_worker_model(spec: str, num_slots: int | None, device: str | None, voices_root: Path,
-                      cache_dir: Path, stt: str | None = None) -> WorkerModel:
+                      cache_dir: Path, stt: str | None = None, capacity_file: Path | None = None) -> WorkerModel:
     """`echo`, or a model spec of `agent.model.loading` on a batched model backend.
+
+    `num_slots` None is `--slots auto`: `default_slots`, capped by `capacity_file`'s rating if given.
 
     A persona's voice file is looked up in `voices_root/<tenant>/voices/` (beside the tenant's line
     files when `voices_root` is the persona folder), so no tenant can name another's voices; the
@@ -92,7 +94,7 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
 
     models = load_models(spec, device, mimi_codebooks=STT_CODEBOOKS if stt else AGENT_CODEBOOKS)
     recogniser = load_stt(stt, device) if stt else None
-    num_slots = num_slots or default_slots(models, recogniser)
+    num_slots = num_slots or default_slots(models, recogniser, capacity_file)
     builders: dict[str, PromptBuilder] = {}
 
     def setup_for(call: CallDetails) -> CallSetup:
@@ -111,11 +113,12 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     return WorkerModel(models.name, backend, setup_for, models.tokenizer, caller_words)
 
 
-def default_slots(models, recogniser=None) -> int:
-    """As many calls as GPU memory holds at full context (the recogniser's ring too); a few on the CPU."""
+def default_slots(models, recogniser=None, capacity_file: Path | None = None) -> int:
+    """As many calls as GPU memory holds at full context (the recogniser's ring too), beside the engine's
+    reserved room, and no more than a churn benchmark's `capacity_file` rates this GPU for; a few on the CPU."""
     import torch
 
-    from agent.engine.capacity import slots_that_fit
+    from agent.engine.capacity import rated_calls, slots_that_fit
 
     if models.device.type != "cuda":
         return CPU_SLOTS
@@ -124,7 +127,16 @@ def default_slots(models, recogniser=None) -> int:
     slots = slots_that_fit(models.lm.config, models.lm.text_linear.weight.dtype, free, extra_bytes_per_slot=extra)
     if slots < 1:
         raise RuntimeError(f"no call fits in the {free / 1e9:.1f} GB of GPU memory left after the weights")
-    return slots
+    if capacity_file is None:
+        return slots
+    device = torch.cuda.get_device_name(models.device)
+    rated = rated_calls(capacity_file, device, models.weights, "bf16", recogniser.name if recogniser else None)
+    if rated is None:
+        log.warning("the capacity file rates another GPU, precision or recogniser: slots from memory alone",
+                    extra={"file": str(capacity_file), "device": device, "slots": slots})
+        return slots
+    log.info("slots as rated under churn", extra={"file": str(capacity_file), "rated": rated, "memory_bound": slots})
+    return min(slots, rated)
 
 
 def call_seed(persona: Persona) -> int:

@@ -56,8 +56,13 @@ class EngineSettings(BaseSettings):
                                               "dummy:full (default: none; lines may turn it off)")
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: cuda when available)")
     slots: int | None = Field(None, ge=1, description="concurrent calls on the engine: a number, or auto: as "
-                                                     "many as GPU memory holds at full context on CUDA, 4 on "
-                                                     "the CPU")
+                                                     "many as GPU memory holds at full context on CUDA (beside "
+                                                     "the persona cache and one prefill), at most what "
+                                                     "capacity_file rates, 4 on the CPU")
+    capacity_file: Path | None = Field(None, description="a churn benchmark's result (`plexline bench churn "
+                                                         "--json`, e.g. bench/churn-h200.json): with slots auto, "
+                                                         "the worker offers no more calls than it held in real "
+                                                         "time on this GPU and precision")
     cache_dir: Path = Field(default_factory=default_cache_dir,
                             description="where voice prompts made from WAV files are kept (default "
                                         "~/.cache/plexline)")
