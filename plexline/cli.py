@@ -74,6 +74,19 @@ def bench_engine(args: argparse.Namespace) -> None:
     print(table(result))
 
 
+def bench_churn(args: argparse.Namespace) -> None:
+    from bench.churn import bench_churn as run
+    from bench.churn import table, write_json
+
+    models = load_models(args)
+    if models.device.type != "cuda":
+        raise CommandError("the churn benchmark needs a CUDA device")
+    result = run(models, args.calls, args.seconds, args.mean_call_seconds, args.cold_share, args.kv_dtype,
+                 args.seed)
+    write_json(result, args.json)
+    print(table(result))
+
+
 def _settings(cls, args: argparse.Namespace):
     """`cls` (a pydantic-settings class) from the environment, with the flags that were given on top."""
     from pydantic import ValidationError
@@ -94,7 +107,7 @@ def _worker_model(engine, voices_root: Path):
 
     try:
         return load_worker_model(engine.model, engine.slots, engine.device, voices_root, engine.cache_dir,
-                                 stt=engine.stt)
+                                 stt=engine.stt, capacity_file=engine.capacity_file)
     except (ModelFilesError, ModelSpecError) as error:
         raise CommandError(str(error)) from error
 
@@ -331,8 +344,40 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_flags(p)
     p.set_defaults(run=bench_engine, model="dummy:full")
 
-    add_serving_commands(commands)
+    p = bench.add_parser("churn", help="the engine with calls joining and leaving: frame and join times, "
+                                       "the calls it holds in real time (GPU)")
+    p.add_argument("--calls", type=lambda s: [c if c == "auto" else int(c) for c in s.split(",")],
+                   default=[32, 64, 72, 80, "auto"], help="engine sizes; auto: what memory holds (default "
+                                                          "32,64,72,80,auto)")
+    p.add_argument("--seconds", type=float, default=60.0, help="seconds of traffic measured per size")
+    p.add_argument("--mean-call-seconds", type=float, default=120.0,
+                   help="mean call length: N / this many calls join (and leave) per second")
+    p.add_argument("--cold-share", type=float, default=0.5, help="share of joins with a persona never seen")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=Path("bench-churn.json"),
+                   help="the result; a worker's --capacity-file reads its rated calls")
+    add_model_flag(p)
+    add_precision_flags(p)
+    p.set_defaults(run=bench_churn, model="dummy:full")
+
+    try:
+        add_serving_commands(commands)
+    except ModuleNotFoundError as missing:  # a GPU host with torch alone still runs the benchmarks
+        add_unavailable_commands(commands, missing)
     return parser
+
+
+def add_unavailable_commands(commands, missing: ModuleNotFoundError) -> None:
+    """The serving roles, each saying why it cannot run here."""
+    def unavailable(args: argparse.Namespace) -> None:
+        raise CommandError(f"`plexline {args.command}` needs {missing.name}, which is not installed "
+                           f"(pip install plexline installs it)")
+
+    for role in ("serve", "control-plane", "worker", "drain", "tenant-token"):
+        # No option prefix: whatever follows (flags too) is taken, and the command says what is missing.
+        p = commands.add_parser(role, help=f"(needs {missing.name})", add_help=False, prefix_chars="\0")
+        p.add_argument("rest", nargs="*")
+        p.set_defaults(run=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:
