@@ -18,7 +18,8 @@ Reported per N, over `seconds` of traffic:
 - join to ready p50/p99, cold and cached: from `EngineClock.join` to the slot's prefix in place
   (it is stepped from the next tick on), the wait for the step in flight included;
 - join to first frame p50/p99: to the call's first agent frame.
-The rated capacity is the largest N with frame time p99 < 80 ms and no overrun: what a worker
+The rated capacity is the largest N with frame time p99 < 80 ms, no overrun and no failed join
+(a cold join that ran out of memory, say): what a worker
 offers (`agent.engine.capacity.rated_calls` reads it from the JSON). Prints a table last.
 """
 
@@ -63,6 +64,8 @@ class ChurnResult:
     seconds: float
     joins_cold: int
     joins_cached: int
+    joins_failed: int
+    failure: str  # the first failed join's error
     frame_p50_ms: float
     frame_p99_ms: float
     frame_max_ms: float
@@ -83,7 +86,7 @@ class ChurnResult:
 
     @property
     def real_time(self) -> bool:
-        return self.frame_p99_ms < BUDGET_MS and self.overruns_per_minute == 0
+        return self.frame_p99_ms < BUDGET_MS and self.overruns_per_minute == 0 and self.joins_failed == 0
 
 
 @dataclass
@@ -142,6 +145,7 @@ class Traffic:
         self.clock, self.personas, self.rng = clock, personas, rng
         self.mean, self.cold_share = mean_call_seconds, cold_share
         self.records: list[CallRecord] = []
+        self.failed: list[str] = []  # joins that failed, and why
         self.slots: dict[int, CallSlot] = {}
         self.packet = (np.random.default_rng(0).standard_normal(PACKET) * 0.1).astype(np.float32)
 
@@ -172,7 +176,10 @@ class Traffic:
         """One slot's calls, one after another; the first is cached (the centre was already full)."""
         cold = False if first else None
         while time.monotonic() < until:
-            await self.call(self.rng.random() < self.cold_share if cold is None else cold, measured)
+            try:
+                await self.call(self.rng.random() < self.cold_share if cold is None else cold, measured)
+            except Exception as error:  # a join that failed (out of memory, say): counted, the line goes on
+                self.failed.append(repr(error))
             cold = None
 
     async def media(self, until: float) -> None:
@@ -189,8 +196,8 @@ class Traffic:
 
 
 async def run_traffic(backend: ModelBackend, personas: Personas, seconds: float, mean_call_seconds: float,
-                      cold_share: float, rng: random.Random) -> tuple[list[CallRecord], list[float], float]:
-    """The calls' records, the frame times (ms) and the overruns per minute of `seconds` of traffic."""
+                      cold_share: float, rng: random.Random) -> tuple[Traffic, list[float], float]:
+    """The traffic (its calls' records), the frame times (ms) and the overruns per minute of `seconds`."""
     clock = EngineClock(backend)
     clock.start()
     traffic = Traffic(clock, personas, mean_call_seconds, cold_share, rng)
@@ -214,7 +221,7 @@ async def run_traffic(backend: ModelBackend, personas: Personas, seconds: float,
         await asyncio.gather(*lines, media, return_exceptions=True)
     finally:
         await clock.stop()
-    return traffic.records, [s * 1000 for s in frame_times], overruns / (seconds / 60)
+    return traffic, [s * 1000 for s in frame_times], overruns / (seconds / 60)
 
 
 def churn_size(models: Models, calls: int, seconds: float, mean_call_seconds: float, cold_share: float,
@@ -225,8 +232,9 @@ def churn_size(models: Models, calls: int, seconds: float, mean_call_seconds: fl
     backend.warm_up()
     for prompt in personas.cached:  # in the cache before the traffic, as a running worker has them
         backend.join(0, CallSetup(prompt=prompt))
-    records, frames, overruns = asyncio.run(
+    traffic, frames, overruns = asyncio.run(
         run_traffic(backend, personas, seconds, mean_call_seconds, cold_share, rng))
+    records = traffic.records
     memory = torch.cuda.max_memory_allocated(models.device) / 1e9
     pacer = backend.pacer
     del backend
@@ -240,6 +248,7 @@ def churn_size(models: Models, calls: int, seconds: float, mean_call_seconds: fl
     gaps = [b - a for r in records for a, b in zip(r.frames, r.frames[1:])]
     return ChurnResult(
         calls=calls, seconds=seconds, joins_cold=len(cold), joins_cached=len(cached),
+        joins_failed=len(traffic.failed), failure=traffic.failed[0] if traffic.failed else "",
         frame_p50_ms=percentile(frames, 0.5), frame_p99_ms=percentile(frames, 0.99), frame_max_ms=max(frames),
         gap_p99_ms=ms(gaps, 0.99), gap_max_ms=max(gaps, default=0.0) * 1000, overruns_per_minute=overruns,
         ready_cold_p50_ms=ms([r.ready - r.asked for r in cold], 0.5),
@@ -284,7 +293,8 @@ def bench_churn(models: Models, sizes: list[int | str], seconds: float, mean_cal
         progress(f"{calls:>3} calls: frame p50 {row.frame_p50_ms:.1f} p99 {row.frame_p99_ms:.1f} max "
                  f"{row.frame_max_ms:.1f} ms, overruns {row.overruns_per_minute:.1f}/min, ready cold p99 "
                  f"{row.ready_cold_p99_ms:.0f} ms ({row.joins_cold}), cached p99 {row.ready_cached_p99_ms:.1f} ms "
-                 f"({row.joins_cached}), {row.memory_gb:.1f} GB")
+                 f"({row.joins_cached}), {row.memory_gb:.1f} GB" + (f"; {row.joins_failed} joins failed: {row.failure}"
+                                                               if row.joins_failed else ""))
     result.rated_calls = max((r.calls for r in result.sizes if r.real_time), default=0)
     return result
 
