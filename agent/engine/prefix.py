@@ -136,8 +136,9 @@ class PersonaPrefill:
     @torch.no_grad()
     def advance(self, max_frames: int) -> int:
         """Run the next chunk, at most `max_frames` steps within one piece; the steps it ran."""
-        if self._scratch is None:
+        if self._scratch is None:  # the first chunk, right after a step: the device is idle, the copy is quick
             self._scratch = self.stream.init_state(1, capacity=self.frames + 1)
+            self._pieces = [piece.to(self._scratch.offsets.device) for piece in self._pieces]
         piece = self._pieces[self._piece]
         start, stop = self._start, min(piece.steps, self._start + max_frames)
         prefill_piece(self.stream, self._scratch, piece, start, stop)

@@ -52,6 +52,10 @@ class PromptPiece:
     def steps(self) -> int:
         return self.frames.shape[1]
 
+    def to(self, device: torch.device) -> PromptPiece:
+        """On `device` (copied once: each chunk's slice is then no copy from the host)."""
+        return PromptPiece(*(None if t is None else t.to(device) for t in (self.frames, self.embeddings, self.tokens_after)))
+
 
 def prompt_pieces(stream: StreamingLM, voice: torch.Tensor | VoicePrompt | None, text_tokens: Sequence[int],
                   silence_frames: int = SILENCE_FRAMES) -> list[PromptPiece]:
