@@ -17,10 +17,9 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from personas.store import TenantEntry, write_bytes_atomically
-from personas.voice_files import wav_info
+from personas.voice_files import RELEASED_VOICES, wav_info  # telephony reads voices through personas
 from telephony.control.api.deps import ControlPlaneDep, TenantDep
 from telephony.control.control_plane import ControlPlane
-from voices.released import RELEASED_VOICES
 
 router = APIRouter(prefix="/tenants/{tenant}/voices", tags=["voices"])
 
