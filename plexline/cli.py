@@ -136,7 +136,7 @@ def _control_plane(settings, registry, workers, history, http_host: str, local_w
     from telephony.sip.server import SipConfig, SipServer
 
     store = TenantStore(settings.personas_dir)
-    router = CallRouter(registry, workers, Metrics(), settings.route_attempts)
+    router = CallRouter(registry, workers, Metrics(), settings.route_attempts, refusals=history)
     config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
                        advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
                        jitter_packets=settings.rtp_jitter_packets, realm=settings.sip_realm,

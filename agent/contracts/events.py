@@ -6,7 +6,9 @@ Every event is an envelope (Standard Webhooks' recommended shape) around the cal
 
     call.started              the call was answered: who called which line, and the persona
     call.transcript.partial   (lines that ask for it) transcript items settled since the last one
-    call.ended                how and why it ended, its duration, the whole transcript, the recording
+    call.ended                how and why it ended, its duration, the whole transcript, the recording;
+                              also for a call that was refused (outcome `refused`: no free slot, the
+                              tenant's limit), which was never answered and has no call.started
 
 `id` is also the `webhook-id` header: derived from the call and the event, so every attempt and
 every producer (the worker, or a control plane failing a lost worker's call) gives one event the
@@ -28,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 SCHEMA_VERSION = 1
 
 # How a call ended: the caller hung up; our side did (the line's maximum duration, an admin, the
-# control plane); it was transferred; or it failed (media failure, a lost worker, a shutdown).
-Outcome = Literal["caller_hung_up", "agent_hung_up", "transferred", "failed"]
+# control plane); it was transferred; it failed (media failure, a lost worker, a shutdown); or it was
+# refused before it was answered (no free slot, the tenant's limit: `answered_at` is then the moment
+# of the refusal, the duration 0 and the transcript empty).
+Outcome = Literal["caller_hung_up", "agent_hung_up", "transferred", "failed", "refused"]
 Moment = Literal["answered", "caller_hung_up", "agent_hung_up", "transferred", "failed"]
 EventType = Literal["call.started", "call.transcript.partial", "call.ended"]
 

@@ -54,7 +54,7 @@ class ControlPlane:
         self.store = store
         self.registry = registry
         self.workers = workers
-        self.router = router or CallRouter(registry, workers, Metrics(), settings.route_attempts)
+        self.router = router or CallRouter(registry, workers, Metrics(), settings.route_attempts, refusals=history)
         self.metrics = self.router.metrics
         self.history = history
         self.sip = sip

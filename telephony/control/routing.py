@@ -1,4 +1,10 @@
-"""Placing a call: reserve a slot on the least loaded worker, have it start the session, retry on refusal."""
+"""Placing a call: reserve a slot on the least loaded worker, have it start the session, retry on refusal.
+
+A call that cannot be placed (no free slot, the tenant's limit, the registry unreachable) is refused
+here, whatever its transport (SIP, WHIP, a carrier's media stream, the admin API): the router counts it
+and records it once, with its reason, through `refusals` (the call history), then raises for the
+transport to answer (SIP 503 or 486, HTTP 503).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,21 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.contracts.calls import CallDetails
+from personas.schema import Persona
 from personas.store import Route
 from telephony.control.metrics import Metrics
-from telephony.control.registry import CallRecord, NewCall, NoCapacity, Registry, TenantLimitReached
+from telephony.control.registry import (
+    CallRecord,
+    NewCall,
+    NoCapacity,
+    Registry,
+    RegistryError,
+    RegistryUnavailable,
+    TenantLimitReached,
+)
 from telephony.control.worker_client import WorkerClient, WorkerRefused
 
 log = logging.getLogger(__name__)
@@ -22,15 +38,24 @@ class Caller:
     callee: str  # the address they called
 
 
+class RefusedCalls(Protocol):
+    """Where refused calls are recorded (`telephony.events.call_history.CallHistory`)."""
+
+    async def publish_refused(self, call: NewCall, persona: Persona | None, reason: str) -> None: ...
+
+
 class CallRouter:
-    def __init__(self, registry: Registry, workers: WorkerClient, metrics: Metrics, attempts: int = 3):
+    def __init__(self, registry: Registry, workers: WorkerClient, metrics: Metrics, attempts: int = 3,
+                 refusals: RefusedCalls | None = None):
         self.registry = registry
         self.workers = workers
         self.metrics = metrics
         self.attempts = attempts
+        self.refusals = refusals
 
     async def place(self, route: Route, caller: Caller) -> CallRecord:
-        """The active call's record; raises NoCapacity or TenantLimitReached (the caller is refused)."""
+        """The active call's record; raises NoCapacity, TenantLimitReached or RegistryUnavailable (the
+        caller is refused, and the refusal recorded)."""
         tenant = route.tenant
         new = NewCall(uuid.uuid4().hex, tenant.id, route.line_id, caller.caller, caller.callee,
                       tenant.tenant.limits.max_concurrent_calls)
@@ -44,15 +69,29 @@ class CallRouter:
         start = time.perf_counter()
         try:
             record = await self._place(new, details)
-        except NoCapacity:
-            self.metrics.calls_refused.labels(tenant.id, "no_capacity").inc()
-            raise
-        except TenantLimitReached:
-            self.metrics.calls_refused.labels(tenant.id, "tenant_limit").inc()
+        except (NoCapacity, TenantLimitReached, RegistryUnavailable) as error:
+            await self._refused(new, route, error)
             raise
         self.metrics.routing_seconds.observe(time.perf_counter() - start)
         self.metrics.calls_admitted.labels(tenant.id).inc()
         return record
+
+    async def _refused(self, call: NewCall, route: Route, error: RegistryError) -> None:
+        if isinstance(error, TenantLimitReached):
+            kind, reason = "tenant_limit", f"the tenant's limit of {call.tenant_limit} concurrent calls is reached"
+        elif isinstance(error, NoCapacity):
+            kind, reason = "no_capacity", f"no free slot: {error}"
+        else:
+            kind, reason = "registry_unavailable", f"the registry is unavailable: {error}"
+        self.metrics.calls_refused.labels(call.tenant, kind).inc()
+        log.info("call refused", extra={"call": call.call_id, "tenant": call.tenant, "line": call.line,
+                                        "reason": reason})
+        if self.refusals is None:
+            return
+        try:
+            await self.refusals.publish_refused(call, route.line.persona, reason)
+        except Exception as error:  # the caller is refused all the same
+            log.error("a refused call was not recorded", extra={"call": call.call_id, "error": repr(error)})
 
     async def _place(self, new: NewCall, details: CallDetails) -> CallRecord:
         refused: list[str] = []

@@ -4,8 +4,9 @@ Workers publish each call's events here (`publish`: the `agent.call_reporter.Cal
 a `call.ended` is saved as the call's record, then every event is appended to the outbox for
 delivery. In distributed mode the records and the outbox are in Redis, so a worker publishes
 from its own process; in embedded mode they are files under the data folder. The control
-plane also publishes `call.ended` for calls that failed with a lost worker, and sweeps what is
-past its retention period.
+plane also publishes `call.ended` for calls that failed with a lost worker and for calls it refused
+(outcome `refused`: no slot, the tenant's limit; never answered, so no `call.started` before it),
+and sweeps what is past its retention period.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from agent.contracts import events as ev
 from agent.contracts.recordings import recording_path
 from personas.schema import Persona
-from telephony.control.registry import CallRecord
+from telephony.control.registry import CallRecord, NewCall
 from telephony.events.call_records import CallRecordStore, SqliteCallRecords
 from telephony.events.outbox import Outbox, OutboxEvent
 from telephony.events.recordings import RecordingStore
@@ -54,6 +55,10 @@ class CallHistory:
         """`call.ended` for a call that failed without its worker (which will never report it)."""
         await self.publish([lost_call_ended(call, persona, self.recordings.root)])
 
+    async def publish_refused(self, call: NewCall, persona: Persona | None, reason: str) -> None:
+        """`call.ended` (outcome `refused`) for a call the router could not place: a record, and its webhook."""
+        await self.publish([refused_call_ended(call, persona, reason, datetime.now(timezone.utc))])
+
     async def sweep(self) -> None:
         """Forget records and delete recordings past their retention."""
         cutoff = datetime.now(timezone.utc) - self.record_retention
@@ -80,6 +85,15 @@ def lost_call_ended(call: CallRecord, persona: Persona | None, recordings: Path)
                                         ev.Mark(at=duration, event="failed", detail=call.reason)]),
         recording=recording_ref(call.tenant, call.call_id) if recorded else None)
     return ev.CallEnded(id=ev.event_id(call.tenant, call.call_id, "call.ended"), timestamp=ended, data=data)
+
+
+def refused_call_ended(call: NewCall, persona: Persona | None, reason: str, at: datetime) -> ev.CallEnded:
+    data = ev.CallEndedData(
+        call_id=call.call_id, tenant=call.tenant, line=call.line, from_=call.caller, to=call.callee,
+        persona=ev.Persona(voice=persona.voice, role=persona.role) if persona else None, answered_at=at,
+        ended_at=at, duration_seconds=0.0, outcome="refused", reason=reason, transcript=ev.Transcript(),
+        recording=None)
+    return ev.CallEnded(id=ev.event_id(call.tenant, call.call_id, "call.ended"), timestamp=at, data=data)
 
 
 def open_call_history(redis_url: str | None, redis_prefix: str, recordings_dir: Path, *, data_dir: Path | None = None,

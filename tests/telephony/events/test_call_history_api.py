@@ -192,3 +192,22 @@ def test_a_call_lost_with_its_worker_is_reported_failed(client, receivers):
 def test_the_schema_is_served_and_matches_the_documented_one(client):
     assert client.get("/webhooks/schema").json() == event_schema()
     assert json.loads(SCHEMA_FILE.read_text()) == event_schema(), "regenerate: python -m agent.contracts.events"
+
+
+def test_refused_calls_are_recorded_with_their_reason_whatever_their_transport(client, receivers):
+    placed = [client.post("/calls", json={"to": "+15555550100", "from": f"+1555555090{i}"}, headers=bearer(ACME))
+              for i in range(3)]
+    assert [p.status_code for p in placed] == [201] * 3  # every slot of the worker is taken
+    refused = client.post("/calls", json={"to": "+15555550100", "from": "+15555550999"}, headers=bearer(ACME))
+    assert refused.status_code == 503
+    whip = client.post("/tenants/acme/lines/support/whip", content=b"v=0\r\n",
+                       headers=bearer(ACME) | {"Content-Type": "application/sdp"})
+    assert whip.status_code == 503
+
+    got = receivers[0].wait_for(5)  # three call.started, then the two refusals
+    ended = [d.event["data"] for d in got if d.event["type"] == "call.ended"]
+    assert [(e["from"], e["outcome"], e["duration_seconds"]) for e in ended] == [
+        ("+15555550999", "refused", 0.0), ("webrtc:testclient", "refused", 0.0)]
+    assert all(e["reason"] == "no free slot: no worker has a free slot" for e in ended)
+    listed = client.get("/tenants/acme/call-records", params={"outcome": "refused"}, headers=bearer(ACME)).json()
+    assert sorted((r["call_id"], r["reason"]) for r in listed) == sorted((e["call_id"], e["reason"]) for e in ended)
