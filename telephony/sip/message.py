@@ -1,10 +1,17 @@
 """SIP messages (RFC 3261 §7): requests and responses parsed from bytes and serialised back.
 
 `parse_message` checks sizes before it looks at anything else, decodes the header section as
-UTF-8, unfolds continuation lines, expands compact header names and checks what every request
-must carry. A message it refuses raises `SipParseError`; when the refused message is a request
-whose Via, From, To, Call-ID and CSeq could be read, the error carries that request so that a
-400 (or 513) can be sent back, otherwise the message is dropped. Nothing here does I/O.
+UTF-8, unfolds continuation lines, expands compact header names, then checks the whole message
+against RFC 3261's grammar: the request line, every Via (LWS allowed around its "/"), From, To,
+Contact, Route and Record-Route as name-addr or addr-spec (quoted display names with their
+backslash escapes, parameters), CSeq, Max-Forwards, Content-Length (exactly one), Date, and the
+headers that must appear once. So what the layers above read (the transaction key, the dialog's
+tags) has already been checked, and nothing they read can fail.
+
+A message it refuses raises `SipParseError` with a message that says what is wrong. When the
+refused message has a request line (even a malformed one), the error carries a request holding
+the headers that could be read, so that a 400 (or 505, 513) is sent back to the source; a
+response, or bytes that are not a request at all, are dropped. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -26,9 +33,20 @@ _COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", 
             "r": "refer-to", "b": "referred-by", "x": "session-expires", "u": "allow-events"}
 _CANONICAL = {"call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate", "mime-version":
               "MIME-Version", "rack": "RAck", "rseq": "RSeq"}
-_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+SINGLE_HEADERS = ("To", "From", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type")
+MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7: the start of every branch of this RFC
+
+_TOKEN_CHARS = r"A-Za-z0-9.!%*_+`'~\-"
+_TOKEN = re.compile(rf"^[{_TOKEN_CHARS}]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) (.*)$")
+_LOOKS_LIKE_REQUEST = re.compile(rf"^[{_TOKEN_CHARS}]+ .*SIP/")  # answerable even when malformed
+_REQUEST_LINE = re.compile(rf"^([{_TOKEN_CHARS}]+) (\S+) (SIP/[0-9]+\.[0-9]+)$")
+_ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"]+$")
+_PARAM_VALUE = re.compile(rf"^[{_TOKEN_CHARS}:\[\]]+$")  # token or host (IPv6 references too)
+_VIA = re.compile(rf"^([{_TOKEN_CHARS}]+)\s*/\s*([{_TOKEN_CHARS}]+)\s*/\s*([{_TOKEN_CHARS}]+)\s+([^;]+?)\s*(;.*)?$")
+_DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                   r"[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$")
 
 
 class SipParseError(ValueError):
@@ -127,72 +145,115 @@ def parse_message(data: bytes) -> SipMessage:
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipParseError(f"message of {len(data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", 513)
     end = data.find(b"\r\n\r\n")
-    if end < 0:
-        raise SipParseError("no empty line ends the header section")
-    if end > MAX_HEADER_BYTES:
-        raise SipParseError(f"header section of {end} bytes exceeds the limit of {MAX_HEADER_BYTES}", 513)
+    head = data[:end] if end >= 0 else data
+    if len(head) > MAX_HEADER_BYTES:
+        raise SipParseError(f"header section of {len(head)} bytes exceeds the limit of {MAX_HEADER_BYTES}", 513)
+    problem: SipParseError | None = None
     try:
-        text = data[:end].decode("utf-8")
+        text = head.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise SipParseError(f"header section is not UTF-8 (byte {error.start})") from None
+        text = head.decode("utf-8", "replace")
+        problem = SipParseError(f"header section is not UTF-8 (byte {error.start})")
     start_line, *lines = text.split("\r\n")
-    headers, problem = _parse_headers(lines)
-    message: SipMessage = _start(start_line, headers)
-    body = data[end + 4:]
-    request = message if isinstance(message, SipRequest) and _answerable(headers) else None
+    headers, header_problem = _parse_headers(lines)
+    if start_line.startswith(SIP_VERSION + " "):
+        response = _response(start_line, headers)
+        try:
+            _raise_first(problem, header_problem, None if end >= 0 else _NO_END)
+            response.body = _body(headers, data[end + 4:])
+            _check_response(response)
+        except SipParseError as error:
+            raise SipParseError(f"response: {error}", error.status) from None
+        return response
+    if not _LOOKS_LIKE_REQUEST.match(start_line):
+        raise SipParseError(f"neither a request nor a response: {start_line[:80]!r}")
+    answerable = SipRequest(start_line.split(" ", 1)[0], "", headers)
     try:
-        if problem is not None:
-            raise problem
-        if isinstance(message, SipRequest) and message.version != SIP_VERSION:
-            raise SipParseError(f"unsupported version {message.version[:20]!r}", 505)
-        message.body = _body(headers, body)
-        if isinstance(message, SipRequest):
-            _check_request(message)
+        _raise_first(problem, header_problem, None if end >= 0 else _NO_END)
+        request = _request(start_line, headers)
+        request.body = _body(headers, data[end + 4:])
+        _check_request(request)
     except SipParseError as error:
-        error.request = request
+        error.request = answerable
         raise
-    return message
+    return request
 
 
-def _start(line: str, headers: Headers) -> SipMessage:
-    if line.startswith(SIP_VERSION + " "):
-        match = _STATUS_LINE.match(line)
-        if match is None:
-            raise SipParseError(f"malformed status line {line[:80]!r}")
-        return SipResponse(int(match[1]), match[2], headers)
-    parts = line.split(" ")
-    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1] or not parts[2].startswith("SIP/"):
-        raise SipParseError(f"malformed request line {line[:80]!r}")
-    return SipRequest(parts[0], parts[1], headers, version=parts[2])
+_NO_END = SipParseError("no empty line ends the header section")
+
+
+def _raise_first(*problems: SipParseError | None) -> None:
+    for problem in problems:
+        if problem is not None:
+            raise SipParseError(str(problem), problem.status)
+
+
+def _response(line: str, headers: Headers) -> SipResponse:
+    match = _STATUS_LINE.match(line)
+    if match is None:
+        raise SipParseError(f"malformed status line {line[:80]!r}")
+    return SipResponse(int(match[1]), match[2], headers)
+
+
+def _request(line: str, headers: Headers) -> SipRequest:
+    match = _REQUEST_LINE.match(line)
+    if match is None:
+        raise SipParseError(f"malformed request line {line[:80]!r} (Method SP Request-URI SP SIP-Version, "
+                            "one space apart)")
+    method, uri, version = match.groups()
+    if version != SIP_VERSION:
+        raise SipParseError(f"unsupported version {version[:20]!r}", 505)
+    if not _ABSOLUTE_URI.match(uri):
+        raise SipParseError(f"Request-URI {uri[:80]!r} is not a URI")
+    return SipRequest(method, uri, headers, version=version)
 
 
 def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
-    """The header fields, and the first problem that still leaves the message answerable."""
+    """The header fields that can be read, and the first problem found (the message stays answerable)."""
     headers, problem = Headers(), None
     for line in lines:
         if line[:1] in (" ", "\t"):
             if not headers.fields:
-                raise SipParseError("a continuation line comes before any header")
+                problem = problem or SipParseError("a continuation line comes before any header")
+                continue
             name, value = headers.fields[-1]
             headers.fields[-1] = (name, value + " " + line.strip())
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
         if not colon or not _TOKEN.match(name):
-            raise SipParseError(f"malformed header line {line[:80]!r}")
-        if _CONTROL.search(value):
-            problem = problem or SipParseError(f"control character in header {name[:40]!r}")
+            problem = problem or SipParseError(f"malformed header line {line[:80]!r}")
+            continue
         if len(headers.fields) >= MAX_HEADERS:
-            return headers, SipParseError(f"more than {MAX_HEADERS} header fields", 513)
+            return headers, problem or SipParseError(f"more than {MAX_HEADERS} header fields", 513)
         headers.add(name, value.strip())
+    for name, value in headers:
+        if _has_control(value):
+            return headers, problem or SipParseError(f"control character in header {name[:40]!r} "
+                                                     "(outside a quoted string's escape)")
+    for name in SINGLE_HEADERS:
+        if sum(1 for n, _ in headers if n == name) > 1:
+            return headers, problem or SipParseError(f"more than one {name} header")
     return headers, problem
 
 
-def _answerable(headers: Headers) -> bool:
-    try:
-        return all(headers.get(h) for h in REQUIRED_HEADERS) and bool(Via.parse(headers.get_all("Via")[0]))
-    except ValueError:
+def _has_control(value: str) -> bool:
+    """A control character other than HTAB, except as a quoted-pair inside a quoted string (RFC 3261 §25.1)."""
+    if not _CONTROL.search(value):
         return False
+    quoted, escaped = False, False
+    for char in value:
+        if escaped:
+            escaped = False
+            if char in "\r\n":
+                return True
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif _CONTROL.match(char):
+            return True
+    return False
 
 
 def _body(headers: Headers, rest: bytes) -> bytes:
@@ -211,21 +272,44 @@ def _body(headers: Headers, rest: bytes) -> bytes:
 
 
 def _check_request(request: SipRequest) -> None:
-    missing = [h for h in REQUIRED_HEADERS if not request.headers.get(h)]
+    headers = request.headers
+    missing = [h for h in REQUIRED_HEADERS if not headers.get(h)]
     if missing:
         raise SipParseError(f"missing {', '.join(missing)}")
     number, method = request.cseq
     if method != request.method:
         raise SipParseError(f"CSeq method {method!r} is not the request's {request.method!r}")
+    vias = [Via.parse(v) for v in headers.get_all("Via")]
+    if vias[0].branch == MAGIC_COOKIE:
+        raise SipParseError(f"the Via branch is the magic cookie {MAGIC_COOKIE!r} alone, with no transaction id")
     for name in ("From", "To"):
-        NameAddr.parse(request.headers.get(name) or "", what=name)
-    try:
-        SipUri.parse(request.uri)
-    except ValueError as error:
-        raise SipParseError(f"Request-URI: {error}") from None
-    forwards = request.headers.get("Max-Forwards")
+        NameAddr.parse(headers.get(name) or "", what=name)
+    for name in ("Contact", "Route", "Record-Route"):
+        for value in headers.get_all(name):
+            if not (name == "Contact" and value == "*"):
+                NameAddr.parse(value, what=name)
+    scheme = request.uri.partition(":")[0].lower()
+    if scheme in ("sip", "sips"):
+        try:
+            uri = SipUri.parse(request.uri)
+        except ValueError as error:
+            raise SipParseError(f"Request-URI: {error}") from None
+        if uri.headers:
+            raise SipParseError(f"the Request-URI carries headers ({uri.headers[:40]!r}), which it must not")
+    forwards = headers.get("Max-Forwards")
     if forwards is not None and not (forwards.isdigit() and int(forwards) <= 255):
         raise SipParseError(f"Max-Forwards {forwards[:20]!r} is not a number from 0 to 255")
+    date = headers.get("Date")
+    if date is not None and not _DATE.match(date):
+        raise SipParseError(f"Date {date[:40]!r} is not an RFC 1123 date in GMT")
+
+
+def _check_response(response: SipResponse) -> None:
+    if not response.headers.get("Via") or not response.headers.get("CSeq"):
+        raise SipParseError("missing Via or CSeq")
+    for value in response.headers.get_all("Via"):
+        Via.parse(value)
+    response.cseq  # noqa: B018  (raises if malformed)
 
 
 def frame_length(buffer: bytes | bytearray) -> int | None:
@@ -292,9 +376,65 @@ def format_params(params: dict[str, str]) -> str:
 def parse_cseq(value: str) -> tuple[int, str]:
     number, _, method = value.strip().partition(" ")
     method = method.strip()
-    if not number.isdigit() or len(number) > 10 or int(number) >= 2**31 or not _TOKEN.match(method or "?"):
-        raise SipParseError(f"malformed CSeq {value[:40]!r}")
+    if not number.isdigit() or len(number) > 10 or int(number) >= 2**32 or not _TOKEN.match(method or "?"):
+        raise SipParseError(f"malformed CSeq {value[:40]!r} (a number below 2**32, then the method)")
     return int(number), method
+
+
+def header_params(text: str, what: str) -> dict[str, str]:
+    """The parameters of a header value (`;a=1;b;c="x"`, LWS allowed around ";" and "="), strictly:
+    every parameter has a token for a name and a token, host or quoted string for a value."""
+    text = text.strip()
+    if not text:
+        return {}
+    if not text.startswith(";"):
+        raise SipParseError(f"{what}: {text[:40]!r} where parameters should begin with ';'")
+    params: dict[str, str] = {}
+    for part in _split_outside_quotes(text[1:], ";"):
+        name, equals, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not _TOKEN.match(name):
+            raise SipParseError(f"{what}: empty or malformed parameter {part.strip()[:40]!r}")
+        if value.startswith('"'):
+            value, rest = unquote(value, what)
+            if rest.strip():
+                raise SipParseError(f"{what}: {rest.strip()[:40]!r} after the quoted value of {name!r}")
+        elif equals and not _PARAM_VALUE.match(value):
+            raise SipParseError(f"{what}: parameter {name[:40]!r} has a malformed value {value[:40]!r}")
+        params[name.lower()] = value
+    return params
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts, start, quoted, escaped = [], 0, False, False
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def unquote(text: str, what: str) -> tuple[str, str]:
+    """A quoted string at the start of `text`: its content with quoted-pairs resolved, and what follows."""
+    out, escaped = [], False
+    for i, char in enumerate(text[1:], start=1):
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return "".join(out), text[i + 1:]
+        else:
+            out.append(char)
+    raise SipParseError(f"{what}: unterminated quoted string {text[:40]!r}")
 
 
 @dataclass
@@ -304,6 +444,7 @@ class SipUri:
     host: str
     port: int | None = None
     params: dict[str, str] = field(default_factory=dict)
+    headers: str = ""  # what follows "?", still escaped
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
@@ -311,15 +452,20 @@ class SipUri:
         scheme = scheme.lower()
         if not colon or scheme not in ("sip", "sips", "tel"):
             raise ValueError(f"{text[:80]!r} is not a sip:, sips: or tel: URI")
-        rest = rest.split("?", 1)[0]
         if scheme == "tel":
-            number, _, params = rest.partition(";")
+            number, _, params = rest.split("?", 1)[0].partition(";")
             return cls(scheme, number, "", None, parse_params(params))
-        userinfo, at, hostport = rest.rpartition("@")
-        hostport, _, params = hostport.partition(";")
-        user = userinfo.split(":", 1)[0] if at else ""
+        # The userinfo ends at the first "@" (the user part may hold "?", ";" and ":"; "@" only escaped).
+        userinfo, at, hostpart = rest.partition("@")
+        if not at:
+            userinfo, hostpart = "", rest
+        hostpart, _, headers = hostpart.partition("?")
+        hostport, _, params = hostpart.partition(";")
+        user = userinfo.split(":", 1)[0]
+        if at and not user:
+            raise ValueError(f"{text[:80]!r} has an empty user before '@'")
         host, port = split_hostport(hostport)
-        return cls(scheme, user, host, port, parse_params(params))
+        return cls(scheme, user, host, port, parse_params(params), headers)
 
     def __str__(self) -> str:
         if self.scheme == "tel":
@@ -353,20 +499,41 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str, what: str = "address") -> NameAddr:
-        text = text.strip()
-        if "<" in text:
-            display, _, rest = text.partition("<")
-            uri, closed, params = rest.partition(">")
+        """name-addr (`[display] <URI>`) or addr-spec (a bare URI, which may hold no ";", "?" or ","),
+        then header parameters. The display name is a quoted string (escapes resolved) or tokens. Any
+        URI scheme is read (RFC 3261 §19.1: a UA may meet others); sip: and sips: URIs are checked."""
+        rest, display = text.strip(), ""
+        if rest.startswith('"'):
+            display, rest = unquote(rest, what)
+            rest = rest.lstrip()
+            if not rest.startswith("<"):
+                raise SipParseError(f"{what}: the display name is not followed by '<'")
+        elif "<" in rest:
+            before, _, after = rest.partition("<")
+            words = before.split()
+            if not all(_TOKEN.match(word) for word in words):
+                raise SipParseError(f"{what}: display name {before.strip()[:40]!r} is neither a quoted string "
+                                    "nor tokens")
+            display, rest = " ".join(words), "<" + after
+        if rest.startswith("<"):
+            uri, closed, params = rest[1:].partition(">")
             if not closed:
                 raise SipParseError(f"{what}: unclosed '<' in {text[:80]!r}")
-        else:  # addr-spec: parameters after the URI belong to the header
-            uri, _, params = text.partition(";")
-            display = ""
-        try:
-            SipUri.parse(uri.strip())
-        except ValueError as error:
-            raise SipParseError(f"{what}: {error}") from None
-        return cls(uri.strip(), display.strip().strip('"'), parse_params(params))
+            if uri != uri.strip():
+                raise SipParseError(f"{what}: spaces inside <{uri.strip()[:60]}>")
+        else:
+            uri, semicolon, params = rest.partition(";")
+            uri, params = uri.strip(), semicolon + params
+            if any(char in uri for char in "?, \t"):
+                raise SipParseError(f"{what}: {uri[:60]!r} holds '?', ',' or spaces, so it must be enclosed in <>")
+        if not _ABSOLUTE_URI.match(uri):
+            raise SipParseError(f"{what}: {uri[:60]!r} is not a URI")
+        if uri.partition(":")[0].lower() in ("sip", "sips"):
+            try:
+                SipUri.parse(uri)
+            except ValueError as error:
+                raise SipParseError(f"{what}: {error}") from None
+        return cls(uri, display, header_params(params, what))
 
     @property
     def tag(self) -> str:
@@ -386,16 +553,19 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        protocol, _, rest = text.strip().partition(" ")
-        parts = protocol.split("/")
-        if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0":
+        """`SIP / 2.0 / UDP host:port;branch=...`: LWS may surround each "/" and ":" (RFC 3261 §25.1)."""
+        match = _VIA.match(text.strip())
+        if match is None:
             raise SipParseError(f"malformed Via {text[:80]!r}")
-        sent_by, _, params = rest.strip().partition(";")
+        name, version, transport, sent_by, params = match.groups()
+        if name.upper() != "SIP" or version != "2.0":
+            raise SipParseError(f"Via names {name[:10]}/{version[:10]}, not SIP/2.0")
+        sent_by = re.sub(r"\s*:\s*", ":", sent_by) if not sent_by.startswith("[") else sent_by
         try:
             host, port = split_hostport(sent_by)
         except ValueError as error:
             raise SipParseError(f"Via: {error}") from None
-        return cls(parts[2].upper(), host, port, parse_params(params))
+        return cls(transport.upper(), host, port, header_params(params or "", "Via"))
 
     @property
     def branch(self) -> str:
@@ -410,8 +580,9 @@ class Via:
 # -- responses ----------------------------------------------------------------------------------
 
 REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
-           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-           415: "Unsupported Media Type", 420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+           408: "Request Timeout", 415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
+           420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
            482: "Loop Detected", 483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated",
            488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
            501: "Not Implemented", 503: "Service Unavailable", 505: "Version Not Supported",

@@ -118,6 +118,8 @@ class SessionDescription:
             if media is None:
                 if value in DIRECTIONS:
                     self.direction = value
+            elif media.kind != "audio":  # a section we decline: its attributes are kept, not read
+                media.other.append(value)
             else:
                 _media_attribute(media, value)
 

@@ -2,8 +2,9 @@
 
 An INVITE is answered 100 Trying at once, then checked: the line from the Request-URI (or To)
 user in the tenant store (404), the tenant's trust (source networks: 403; digest: 401 challenge),
-the SDP offer (488). 180 Ringing goes out while a worker slot is reserved through the call router
-(no slot: 503 with Retry-After; the tenant's limit: 486) and the worker opens the RTP leg; the
+the SDP offer (488). A worker slot is reserved through the call router (no slot: 503 with
+Retry-After; the tenant's limit: 486 with Retry-After; either is refused without ringing, and the
+router records the refusal); then 180 Ringing goes out while the worker opens the RTP leg; the
 200 OK carries the worker's media address, and is resent over UDP until the ACK (64 x T1 without
 one ends the call). CANCEL before the answer ends the attempt with 487. BYE from the caller ends
 the call on its worker at once. re-INVITEs change the leg (hold, resume, codec). OPTIONS is
@@ -11,10 +12,14 @@ answered for keep-alives. A call that ends anywhere else (the worker's maximum d
 timeout, an admin, a lost worker) is seen in the registry and hung up with a BYE, or, when the
 caller pressed the line's transfer digit, transferred with a REFER first.
 
+Every request is inspected as RFC 3261 §8.2 orders it before it reaches a handler: its method
+(405 or 501, with Allow), its Request-URI's scheme (416), its Require (420, with Unsupported); an
+INVITE's body must be SDP (415, with Accept) and its Accept must allow SDP (406).
+
 Every task the server starts is kept in `_tasks` and cancelled and awaited on `stop`. Sources
-that send bad requests are rate-limited (`SourceLimiter`); a message that cannot be read gets a
-400 (or 513) when it can be answered and is dropped otherwise. Nothing a peer sends can raise
-out of the message handler.
+that send bad requests are rate-limited (`SourceLimiter`); a request that cannot be read gets a
+400 (505, 513) whose reason phrase says what is wrong; a response that cannot be read, or bytes
+that are no SIP, are dropped. A bug in a handler is logged and the request answered 500.
 """
 
 from __future__ import annotations
@@ -30,12 +35,19 @@ from dataclasses import dataclass, field
 from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress, RtpLegSpec
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantStore
-from telephony.control.registry import CallRecord, NoCapacity, Registry, RegistryUnavailable, TenantLimitReached
+from telephony.control.registry import (
+    CallRecord,
+    NoCapacity,
+    Registry,
+    RegistryUnavailable,
+    TenantLimitReached,
+)
 from telephony.control.routing import Caller, CallRouter
 from telephony.control.worker_client import WorkerClient, WorkerRefused
 from telephony.sip.dialog import Dialog, new_tag
 from telephony.sip.digest import DigestAuthenticator
 from telephony.sip.message import (
+    REASONS,
     NameAddr,
     SipMessage,
     SipParseError,
@@ -46,13 +58,23 @@ from telephony.sip.message import (
     response_to,
 )
 from telephony.sip.rate_limit import SourceLimiter
-from telephony.sip.sdp import MediaPlan, NotAcceptable, SessionDescription, answer_for, plan_for_offer, rtp_leg
+from telephony.sip.sdp import (
+    MediaPlan,
+    NotAcceptable,
+    SessionDescription,
+    answer_for,
+    plan_for_offer,
+    rtp_leg,
+)
 from telephony.sip.transaction import T1, T2, ServerTransaction, Transactions
 from telephony.sip.transport import Peer, SipTransport
 
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER"
+KNOWN_METHODS = ("REGISTER", "SUBSCRIBE", "MESSAGE", "UPDATE", "PRACK", "PUBLISH")  # known, not served: 405
+SUPPORTED = ("replaces",)  # option tags a caller may Require
+URI_SCHEMES = ("sip", "sips", "tel")
 WATCH_INTERVAL = 0.5  # seconds between looks at the registry for calls ended elsewhere
 NOTIFY_WAIT = 10.0  # seconds to wait for the outcome of a transfer before hanging up anyway
 
@@ -166,15 +188,18 @@ class SipServer:
             self.limiter.penalise(peer.host)
             log.info("bad SIP message", extra={"peer": str(peer), "error": str(error)})
             if error.request is not None and error.request.method != "ACK":
-                self._send(response_to(error.request, error.status, to_tag=new_tag(), warning=str(error)), peer)
+                self._send(response_to(error.request, error.status, to_tag=new_tag(),
+                                       reason=_reason(error.status, str(error))), peer)
+            return
+        if isinstance(message, SipResponse):
+            self.transactions.response(message)
             return
         try:
-            if isinstance(message, SipResponse):
-                self.transactions.response(message)
-            else:
-                self._on_request(message, peer)
-        except Exception:  # a bug must cost one message, never the server
+            self._on_request(message, peer)
+        except Exception as error:  # a bug: logged, and the request answered, never the server lost
             log.exception("SIP request handling failed", extra={"peer": str(peer)})
+            if message.method != "ACK":
+                self._send(response_to(message, 500, to_tag=new_tag(), reason=_reason(500, repr(error))), peer)
 
     def _on_request(self, request: SipRequest, peer: Peer) -> None:
         if request.method == "ACK":
@@ -185,22 +210,18 @@ class SipServer:
         if transaction is None:
             return  # a retransmission, answered by its transaction
         to_tag = NameAddr.parse(request.headers.get("To") or "", "To").tag
-        if request.method == "CANCEL":
+        if request.method == "CANCEL":  # Require does not apply to CANCEL (§8.2.2.3)
             self._on_cancel(transaction)
+        elif (refusal := _inspect(request)) is not None:
+            transaction.respond(refusal)
         elif to_tag:
             self._in_dialog(transaction, to_tag)
         elif request.method == "INVITE":
             self._on_invite(transaction)
         elif request.method == "OPTIONS":
             transaction.respond(self._options_response(request))
-        elif request.method in ("BYE", "NOTIFY", "INFO"):
+        else:  # BYE, NOTIFY, INFO, REFER outside a dialog
             transaction.respond(response_to(request, 481, to_tag=new_tag()))
-        else:
-            response = response_to(request, 405 if request.method in ("REGISTER", "SUBSCRIBE", "MESSAGE",
-                                                                         "UPDATE", "PRACK", "PUBLISH")
-                                   else 501, to_tag=new_tag())
-            response.headers.add("Allow", ALLOW)
-            transaction.respond(response)
 
     def _options_response(self, request: SipRequest) -> SipResponse:
         response = response_to(request, 200, to_tag=new_tag())
@@ -243,6 +264,13 @@ class SipServer:
             challenge = self._authenticate(request, route, peer)
             if challenge is not None:
                 return challenge
+        content_type = (request.headers.get("Content-Type") or "application/sdp").partition(";")[0].strip()
+        if content_type.lower() != "application/sdp":
+            response = response_to(request, 415, to_tag=tag, warning=f"{content_type[:40]} is not SDP")
+            response.headers.add("Accept", "application/sdp")
+            return response
+        if not _accepts_sdp(request.headers.get_all("Accept")):
+            return response_to(request, 406, to_tag=tag, warning="the answer is SDP, which Accept does not allow")
         if not request.body:
             return response_to(request, 488, to_tag=tag, warning="an SDP offer in the INVITE is required")
         try:
@@ -281,18 +309,18 @@ class SipServer:
     async def _set_up(self, call: SipCall) -> None:
         request, transaction = call.invite.request, call.invite
         local_tag = call.dialog.local_tag
-        ringing = response_to(request, 180, to_tag=local_tag)
-        self._dialog_headers(ringing, request)
-        transaction.respond(ringing)
         try:
             call.plan = plan_for_offer(SessionDescription.parse(request.body))
             caller = Caller(_user(request.headers.get("From")), _user(request.headers.get("To")))
             try:
                 call.record = await self.router.place(call.route, caller)
             except TenantLimitReached as error:
-                return self._refuse(call, 486, str(error))
+                return self._refuse(call, 486, str(error), retry_after=True)
             except (NoCapacity, RegistryUnavailable) as error:
                 return self._refuse(call, 503, str(error), retry_after=True)
+            ringing = response_to(request, 180, to_tag=local_tag)  # only once a slot is held
+            self._dialog_headers(ringing, request)
+            transaction.respond(ringing)
             call.worker = await self._worker_of(call.record)
             line = call.route.line
             spec = rtp_leg(call.plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
@@ -425,7 +453,7 @@ class SipServer:
         elif request.method in ("INFO", "OPTIONS"):
             transaction.respond(self._options_response(request) if request.method == "OPTIONS"
                                 else response_to(request, 200))
-        else:
+        else:  # REFER from the caller
             response = response_to(request, 405)
             response.headers.add("Allow", ALLOW)
             transaction.respond(response)
@@ -537,6 +565,35 @@ class SipServer:
         host = self.config.public_host
         contact = self._contact(call.invite.request, call.invite.request.headers.get_all("Via")[0])
         return call.dialog.request(method, host, self.port, contact, extra)
+
+
+def _inspect(request: SipRequest) -> SipResponse | None:
+    """RFC 3261 §8.2.1-8.2.2: the method (405, 501), the Request-URI's scheme (416), Require (420)."""
+    if request.method not in ALLOW.split(", "):
+        response = response_to(request, 405 if request.method in KNOWN_METHODS else 501, to_tag=new_tag())
+        response.headers.add("Allow", ALLOW)
+        return response
+    if request.uri.partition(":")[0].lower() not in URI_SCHEMES:
+        return response_to(request, 416, to_tag=new_tag())
+    unsupported = [tag for value in request.headers.get_all("Require") for tag in value.replace(" ", "").split(",")
+                   if tag and tag.lower() not in SUPPORTED]
+    if unsupported and request.method != "ACK":
+        response = response_to(request, 420, to_tag=new_tag())
+        response.headers.add("Unsupported", ", ".join(unsupported))
+        return response
+    return None
+
+
+def _accepts_sdp(accept: list[str]) -> bool:
+    """No Accept header means application/sdp (RFC 3261 §20.1); else one of its ranges must match it."""
+    ranges = [value.partition(";")[0].strip().lower() for value in accept]
+    return not ranges or any(r in ("application/sdp", "application/*", "*/*") for r in ranges)
+
+
+def _reason(status: int, detail: str) -> str:
+    """A reason phrase that says what was wrong, one line and short."""
+    text = "".join(" " if char < " " or char == "\x7f" else char for char in detail)
+    return f"{REASONS.get(status, 'Error')}: {text}"[:200]
 
 
 def _allowed(host: str, networks: list) -> bool:
