@@ -121,12 +121,6 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _serve_http(app, host: str, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
-
-
 def _control_plane(settings, registry, workers, history, http_host: str, local_worker=None):
     """The control plane with its SIP server (UDP and TCP on --sip-port), sharing one router."""
     from personas.store import TenantStore
@@ -179,6 +173,12 @@ def _rtp_legs(host: str, settings):
     return RtpLegs(host, range(low, high + 1), settings.media_advertised_host)
 
 
+def serve_http(app, listen) -> None:
+    from plexline.http_server import serve_http as serve
+
+    serve(app, listen)
+
+
 def _listen(args: argparse.Namespace, default_port: int):
     """The role's HTTP address and port, the port's default filled in."""
     from plexline.settings import ListenSettings
@@ -222,7 +222,7 @@ def serve(args: argparse.Namespace) -> None:
     workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout), legs)
     plane = _control_plane(settings, registry, workers, history, listen.host, local_worker=worker)
     app = create_embedded_app(plane, worker, legs)
-    _serve_http(app, listen.host, listen.http_port)
+    serve_http(app, listen)
 
 
 def control_plane(args: argparse.Namespace) -> None:
@@ -237,7 +237,7 @@ def control_plane(args: argparse.Namespace) -> None:
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     workers = HttpWorkerClient(settings.worker_secret.get_secret_value(), settings.worker_timeout)
     plane = _control_plane(settings, registry, workers, _call_history(settings), listen.host)
-    _serve_http(create_app(plane), listen.host, listen.http_port)
+    serve_http(create_app(plane), listen)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -262,7 +262,7 @@ def worker(args: argparse.Namespace) -> None:
                     reporter=CallReporter(history), recordings=settings.recordings_dir)
     legs = _rtp_legs(settings.media_host or listen.host, settings)
     app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace, legs)
-    _serve_http(app, listen.host, listen.http_port)
+    serve_http(app, listen)
 
 
 def drain_worker(args: argparse.Namespace) -> None:

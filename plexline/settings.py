@@ -32,6 +32,14 @@ class ListenSettings(BaseSettings):
                                                "0.0.0.0 in a container")
     http_port: int | None = Field(None, ge=0, le=65535, description="HTTP port (default 8080; the worker's "
                                                                     "8081)")
+    http_max_body_bytes: int = Field(1_048_576, ge=1024, description="a larger request body gets 413, unread when "
+                                                                     "its Content-Length says so")
+    http_header_timeout: float = Field(10.0, gt=0, description="seconds a connection has to send a request's "
+                                                               "headers (from its opening or its last answer)")
+    http_max_connections: int = Field(1000, ge=1, description="HTTP connections open at once (one more is closed "
+                                                              "at once); also the requests in flight before 503")
+    http_max_connections_per_source: int = Field(100, ge=1, description="HTTP connections open at once from one "
+                                                                        "address")
 
 
 ROLES: dict[str, tuple[type[BaseSettings], ...]] = {

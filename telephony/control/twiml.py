@@ -21,6 +21,7 @@ from xml.sax.saxutils import quoteattr
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from agent.contracts.media import stream_token
+from telephony.control.api.bodies import read_body
 from telephony.control.api.deps import ControlPlaneDep
 from telephony.control.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
 from telephony.control.routing import Caller
@@ -48,9 +49,7 @@ def _twiml(body: str) -> Response:
 
 @router.post("/twilio/voice", response_class=Response, responses={403: {"description": "bad or missing signature"}})
 async def voice(request: Request, control_plane: ControlPlaneDep) -> Response:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "form too large")
+    body = await read_body(request, MAX_FORM_BYTES, "the form")
     params = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
     route = control_plane.store.catalog.route(params.get("To", ""))
     account = route.tenant.tenant.media_streams if route else None

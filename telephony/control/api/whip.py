@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantEntry, UnknownLine
+from telephony.control.api.bodies import read_body
 from telephony.control.api.deps import ControlPlaneDep, TenantDep
 from telephony.control.api.errors import UnknownCall
 from telephony.control.api.lines import LineId
@@ -35,11 +36,7 @@ HUNG_UP = "the caller hung up"
 async def _offer(request: Request) -> str:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != SDP:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"the offer must be sent as {SDP}")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_OFFER_BYTES:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+    body = await read_body(request, MAX_OFFER_BYTES, "the offer")
     try:
         return body.decode()
     except UnicodeDecodeError as error:

@@ -197,6 +197,35 @@ def test_invalid_lines_name_the_field_and_the_reason(client, personas_dir):
     assert "Acme Home Goods" in (personas_dir / "acme" / "support.yaml").read_text()
 
 
+def test_an_invalid_request_is_answered_without_echoing_it(client):
+    huge = {"answers": ["+15555550100"] * 50_000, "persona": {"role": ["x" * 100] * 2000, "voice": 7}}
+    answer = client.put("/tenants/acme/lines/support", headers=bearer(ACME), json=huge)
+
+    assert answer.status_code == 422
+    assert len(answer.content) < 8192
+    assert all(set(problem) == {"type", "loc", "msg"} for problem in answer.json()["detail"])
+
+
+@pytest.mark.anyio
+async def test_the_twilio_form_is_refused_once_it_passes_its_limit_without_reading_the_rest(personas_dir):
+    """Straight through ASGI (the test client reads a whole body before the app sees it)."""
+    app, pulled, sent = create_app(make_control_plane(personas_dir)), [], []
+
+    async def receive() -> dict:
+        pulled.append(1)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": len(pulled) < 10_000}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/twilio/voice", "raw_path": b"/twilio/voice",
+             "query_string": b"", "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+             "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5), "root_path": ""}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert len(pulled) < 100
+
+
 def test_validate_checks_without_saving(client, personas_dir):
     good = {"answers": ["+15555550101"], "persona": persona("Draft")}
     taken = {"answers": ["+15555550100"], "persona": persona("Draft")}
