@@ -31,12 +31,15 @@ def add_precision_flags(parser: argparse.ArgumentParser) -> None:
                         help="the KV ring: the LM's dtype, or FP8 e4m3 with a scale per key and head (half the bytes)")
 
 
-def load_models(args: argparse.Namespace):
+def load_models(args: argparse.Namespace, mimi_codebooks: int | None = None):
+    """`mimi_codebooks`: what Mimi encodes (default the agent's 8; 32 for the recogniser)."""
     from agent.model.hub import ModelFilesError
+    from agent.model.lm import AGENT_CODEBOOKS
     from agent.model.loading import ModelSpecError
     from agent.model.loading import load_models as load
     try:
-        return load(args.model, args.device, weights=getattr(args, "weights", "bf16"))
+        return load(args.model, args.device, mimi_codebooks=mimi_codebooks or AGENT_CODEBOOKS,
+                    weights=getattr(args, "weights", "bf16"))
     except (ModelFilesError, ModelSpecError) as error:
         raise CommandError(str(error)) from error
 
@@ -44,6 +47,7 @@ def load_models(args: argparse.Namespace):
 def offline(args: argparse.Namespace) -> None:
     from agent.audio_file import AudioFileError
     from agent.engine.prefix import PromptTooLong
+    from agent.model.stt import STT_CODEBOOKS
     from agent.offline import run_offline
     from personas.loader import PersonaError
     from voices.catalog import VoiceError
@@ -51,15 +55,27 @@ def offline(args: argparse.Namespace) -> None:
     for path, what in ((args.persona, "persona"), (args.input, "input")):
         if not path.is_file():
             raise CommandError(f"{path}: no such {what} file")
-    models = load_models(args)
+    models = load_models(args, mimi_codebooks=STT_CODEBOOKS if args.stt else None)
+    recogniser = load_recogniser(args.stt, args.device) if args.stt else None
     voices_dir = args.voices_dir or args.persona.parent / "voices"
     try:
         result = run_offline(models, args.persona, args.input, args.output, args.transcript, voices_dir,
-                             args.cache_dir, seed=args.seed, progress=not args.quiet)
+                             args.cache_dir, seed=args.seed, progress=not args.quiet, recogniser=recogniser)
     except (AudioFileError, PersonaError, VoiceError, PromptTooLong) as error:
         raise CommandError(str(error)) from error
     note = " -- DUMMY MODEL, RANDOM WEIGHTS: the audio is noise" if models.dummy else ""
-    print(f"wrote {args.output} ({result.seconds:.1f} s, {result.words} words){note}")
+    heard = f", the caller's {result.caller_words} words" if recogniser is not None else ""
+    print(f"wrote {args.output} ({result.seconds:.1f} s, {result.words} words{heard}){note}")
+
+
+def load_recogniser(spec: str, device: str | None):
+    from agent.model.hub import ModelFilesError
+    from agent.model.loading import ModelSpecError
+    from agent.model.stt_loading import load_stt
+    try:
+        return load_stt(spec, device)
+    except (ModelFilesError, ModelSpecError) as error:
+        raise CommandError(str(error)) from error
 
 
 def bench_engine(args: argparse.Namespace) -> None:
@@ -326,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--persona", type=Path, required=True, help="a persona YAML file")
     p.add_argument("--input", type=Path, required=True, help="the caller's audio (any rate, mono or stereo)")
     p.add_argument("--output", type=Path, required=True, help="the agent's audio (24 kHz WAV, same duration)")
-    p.add_argument("--transcript", type=Path, default=None, help="the agent's words with times (JSON)")
+    p.add_argument("--transcript", type=Path, default=None,
+                   help="the agent's words with times (JSON); with --stt the caller's too")
+    p.add_argument("--stt", default=None, help="the caller's recogniser, for both sides in the transcript: hf "
+                                               "(kyutai/stt-1b-en_fr), hf:kyutai/stt-2.6b-en, local:DIR or dummy")
     p.add_argument("--voices-dir", type=Path, default=None,
                    help="folder of the persona's voice files (default: voices/ beside the persona)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the persona's, else 0)")
