@@ -7,6 +7,10 @@ stream (`agent.engine.noise`, keyed by the call's seed and the slot's step count
 output does not depend on which other calls share the batch. A free slot is still computed (the
 shapes stay static, which CUDA graphs need) but its output is ignored and it is reset on join.
 
+A call starts from its persona's prefix (`agent.engine.prefix`): copied from the cache, or, for a
+persona not seen yet, prefilled first in a scratch row of its own, in chunks that `prefill` runs in
+the time the steps leave (`agent.engine.pacer`); the running slots' rows are never touched by it.
+
 The caller's codebooks are always given at serve time, so the depformer runs only the agent's 8
 steps (`depformer_steps=8`): under greedy decoding the tokens are the same as running all 16;
 under sampling only the random stream differs, since the skipped predictions are discarded.
