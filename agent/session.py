@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
@@ -61,6 +62,7 @@ class Session:
         self.caller_speech = caller_speech
         self.caller_words = caller_words
         self.phrases = CallerPhrases(call.transfer_phrases, call.hang_up_phrases)
+        self.caller_word_listeners: list[Callable[[Word], None]] = []  # told each word as it joins the timeline
         self.frames = 0  # engine steps seen
         self._media: asyncio.Task[None] | None = None
         slot.listener = self.on_frame
@@ -113,7 +115,10 @@ class Session:
     def _caller_word(self, word: HeardWord | None) -> None:
         if word is None:
             return
-        self.timeline.caller_words([Word(text=word.text, start=word.start, end=word.end)])
+        said = Word(text=word.text, start=word.start, end=word.end)
+        self.timeline.caller_words([said])
+        for listener in self.caller_word_listeners:
+            listener(said)
         heard = self.phrases.heard(word.text) if self.phrases else None
         if heard is not None:
             log.info("the caller said a line's phrase", extra={"call": self.id, "action": heard.action})

@@ -5,10 +5,13 @@ Each message is one JSON object with a "type":
     {"type": "call", "call_id": "...", "tenant": "acme", "line": "support", "max_call_seconds": 600}
     {"type": "state", "state": "connected"}                 media flows both ways
     {"type": "text", "text": " Hel", "word": true, "start": 1.28, "end": 1.36}
+    {"type": "caller", "text": "order", "start": 3.04, "end": 3.36}   where the worker runs a recogniser
     {"type": "ended", "reason": "the caller hung up", "outcome": "ended", "transcript": "...", "media": {...}}
 
 A "text" message is one piece of the agent's text stream, sent as the audio of its frame starts to
-play; "word" says the piece starts a word; times are seconds since the agent's audio started.
+play; "word" says the piece starts a word; times are seconds since the agent's audio started. A
+"caller" message is one word of the caller's, sent as soon as the recogniser has finished it (about
+half a second after it was said), timed by the same clock.
 "media" in "ended" counts the gaps of the call (see `agent.media.webrtc.MediaCounts`). Messages sent
 before the caller's app opened the channel wait for it (the newest `MAX_BACKLOG` of them).
 """
@@ -24,7 +27,7 @@ from aiortc import RTCDataChannel
 
 from agent.contracts.audio import FRAME_SECONDS
 from agent.contracts.calls import CallDetails
-from agent.transcript import PieceText, TranscriptBuilder
+from agent.transcript import PieceText, TranscriptBuilder, Word
 
 MAX_BACKLOG = 256
 
@@ -66,6 +69,10 @@ class CallChannel:
         word = self.transcript.add(frame, token) is not None
         self.send({"type": "text", "text": piece, "word": word, "start": round(frame * FRAME_SECONDS, 3),
                    "end": round((frame + 1) * FRAME_SECONDS, 3)})
+
+    def heard(self, word: Word) -> None:
+        """A session's caller-word listener: the caller finished saying `word`."""
+        self.send({"type": "caller", "text": word.text, "start": word.start, "end": word.end})
 
     def ended(self, reason: str, outcome: str, media: dict[str, Any]) -> None:
         transcript = self.transcript.text if self.transcript is not None else ""

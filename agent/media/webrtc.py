@@ -96,6 +96,7 @@ class WebRtcCall:
     def __init__(self, session: Session, tokenizer: PieceText | None):
         self.session = session
         self.channel = CallChannel(session.call, tokenizer)
+        session.caller_word_listeners.append(self.channel.heard)
         self.agent = AgentTrack(session.slot, on_text=self.channel.spoke, sample_format="s16", rate=48_000)
         self.bridge: TrackBridge | None = None
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
