@@ -1,9 +1,9 @@
 """Latency added by the RTP path: a caller on loopback talks to the echo engine through an RTP leg.
 
-    python -m bench.echo_latency [--seconds 6] [--codec PCMU|PCMA|G722] [--wav speech.wav]
+    python -m bench.echo_latency [--seconds 6] [--codec PCMU|PCMA|G722] [--srtp SUITE] [--wav speech.wav]
 
 The caller sends 20 ms packets of speech (espeak-ng, or a WAV given) in G.711 at 8 kHz or G.722
-at 16 kHz on a real clock and records what comes back; the lag of the cross-correlation peak between the two is the delay from
+at 16 kHz (over SRTP with `--srtp`) on a real clock and records what comes back; the lag of the cross-correlation peak between the two is the delay from
 RTP in to RTP out. The echo backend returns each 80 ms frame one step later, so the engine itself
 accounts for a frame to fill plus a frame of model delay; what remains is what the transport adds
 (jitter buffer, resampling, the wait for the clock's tick, pacing). Prints the figures, and the
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import random
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -26,13 +28,14 @@ import numpy as np
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from agent.contracts.audio import FRAME_SECONDS
-from agent.contracts.media import CODECS, RtpLegSpec
+from agent.contracts.media import CODECS, SRTP_SUITES, RtpLegSpec, SrtpKeys
 from agent.engine.backend import CallSetup
 from agent.engine.clock import EngineClock
 from agent.engine.echo import EchoBackend
 from agent.media.g711 import G711_RATE, g711_context
 from agent.media.g722 import g722_context
 from agent.media.rtp_session import RtpSession
+from agent.media.srtp import SrtpContext
 
 RATE = G711_RATE
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}
@@ -87,8 +90,11 @@ class Received:
 class RtpCaller(asyncio.DatagramProtocol):
     """A plain RTP peer: plays int16 audio at the codec's rate as 20 ms packets, records what comes back."""
 
-    def __init__(self, codec: str = "PCMU"):
+    def __init__(self, codec: str = "PCMU", srtp: SrtpKeys | None = None):
+        """`srtp`: the caller's keys (its own as local), for a leg keyed with the same two the other way round."""
         self.codec = codec
+        self.srtp = SrtpContext(srtp) if srtp else None
+        self.refused = 0  # packets that failed SRTP authentication
         self.rate = CODECS[codec.lower()].sample_rate
         self.packet = self.rate // 50  # samples in 20 ms
         self.step = CODECS[codec.lower()].clock_rate // 50  # RTP timestamp units in 20 ms
@@ -101,6 +107,12 @@ class RtpCaller(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         if not is_rtcp(data):
+            if self.srtp is not None:
+                try:
+                    data = self.srtp.unprotect(data)
+                except ValueError:
+                    self.refused += 1
+                    return
             self.packets.append(RtpPacket.parse(data))
             self.arrival.append(asyncio.get_running_loop().time())
 
@@ -115,7 +127,8 @@ class RtpCaller(asyncio.DatagramProtocol):
             payload = encode(encoder, pcm[i * self.packet:(i + 1) * self.packet])
             packet = RtpPacket(payload_type=PAYLOAD_TYPES[self.codec], sequence_number=(seq + i) & 0xFFFF,
                                timestamp=(ts + i * self.step) & 0xFFFFFFFF, ssrc=ssrc, payload=payload)
-            self.transport.sendto(packet.serialize(), destination)
+            data = packet.serialize()
+            self.transport.sendto(self.srtp.protect(data) if self.srtp else data, destination)
         return start
 
     def received_audio(self) -> np.ndarray:
@@ -184,17 +197,26 @@ class LatencyResult:
         return self.steady_lag - 2 * FRAME_SECONDS
 
 
-async def measure(seconds: float = 6.0, codec: str = "PCMU", wav: Path | None = None) -> LatencyResult:
+def srtp_key_pair(suite: str) -> tuple[SrtpKeys, SrtpKeys]:
+    """Fresh keys for a leg and the same keys the other way round for its caller."""
+    ours, theirs = (base64.b64encode(secrets.token_bytes(SRTP_SUITES[suite])).decode() for _ in range(2))
+    return (SrtpKeys(suite=suite, local_key=ours, remote_key=theirs),
+            SrtpKeys(suite=suite, local_key=theirs, remote_key=ours))
+
+
+async def measure(seconds: float = 6.0, codec: str = "PCMU", wav: Path | None = None,
+                  srtp: str | None = None) -> LatencyResult:
     rate = CODECS[codec.lower()].sample_rate
     pcm = await asyncio.to_thread(speech, seconds, rate, wav)
     loop = asyncio.get_running_loop()
     clock = EngineClock(EchoBackend(1))
     clock.start()
-    caller_transport, caller = await loop.create_datagram_endpoint(lambda: RtpCaller(codec),
+    leg_keys, caller_keys = srtp_key_pair(srtp) if srtp else (None, None)
+    caller_transport, caller = await loop.create_datagram_endpoint(lambda: RtpCaller(codec, caller_keys),
                                                                    local_addr=("127.0.0.1", 0))
     port = caller_transport.get_extra_info("sockname")[1]
     spec = RtpLegSpec(remote_host="127.0.0.1", remote_port=port, remote_rtcp_port=port + 1, codec=codec,
-                      payload_type=PAYLOAD_TYPES[codec])
+                      payload_type=PAYLOAD_TYPES[codec], srtp=leg_keys)
     leg = RtpSession(spec)
     await _bind_free(leg)
     slot = await clock.join(CallSetup())
@@ -233,9 +255,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--codec", choices=sorted(PAYLOAD_TYPES), default="PCMU")
+    parser.add_argument("--srtp", choices=sorted(SRTP_SUITES), default=None, help="SRTP suite (default: plain RTP)")
     parser.add_argument("--wav", type=Path, default=None)
     args = parser.parse_args()
-    result = asyncio.run(measure(args.seconds, args.codec, args.wav))
+    result = asyncio.run(measure(args.seconds, args.codec, args.wav, args.srtp))
     print("echo lag by 2 s window: " + ", ".join(f"{lag * 1000:.0f} ms ({peak:.2f})" for lag, peak in result.windows))
     print(f"steady echo lag {result.steady_lag * 1000:.1f} ms; the engine's frames account for "
           f"{2 * FRAME_SECONDS * 1000:.0f} ms; added by the RTP path: {result.beyond_engine * 1000:.1f} ms")

@@ -112,6 +112,8 @@ class SipTrunk(_Strict):
     # Digest challenges in this order (RFC 8760: the strongest first); some older equipment reads
     # only the first challenge and knows only MD5.
     digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(["SHA-256", "MD5"], min_length=1)
+    # Media encrypted (SRTP keyed by SDES, RTP/SAVP): a plain RTP/AVP offer is refused with 488.
+    require_srtp: bool = False
 
 
 class MediaStreams(_Strict):

@@ -2,7 +2,8 @@
 
 The control plane negotiates SDP with the caller; the worker that holds the call terminates the
 media. `RtpLegSpec` is the agreed plan sent to the worker (`POST /worker/sessions/{id}/rtp`, and
-`PUT` on a re-INVITE); `MediaAddress` is where the worker receives RTP, for the SDP answer. A call
+`PUT` on a re-INVITE); `MediaAddress` is where the worker receives RTP, for the SDP answer. A leg
+the caller keys for SRTP (SDES, RFC 4568) carries both directions' master keys in `SrtpKeys`. A call
 the worker ends because the caller asked for a human has a reason starting with
 `TRANSFER_REASON_PREFIX`; the control plane transfers it (REFER) instead of hanging up. A
 media-stream WebSocket attaches to its call with `stream_token`.
@@ -10,12 +11,14 @@ media-stream WebSocket attaches to its call with `stream_token`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,11 @@ class Codec:
 # What the worker can encode and decode, by name (lower case).
 CODECS = {c.name.lower(): c for c in (Codec("PCMU", 8000, 1, 0, 8000), Codec("PCMA", 8000, 1, 8, 8000),
                                      Codec("G722", 8000, 1, 9, 16000), Codec("opus", 48000, 2, None, 48000))}
+
+# The SRTP crypto suites served (RFC 4568 and RFC 7714 names) and the length in bytes of their
+# master key and salt together, as the SDP's inline: key carries them.
+SRTP_SUITES = {"AES_CM_128_HMAC_SHA1_80": 30, "AES_CM_128_HMAC_SHA1_32": 30, "AEAD_AES_128_GCM": 28}
+SrtpSuite = Literal["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM"]
 
 TRANSFER_REASON_PREFIX = "transfer requested"
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
@@ -48,6 +56,30 @@ def stream_token(secret: str, call_id: str) -> str:
     return hmac.new(secret.encode(), f"stream:{call_id}".encode(), hashlib.sha256).hexdigest()
 
 
+class SrtpKeys(BaseModel):
+    """A leg's SRTP: the suite agreed and each side's master key and salt (base64, as in a=crypto)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: SrtpSuite
+    local_key: str = Field(repr=False)  # ours: what the worker protects its packets with
+    remote_key: str = Field(repr=False)  # the caller's: what its packets are checked and decrypted with
+
+    @model_validator(mode="after")
+    def _key_lengths(self) -> SrtpKeys:
+        for name in ("local_key", "remote_key"):
+            try:
+                size = len(base64.b64decode(getattr(self, name), validate=True))
+            except (binascii.Error, ValueError):
+                raise ValueError(f"{name} is not base64") from None
+            if size != SRTP_SUITES[self.suite]:
+                raise ValueError(f"{name} holds {size} bytes; {self.suite} needs {SRTP_SUITES[self.suite]}")
+        return self
+
+    def key(self, name: Literal["local", "remote"]) -> bytes:
+        return base64.b64decode(self.local_key if name == "local" else self.remote_key)
+
+
 class RtpLegSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,6 +95,7 @@ class RtpLegSpec(BaseModel):
     # Caller packets held before playout starts. One is enough on a quiet network (the engine slot
     # keeps a packet of slack too); each more absorbs 20 ms more arrival jitter, at 20 ms of delay.
     jitter_packets: int = Field(1, ge=1, le=8)
+    srtp: SrtpKeys | None = None  # plain RTP when None
 
     @property
     def clock_rate(self) -> int:

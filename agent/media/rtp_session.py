@@ -9,7 +9,8 @@ The agent's frames (`agent.media.bridge.AgentTrack`, already paced) are encoded 
 packets with consecutive sequence numbers and timestamps, to where the caller's RTP comes from
 (symmetric RTP: behind a NAT that is the only address that works) or, until then, to the address
 in its SDP. RTCP sender reports go out every few seconds. Telephone events (RFC 4733) become
-digits for `on_dtmf`. When the caller's RTP stops for `rtp_timeout` seconds while it should be
+digits for `on_dtmf`. A leg keyed for SRTP (`spec.srtp`) protects every RTP and RTCP packet it
+sends and drops any the caller sends that fail authentication. When the caller's RTP stops for `rtp_timeout` seconds while it should be
 sending, the caller's track ends, and with it the call.
 """
 
@@ -47,6 +48,7 @@ from agent.media.dtmf import DtmfDetector, DtmfEvent
 from agent.media.g711 import G711Encoder
 from agent.media.g722 import G722Decoder, G722Encoder
 from agent.media.jitter import JitterBuffer
+from agent.media.srtp import SrtpContext, SrtpError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class RtpStats:
     octets_sent: int = 0
     packets_received: int = 0
     octets_received: int = 0
-    rejected: int = 0  # datagrams that were not RTP of the negotiated types
+    rejected: int = 0  # datagrams that were not RTP of the negotiated types (or not authentic SRTP)
     lost: int = 0  # 20 ms packets lost or undecodable (the bridge conceals them)
     rtcp_sent: int = 0
     rtcp_received: int = 0
@@ -222,6 +224,7 @@ class RtpSession:
         self._dtmf = DtmfDetector()
         self._decoder = _decoder(spec)
         self._encoder = _encoder(spec)
+        self._srtp = SrtpContext(spec.srtp) if spec.srtp else None
         self._ssrc = random.getrandbits(32)
         self._sequence = random.getrandbits(16)
         self._timestamp = random.getrandbits(32)
@@ -259,6 +262,8 @@ class RtpSession:
         """A re-INVITE: hold or resume, another codec, another address."""
         if spec.codec != self.spec.codec or spec.payload_type != self.spec.payload_type:
             self._decoder, self._encoder = _decoder(spec), _encoder(spec)
+        if spec.srtp != self.spec.srtp:
+            self._srtp = SrtpContext(spec.srtp) if spec.srtp else None
         if (spec.remote_host, spec.remote_port) != (self.spec.remote_host, self.spec.remote_port):
             self._remote, self._remote_rtcp = (spec.remote_host, spec.remote_port), (spec.remote_host,
                                                                                      spec.remote_rtcp_port)
@@ -299,7 +304,8 @@ class RtpSession:
                 packet = RtpPacket(payload_type=self.spec.payload_type, marker=int(self._marker),
                                    sequence_number=self._sequence, timestamp=self._timestamp, ssrc=self._ssrc,
                                    payload=payload)
-                self._rtp.transport.sendto(packet.serialize(), destination)
+                data = packet.serialize()
+                self._rtp.transport.sendto(self._srtp.protect(data) if self._srtp else data, destination)
                 self._marker = False
                 self.stats.packets_sent += 1
                 self.stats.octets_sent += len(payload)
@@ -319,8 +325,8 @@ class RtpSession:
         try:
             if is_rtcp(data):  # RTCP multiplexed on the RTP port (RFC 5761)
                 return self._on_rtcp(data, source)
-            packet = RtpPacket.parse(data)
-        except (ValueError, IndexError, KeyError) as error:
+            packet = RtpPacket.parse(self._srtp.unprotect(data) if self._srtp else data)
+        except (SrtpError, ValueError, IndexError, KeyError) as error:
             self.stats.rejected += 1
             log.debug("not an RTP packet", extra={"error": repr(error)})
             return
@@ -373,8 +379,8 @@ class RtpSession:
 
     def _on_rtcp(self, data: bytes, source: tuple[str, int]) -> None:
         try:
-            packets = RtcpPacket.parse(data)
-        except (ValueError, IndexError) as error:
+            packets = RtcpPacket.parse(self._srtp.unprotect_rtcp(data) if self._srtp else data)
+        except (SrtpError, ValueError, IndexError) as error:
             self.stats.rejected += 1
             log.debug("not an RTCP packet", extra={"error": repr(error)})
             return
@@ -405,7 +411,7 @@ class RtpSession:
             packet = bytes(RtcpSrPacket(ssrc=self._ssrc, sender_info=info, reports=reports))
         else:
             packet = bytes(RtcpRrPacket(ssrc=self._ssrc, reports=reports))
-        self._rtcp.transport.sendto(packet, self._remote_rtcp)
+        self._rtcp.transport.sendto(self._srtp.protect_rtcp(packet) if self._srtp else packet, self._remote_rtcp)
         self.stats.rtcp_sent += 1
 
     def _reception_report(self) -> RtcpReceiverInfo:

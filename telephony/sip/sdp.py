@@ -8,14 +8,22 @@ over G.711 wherever it is offered (wideband: the caller sounds like a person, no
 telephone-event (RFC 4733) at the codec's clock rate when offered; an offer with nothing
 servable raises `NotAcceptable` (488). G.722's rtpmap says 8000 Hz, its RTP clock, though its
 audio is 16 kHz (RFC 3551 §4.5.2).
+
+SRTP is keyed in the SDP (SDES, RFC 4568): an RTP/SAVP (or RTP/SAVPF) offer lists `a=crypto` lines,
+each a suite and the offerer's master key; the answer takes the first served suite, with the
+offer's tag and a fresh key of ours. An RTP/SAVP offer without a served crypto line is not
+acceptable (no DTLS-SRTP here); crypto lines in an RTP/AVP offer are ignored (RFC 4568 §5.1).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
 
-from agent.contracts.media import CODECS, Codec, RtpLegSpec
+from agent.contracts.media import CODECS, SRTP_SUITES, Codec, RtpLegSpec, SrtpKeys
 
 MAX_SDP_BYTES = 16_384
 MAX_LINES = 200
@@ -43,6 +51,47 @@ class RtpMap:
         return f"{self.name}/{self.clock_rate}{channels}"
 
 
+@dataclass(frozen=True)
+class Crypto:
+    """An `a=crypto` attribute (RFC 4568 §4): `<tag> <suite> inline:<key||salt>[|lifetime][|MKI:length]`."""
+
+    tag: int
+    suite: str
+    key: bytes  # master key and salt
+    lifetime: str | None = None  # as written, e.g. 2^31
+    mki: str | None = None  # as written, e.g. 1:4
+    session_params: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, value: str) -> Crypto:
+        parts = value.split()
+        if len(parts) < 3 or not parts[0].isdigit() or len(parts[0]) > 9:
+            raise ValueError("expected 'crypto:<tag> <suite> inline:<key>'")
+        params = parts[2].split(";")[0]  # more than one key (one per MKI) is not served: the first is kept
+        method, _, inline = params.partition(":")
+        if method != "inline" or not inline:
+            raise ValueError("expected a key as 'inline:<base64>'")
+        key, *rest = inline.split("|")
+        try:
+            raw = base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"the key {key[:20]!r} is not base64") from None
+        lifetime = next((r for r in rest if ":" not in r), None)
+        mki = next((r for r in rest if ":" in r), None)
+        return cls(int(parts[0]), parts[1], raw, lifetime, mki, tuple(parts[3:]))
+
+    def __str__(self) -> str:
+        inline = base64.b64encode(self.key).decode()
+        inline += "".join(f"|{p}" for p in (self.lifetime, self.mki) if p)
+        return " ".join([f"crypto:{self.tag} {self.suite} inline:{inline}", *self.session_params])
+
+    @property
+    def served(self) -> bool:
+        """A suite served, with a key of its size, no MKI in the packets and no session parameters
+        that would change the packets (UNENCRYPTED_SRTP and the like)."""
+        return SRTP_SUITES.get(self.suite) == len(self.key) and self.mki is None and not self.session_params
+
+
 @dataclass
 class Media:
     kind: str  # audio, video, ...
@@ -56,6 +105,7 @@ class Media:
     ptime: int | None = None
     rtcp_port: int | None = None
     rtcp_mux: bool = False
+    crypto: list[Crypto] = field(default_factory=list)
     other: list[str] = field(default_factory=list)  # attributes kept as written
 
     def codec_of(self, payload_type: int) -> RtpMap | None:
@@ -140,6 +190,7 @@ class SessionDescription:
                 lines.append(f"a=ptime:{m.ptime}")
             if m.rtcp_port:
                 lines.append(f"a=rtcp:{m.rtcp_port}")
+            lines += [f"a={c}" for c in m.crypto]
             lines += [f"a={a}" for a in m.other]
             if m.direction:
                 lines.append(f"a={m.direction}")
@@ -197,6 +248,8 @@ def _media_attribute(media: Media, value: str) -> None:
         media.rtcp_port = int(port)
     elif name == "rtcp-mux":
         media.rtcp_mux = True
+    elif name == "crypto":
+        media.crypto.append(Crypto.parse(rest))
     elif value in DIRECTIONS:
         media.direction = value
     else:
@@ -204,6 +257,16 @@ def _media_attribute(media: Media, value: str) -> None:
 
 
 # -- offer/answer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SrtpPlan:
+    """The SRTP agreed: the offer's crypto line taken, and our own key for the answer."""
+
+    tag: int
+    suite: str
+    remote_key: bytes = field(repr=False)
+    local_key: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -217,27 +280,50 @@ class MediaPlan:
     payload_type: int
     dtmf_payload_type: int | None
     direction: str  # ours: sendrecv, sendonly (the caller holds), recvonly or inactive
+    proto: str = "RTP/AVP"  # of our answer
+    srtp: SrtpPlan | None = None
 
 
-def plan_for_offer(offer: SessionDescription) -> MediaPlan:
-    """The first audio stream of `offer` that can be served; raises NotAcceptable."""
+SECURE_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+
+
+def plan_for_offer(offer: SessionDescription, previous: MediaPlan | None = None) -> MediaPlan:
+    """The first audio stream of `offer` that can be served; raises NotAcceptable.
+
+    A re-INVITE passes the call's `previous` plan: our SRTP key stays the same while the suite does."""
     audio = [m for m in offer.media if m.kind == "audio"]
     if not audio:
         raise NotAcceptable("the offer has no audio stream")
     reasons = []
     for media in audio:
         try:
-            return _plan(offer, media)
+            plan = _plan(offer, media)
         except NotAcceptable as error:
             reasons.append(str(error))
+            continue
+        if plan.srtp and previous and previous.srtp and previous.srtp.suite == plan.srtp.suite:
+            plan = replace(plan, srtp=replace(plan.srtp, local_key=previous.srtp.local_key))
+        return plan
     raise NotAcceptable("; ".join(reasons))
+
+
+def _srtp(media: Media) -> SrtpPlan:
+    """The first served crypto line of a secure offer, with a fresh key of ours."""
+    crypto = next((c for c in media.crypto if c.served), None)
+    if crypto is None:
+        offered = " ".join(c.suite for c in media.crypto) or "none"
+        raise NotAcceptable(f"{media.proto} needs an SDES key (a=crypto) of {', '.join(SRTP_SUITES)} "
+                            f"without MKI or session parameters (offered: {offered[:80]})")
+    return SrtpPlan(crypto.tag, crypto.suite, crypto.key, secrets.token_bytes(SRTP_SUITES[crypto.suite]))
 
 
 def _plan(offer: SessionDescription, media: Media) -> MediaPlan:
     if media.port == 0:
         raise NotAcceptable("the audio stream is disabled (port 0)")
-    if media.proto.upper() not in ("RTP/AVP", "RTP/AVPF"):
-        raise NotAcceptable(f"transport {media.proto!r} is not served (plain RTP/AVP only)")
+    proto = media.proto.upper()
+    if proto not in ("RTP/AVP", "RTP/AVPF", *SECURE_PROTOS):
+        raise NotAcceptable(f"transport {media.proto!r} is not served (RTP/AVP, or RTP/SAVP keyed by SDES)")
+    srtp = _srtp(media) if proto in SECURE_PROTOS else None
     host = media.connection or offer.connection
     if host is None:
         raise NotAcceptable("the offer has no connection address (c=)")
@@ -261,7 +347,7 @@ def _plan(offer: SessionDescription, media: Media) -> MediaPlan:
     if host in ("0.0.0.0", "::"):  # RFC 2543 hold
         offered = "sendonly" if offered == "sendrecv" else "inactive" if offered == "recvonly" else offered
     return MediaPlan(host, media.port, media.rtcp_port or media.port + 1, codec, payload_type, dtmf,
-                     _ANSWER_DIRECTION[offered])
+                     _ANSWER_DIRECTION[offered], proto if srtp else "RTP/AVP", srtp)
 
 
 def answer_for(plan: MediaPlan, host: str, port: int, session_id: int, version: int) -> SessionDescription:
@@ -273,8 +359,9 @@ def answer_for(plan: MediaPlan, host: str, port: int, session_id: int, version: 
         formats.append(str(plan.dtmf_payload_type))
         rtpmap[plan.dtmf_payload_type] = RtpMap(TELEPHONE_EVENT, plan.codec.clock_rate)
         fmtp[plan.dtmf_payload_type] = "0-16"
-    media = Media("audio", port, "RTP/AVP", formats, rtpmap=rtpmap, fmtp=fmtp, direction=plan.direction,
-                  ptime=20)
+    crypto = [Crypto(plan.srtp.tag, plan.srtp.suite, plan.srtp.local_key)] if plan.srtp else []
+    media = Media("audio", port, plan.proto, formats, rtpmap=rtpmap, fmtp=fmtp, direction=plan.direction,
+                  ptime=20, crypto=crypto)
     origin = f"plexline {session_id} {version} {connection_line(host)}"
     return SessionDescription(origin=origin, name="plexline", connection=host, media=[media])
 
@@ -284,4 +371,10 @@ def rtp_leg(plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float, jit
     return RtpLegSpec(remote_host=plan.remote_host, remote_port=plan.remote_port,
                       remote_rtcp_port=plan.remote_rtcp_port, codec=plan.codec.name, payload_type=plan.payload_type,
                       dtmf_payload_type=plan.dtmf_payload_type, direction=plan.direction,
-                      transfer_digit=transfer_digit, rtp_timeout=rtp_timeout, jitter_packets=jitter_packets)
+                      transfer_digit=transfer_digit, rtp_timeout=rtp_timeout, jitter_packets=jitter_packets,
+                      srtp=_srtp_keys(plan.srtp) if plan.srtp else None)
+
+
+def _srtp_keys(srtp: SrtpPlan) -> SrtpKeys:
+    return SrtpKeys(suite=srtp.suite, local_key=base64.b64encode(srtp.local_key).decode(),
+                    remote_key=base64.b64encode(srtp.remote_key).decode())

@@ -2,9 +2,10 @@
 
 An INVITE is answered 100 Trying at once, then checked: the line from the Request-URI (or To)
 user in the tenant store (404), the tenant's trust (source networks: 403; digest: 401 challenge),
-the SDP offer (488). A worker slot is reserved through the call router (no slot: 503 with
-Retry-After; the tenant's limit: 486 with Retry-After; either is refused without ringing, and the
-router records the refusal); then 180 Ringing goes out while the worker opens the RTP leg; the
+the SDP offer (488, also where the trunk requires SRTP and the offer is plain RTP). A worker
+slot is reserved through the call router (no slot: 503 with Retry-After; the tenant's limit: 486
+with Retry-After; either is refused without ringing, and the router records the refusal); then
+180 Ringing goes out while the worker opens the RTP leg; the
 200 OK carries the worker's media address, and is resent over UDP until the ACK (64 x T1 without
 one ends the call). CANCEL before the answer ends the attempt with 487. BYE from the caller ends
 the call on its worker at once. re-INVITEs change the leg (hold, resume, codec). OPTIONS is
@@ -77,6 +78,7 @@ SUPPORTED = ("replaces",)  # option tags a caller may Require
 URI_SCHEMES = ("sip", "sips", "tel")
 WATCH_INTERVAL = 0.5  # seconds between looks at the registry for calls ended elsewhere
 NOTIFY_WAIT = 10.0  # seconds to wait for the outcome of a transfer before hanging up anyway
+SRTP_REQUIRED = "this trunk requires SRTP: offer RTP/SAVP with an SDES key (a=crypto)"
 
 
 class Phase(enum.Enum):
@@ -274,12 +276,14 @@ class SipServer:
         if not request.body:
             return response_to(request, 488, to_tag=tag, warning="an SDP offer in the INVITE is required")
         try:
-            plan_for_offer(SessionDescription.parse(request.body))
+            plan = plan_for_offer(SessionDescription.parse(request.body))
         except NotAcceptable as error:
             return response_to(request, 488, to_tag=tag, warning=str(error))
         except ValueError as error:
             self.limiter.penalise(peer.host)
             return response_to(request, 488, to_tag=tag, warning=f"malformed SDP: {error}")
+        if trunk.require_srtp and plan.srtp is None:
+            return response_to(request, 488, to_tag=tag, warning=SRTP_REQUIRED)
         return None
 
     def _authenticate(self, request: SipRequest, route: Route, peer: Peer) -> SipResponse | None:
@@ -481,7 +485,9 @@ class SipServer:
         request = transaction.request
         if request.body:
             try:
-                plan = plan_for_offer(SessionDescription.parse(request.body))
+                plan = plan_for_offer(SessionDescription.parse(request.body), previous=call.plan)
+                if call.route.tenant.tenant.sip.require_srtp and plan.srtp is None:
+                    raise NotAcceptable(SRTP_REQUIRED)
             except ValueError as error:
                 call.reinvite = None
                 transaction.respond(response_to(request, 488, warning=str(error)))

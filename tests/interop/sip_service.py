@@ -2,7 +2,8 @@
 
 Two tenants: `acme` admits trunks from 127.0.0.0/8 (its line `support` answers +15555550100 and
 transfers to +15555550199 on DTMF 0); `globex` admits the digest user `trunk` from anywhere
-(its line `desk` answers +15555550200); `initech` admits 127.0.0.2 only (+15555550300).
+(its line `desk` answers +15555550200); `initech` admits 127.0.0.2 only (+15555550300); `umbrella`
+admits 127.0.0.0/8 and requires SRTP (+15555550400).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def write_tenants(root: Path) -> Path:
     (root / "initech" / "tenant.yaml").write_text('name: Initech\naddresses: ["+15555550300"]\n'
                                                   "sip:\n  allow: [127.0.0.2/32]\n")
     (root / "initech" / "main.yaml").write_text('answers: ["+15555550300"]\n' + PERSONA)
+    (root / "umbrella").mkdir()
+    (root / "umbrella" / "tenant.yaml").write_text('name: Umbrella\naddresses: ["+15555550400"]\n'
+                                                   "sip:\n  allow: [127.0.0.0/8]\n  require_srtp: true\n")
+    (root / "umbrella" / "main.yaml").write_text('answers: ["+15555550400"]\n' + PERSONA)
     return root
 
 
@@ -262,6 +267,7 @@ module_path     /usr/lib/baresip/modules
 module          stdio.so
 module          g711.so
 module          g722.so
+module          srtp.so
 module          aufile.so
 module          sndfile.so
 module_app      account.so
@@ -283,15 +289,16 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
 
 
 async def run_baresip(folder: Path, dialled: str, port: int, wav: Path, seconds: float,
-                      codecs: str = "PCMU,PCMA") -> tuple[int, str]:
-    """baresip calls `dialled` with `wav` as its microphone, offering `codecs` in that order, and
-    records both directions under folder/dumps."""
+                      codecs: str = "PCMU,PCMA", mediaenc: str | None = None) -> tuple[int, str]:
+    """baresip calls `dialled` with `wav` as its microphone, offering `codecs` in that order (and
+    SRTP with `mediaenc`, e.g. srtp-mand: RTP/SAVP keyed by SDES), and records both directions
+    under folder/dumps."""
     (folder / "dumps").mkdir(parents=True, exist_ok=True)
     sip_port, rtp_low = free_udp_port(), free_udp_port(pair=True)
     (folder / "config").write_text(BARESIP_CONFIG.format(sip_port=sip_port, wav=wav, folder=folder,
                                                          rtp_low=rtp_low, rtp_high=rtp_low + 1))
     (folder / "accounts").write_text(f"<sip:probe@127.0.0.1:{sip_port};transport=udp>;regint=0;"
-                                     f"audio_codecs={codecs}\n")
+                                     f"audio_codecs={codecs}" + (f";mediaenc={mediaenc}" if mediaenc else "") + "\n")
     process = await asyncio.create_subprocess_exec(
         "baresip", "-4", "-f", str(folder), "-e", f"/dial sip:{dialled}@127.0.0.1:{port}", "-t", str(int(seconds)),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -15,7 +15,7 @@ from agent.engine.echo import EchoBackend
 from agent.media.dtmf import DtmfEvent
 from agent.media.g711 import g711_context
 from agent.media.rtp_session import RtpSession
-from bench.echo_latency import RtpCaller, echo_lag, encode, measure, speech_8k
+from bench.echo_latency import RtpCaller, echo_lag, encode, measure, speech_8k, srtp_key_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -54,6 +54,52 @@ async def test_g722_comes_back_aligned_with_the_band_above_4_khz_that_g711_canno
     assert len(found) >= len(wideband.windows) - 1 and all(0.16 <= lag <= 0.4 for lag in found), wideband
     assert wideband.packets_received >= wideband.packets_sent
     assert wideband.high_band_returned > 0.5 * wideband.high_band_sent > 0.001  # a path through 8 kHz has none
+
+
+@pytest.mark.parametrize("suite", ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM"])
+async def test_the_echo_comes_back_over_srtp(suite):
+    result = await measure(seconds=4.0, srtp=suite)  # the caller decrypts what comes back with the leg's key
+    found = [lag for lag, peak in result.windows if peak > 0.5]
+    assert len(found) >= len(result.windows) - 1 and all(0.16 <= lag <= 0.4 for lag in found), result
+    assert result.packets_received >= result.packets_sent
+
+
+async def test_an_srtp_leg_sends_nothing_in_the_clear_and_takes_nothing_unauthentic():
+    leg_keys, caller_keys = srtp_key_pair("AES_CM_128_HMAC_SHA1_80")
+    _, stranger_keys = srtp_key_pair("AES_CM_128_HMAC_SHA1_80")
+    clock = EngineClock(EchoBackend(1))
+    clock.start()
+    loop = asyncio.get_running_loop()
+    transport, peer, port = await peer_endpoint()
+    rtcp_transport, rtcp_peer, rtcp_port = await peer_endpoint()
+    leg = RtpSession(RtpLegSpec(remote_host="127.0.0.1", remote_port=port, remote_rtcp_port=rtcp_port, codec="PCMU",
+                                payload_type=0, srtp=leg_keys))
+    await bind(leg)
+    slot = await clock.join(CallSetup())
+    media = loop.create_task(leg.run(slot))
+    encoder = g711_context("PCMU", "w")
+    pcm = speech_8k(1.0)
+    stranger, caller = RtpCaller("PCMU", stranger_keys).srtp, RtpCaller("PCMU", caller_keys).srtp
+    for i in range(pcm.size // 160):
+        plain = RtpPacket(payload_type=0, sequence_number=i, timestamp=i * 160, ssrc=7,
+                          payload=encode(encoder, pcm[i * 160:(i + 1) * 160])).serialize()
+        context = caller if i % 2 else stranger  # every other packet keyed by someone else
+        transport.sendto(plain if i % 5 == 0 else context.protect(plain), leg.local)  # and some in the clear
+        await asyncio.sleep(0.02)
+    leg.send_report()
+    await asyncio.sleep(0.1)
+    media.cancel()
+    await asyncio.wait([media])
+    await clock.leave(slot)
+    await clock.stop()
+    transport.close()
+    rtcp_transport.close()
+    authentic = sum(1 for i in range(pcm.size // 160) if i % 2 and i % 5)
+    assert leg.stats.packets_received == authentic and leg.stats.rejected == pcm.size // 160 - authentic
+    rtp, rtcp = peer.received, rtcp_peer.received
+    assert rtp and all(len(RtpPacket.parse(d).payload) == 160 + 10 for d in rtp)  # 80-bit tags on each
+    assert [RtpPacket.parse(caller.unprotect(d)).payload_type for d in rtp[:3]] == [0, 0, 0]
+    assert rtcp and isinstance(RtcpPacket.parse(caller.unprotect_rtcp(rtcp[-1]))[0], RtcpSrPacket)
 
 
 async def test_lost_packets_are_concealed_and_the_speech_still_comes_back():

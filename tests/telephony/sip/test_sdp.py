@@ -1,11 +1,16 @@
+import base64
+
 import pytest
 from sip_corpus import SDP
 
+from agent.contracts.media import SRTP_SUITES
 from telephony.sip.sdp import (
+    Crypto,
     NotAcceptable,
     SessionDescription,
     answer_for,
     plan_for_offer,
+    rtp_leg,
 )
 
 BARESIP = (b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -70,7 +75,8 @@ def test_old_style_hold_with_a_zero_address():
 
 @pytest.mark.parametrize("change, reason", [
     ((b"RTP/AVP 8 0 96 101", b"RTP/AVP 18"), "none of the offered formats 18 is PCMU, PCMA, G722 or opus"),
-    ((b"RTP/AVP", b"RTP/SAVP"), "transport 'RTP/SAVP' is not served"),
+    ((b"RTP/AVP", b"UDP/TLS/RTP/SAVP"), "transport 'UDP/TLS/RTP/SAVP' is not served"),
+    ((b"RTP/AVP", b"RTP/SAVP"), "RTP/SAVP needs an SDES key (a=crypto) of AES_CM_128_HMAC_SHA1_80"),
     ((b"m=audio 26000", b"m=audio 0"), "disabled (port 0)"),
     ((b"m=audio", b"m=video"), "no audio stream"),
 ])
@@ -90,3 +96,57 @@ def test_what_cannot_be_served_is_not_acceptable(change, reason):
 def test_malformed_sdp_says_which_line(data, message):
     with pytest.raises(ValueError, match=message):
         SessionDescription.parse(data)
+
+
+# -- SRTP keyed by SDES (RFC 4568) ------------------------------------------------------------
+
+KEY_80 = base64.b64encode(bytes(range(30))).decode()  # a master key and salt of 30 bytes
+SAVP = BARESIP.replace(b"RTP/AVP", b"RTP/SAVP").replace(
+    b"a=sendrecv\r\n", b"a=sendrecv\r\na=crypto:3 AES_CM_256_HMAC_SHA1_80 inline:" + b"A" * 60 + b"\r\n"
+    b"a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:" + KEY_80.encode() + b"|2^20|1:4\r\n"  # an MKI: not served
+    b"a=crypto:5 AES_CM_128_HMAC_SHA1_32 inline:" + KEY_80.encode() + b"|2^31\r\n"
+    b"a=crypto:6 AEAD_AES_128_GCM inline:" + b"B" * 38 + b"==\r\n")
+
+
+def test_a_crypto_line_parses_and_serialises_back():
+    crypto = Crypto.parse("1 AES_CM_128_HMAC_SHA1_80 inline:" + KEY_80 + "|2^20|1:4 KDR=1")
+    assert (crypto.tag, crypto.suite, len(crypto.key), crypto.lifetime, crypto.mki) == (
+        1, "AES_CM_128_HMAC_SHA1_80", 30, "2^20", "1:4")
+    assert str(crypto) == "crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + KEY_80 + "|2^20|1:4 KDR=1"
+    assert not crypto.served  # an MKI in every packet, and a key derivation rate
+    with pytest.raises(ValueError, match="is not base64"):
+        Crypto.parse("1 AES_CM_128_HMAC_SHA1_80 inline:not*base64")
+
+
+def test_an_srtp_offer_gets_the_first_served_suite_with_its_tag_and_a_fresh_key_of_ours():
+    plan = plan_for_offer(SessionDescription.parse(SAVP))
+    assert (plan.proto, plan.srtp.tag, plan.srtp.suite) == ("RTP/SAVP", 5, "AES_CM_128_HMAC_SHA1_32")
+    assert len(plan.srtp.local_key) == 30 and plan.srtp.local_key != plan.srtp.remote_key
+    answer = SessionDescription.parse(answer_for(plan, "127.0.0.1", 30000, 77, 1).serialise())
+    assert answer.media[0].proto == "RTP/SAVP"
+    assert answer.media[0].crypto == [Crypto(5, "AES_CM_128_HMAC_SHA1_32", plan.srtp.local_key)]
+    keys = rtp_leg(plan, None, 30.0).srtp  # what the worker's leg is keyed with
+    assert (keys.suite, keys.key("local"), keys.key("remote")) == (
+        "AES_CM_128_HMAC_SHA1_32", plan.srtp.local_key, plan.srtp.remote_key)
+    assert plan_for_offer(SessionDescription.parse(SAVP)).srtp.local_key != plan.srtp.local_key
+
+
+def test_aes_gcm_is_served_with_its_28_byte_key():
+    offer = SAVP.replace(b"a=crypto:5", b"a=crypto-x:5")
+    plan = plan_for_offer(SessionDescription.parse(offer))
+    assert (plan.srtp.tag, plan.srtp.suite, len(plan.srtp.local_key)) == (6, "AEAD_AES_128_GCM", 28)
+    assert SRTP_SUITES["AEAD_AES_128_GCM"] == 28
+
+
+def test_a_reinvite_keeps_our_key_while_the_suite_stays():
+    first = plan_for_offer(SessionDescription.parse(SAVP))
+    again = plan_for_offer(SessionDescription.parse(SAVP.replace(b"a=sendrecv", b"a=sendonly")), previous=first)
+    assert again.srtp.local_key == first.srtp.local_key and again.direction == "recvonly"
+    other = plan_for_offer(SessionDescription.parse(SAVP.replace(b"a=crypto:5", b"a=crypto-x:5")), previous=first)
+    assert other.srtp.suite == "AEAD_AES_128_GCM" and len(other.srtp.local_key) == 28
+
+
+def test_crypto_lines_in_a_plain_rtp_offer_are_ignored():
+    plan = plan_for_offer(SessionDescription.parse(SAVP.replace(b"RTP/SAVP", b"RTP/AVP")))
+    assert (plan.proto, plan.srtp) == ("RTP/AVP", None)
+    assert b"a=crypto" not in answer_for(plan, "127.0.0.1", 30000, 77, 1).serialise()
