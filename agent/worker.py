@@ -71,7 +71,8 @@ CPU_SLOTS = 4
 
 
 def load_worker_model(spec: str, num_slots: int | None, device: str | None, voices_root: Path,
-                      cache_dir: Path, stt: str | None = None, capacity_file: Path | None = None) -> WorkerModel:
+                      cache_dir: Path, stt: str | None = None, capacity_file: Path | None = None,
+                      weights: str = "bf16", kv_dtype: str = "bf16") -> WorkerModel:
     """`echo`, or a model spec of `agent.model.loading` on a batched model backend.
 
     `num_slots` None is `--slots auto`: `default_slots`, capped by `capacity_file`'s rating if given.
@@ -79,7 +80,8 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     A persona's voice file is looked up in `voices_root/<tenant>/voices/` (beside the tenant's line
     files when `voices_root` is the persona folder), so no tenant can name another's voices; the
     released voices (NATF2, ...) need no file. `stt`, a spec of `agent.model.stt_loading`, runs the
-    caller's recogniser beside the agent, on the codes of the agent's Mimi.
+    caller's recogniser beside the agent, on the codes of the agent's Mimi. `weights` and
+    `kv_dtype` (bf16 or fp8) are the LM's linear layers and KV ring.
     """
     if spec == "echo":
         return echo_model(num_slots or CPU_SLOTS)
@@ -92,9 +94,9 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     from agent.model.stt_words import WordTimer
     from agent.prompts import PromptBuilder
 
-    models = load_models(spec, device, mimi_codebooks=STT_CODEBOOKS if stt else AGENT_CODEBOOKS)
+    models = load_models(spec, device, mimi_codebooks=STT_CODEBOOKS if stt else AGENT_CODEBOOKS, weights=weights)
     recogniser = load_stt(stt, device) if stt else None
-    num_slots = num_slots or default_slots(models, recogniser, capacity_file)
+    num_slots = num_slots or default_slots(models, recogniser, capacity_file, kv_dtype)
     builders: dict[str, PromptBuilder] = {}
 
     def setup_for(call: CallDetails) -> CallSetup:
@@ -102,7 +104,7 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
             builders[call.tenant] = PromptBuilder(models, voices_root / call.tenant / "voices", cache_dir)
         return builders[call.tenant].call(call.persona, seed=call_seed(call.persona))
 
-    backend = ModelBackend(models.mimi, models.lm, num_slots)
+    backend = ModelBackend(models.mimi, models.lm, num_slots, kv_dtype=kv_dtype)
     caller_words = None
     if recogniser is not None:
         backend = RecognisingBackend(backend, SttBackend(recogniser.lm, num_slots))
@@ -113,7 +115,7 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     return WorkerModel(models.name, backend, setup_for, models.tokenizer, caller_words)
 
 
-def default_slots(models, recogniser=None, capacity_file: Path | None = None) -> int:
+def default_slots(models, recogniser=None, capacity_file: Path | None = None, kv_dtype: str = "bf16") -> int:
     """As many calls as GPU memory holds at full context (the recogniser's ring too), beside the engine's
     reserved room, and no more than a churn benchmark's `capacity_file` rates this GPU for; a few on the CPU."""
     import torch
@@ -124,13 +126,14 @@ def default_slots(models, recogniser=None, capacity_file: Path | None = None) ->
         return CPU_SLOTS
     free, _ = torch.cuda.mem_get_info(models.device)
     extra = recogniser.config.kv_bytes(recogniser.lm.text_linear.weight.dtype) if recogniser else 0
-    slots = slots_that_fit(models.lm.config, models.lm.text_linear.weight.dtype, free, extra_bytes_per_slot=extra)
+    slots = slots_that_fit(models.lm.config, models.lm.text_linear.weight.dtype, free, extra_bytes_per_slot=extra,
+                           kv_dtype=kv_dtype)
     if slots < 1:
         raise RuntimeError(f"no call fits in the {free / 1e9:.1f} GB of GPU memory left after the weights")
     if capacity_file is None:
         return slots
     device = torch.cuda.get_device_name(models.device)
-    rated = rated_calls(capacity_file, device, models.weights, "bf16", recogniser.name if recogniser else None)
+    rated = rated_calls(capacity_file, device, models.weights, kv_dtype, recogniser.name if recogniser else None)
     if rated is None:
         log.warning("the capacity file rates another GPU, precision or recogniser: slots from memory alone",
                     extra={"file": str(capacity_file), "device": device, "slots": slots})

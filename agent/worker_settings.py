@@ -8,6 +8,7 @@ worker's identity, read by `plexline worker` and `plexline serve` alike.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
@@ -55,6 +56,12 @@ class EngineSettings(BaseSettings):
                                               "hf:kyutai/stt-2.6b-en, local:DIR, dummy, dummy:tiny or "
                                               "dummy:full (default: none; lines may turn it off)")
     device: str | None = Field(None, description="cuda, cuda:N or cpu (default: cuda when available)")
+    weights: Literal["bf16", "fp8"] = Field("bf16", description="the LM's linear layers: bf16 as loaded (float32 "
+                                                                "on the CPU), or fp8: quantised at load, a "
+                                                                "scale per output channel (Hopper GPUs)")
+    kv_dtype: Literal["bf16", "fp8"] = Field("bf16", description="the LM's KV ring: the LM's dtype, or fp8 (e4m3 "
+                                                                 "with a scale per key and head: half the "
+                                                                 "memory, so about twice the slots)")
     slots: int | None = Field(None, ge=1, description="concurrent calls on the engine: a number, or auto: as "
                                                      "many as GPU memory holds at full context on CUDA (beside "
                                                      "the persona cache and one prefill), at most what "

@@ -78,6 +78,28 @@ def load_recogniser(spec: str, device: str | None):
         raise CommandError(str(error)) from error
 
 
+def eval_precision(args: argparse.Namespace) -> None:
+    from agent.audio_file import AudioFileError
+    from agent.engine.prefix import PromptTooLong
+    from agent.precision_eval import compare_precisions, table, write_json
+    from personas.loader import PersonaError
+    from voices.catalog import VoiceError
+
+    for path, what in ((args.persona, "persona"), (args.input, "input")):
+        if not path.is_file():
+            raise CommandError(f"{path}: no such {what} file")
+    models = load_models(args)
+    voices_dir = args.voices_dir or args.persona.parent / "voices"
+    try:
+        report = compare_precisions(models, args.persona, args.input, voices_dir, args.cache_dir, seed=args.seed,
+                                    seconds=args.seconds)
+    except (AudioFileError, PersonaError, VoiceError, PromptTooLong) as error:
+        raise CommandError(str(error)) from error
+    if args.json is not None:
+        write_json(report, args.json)
+    print(table(report) + (" -- DUMMY MODEL, RANDOM WEIGHTS" if models.dummy else ""))
+
+
 def bench_engine(args: argparse.Namespace) -> None:
     from bench.engine import bench_engine as run
     from bench.engine import table, write_json
@@ -123,7 +145,8 @@ def _worker_model(engine, voices_root: Path):
 
     try:
         return load_worker_model(engine.model, engine.slots, engine.device, voices_root, engine.cache_dir,
-                                 stt=engine.stt, capacity_file=engine.capacity_file)
+                                 stt=engine.stt, capacity_file=engine.capacity_file, weights=engine.weights,
+                                 kv_dtype=engine.kv_dtype)
     except (ModelFilesError, ModelSpecError) as error:
         raise CommandError(str(error)) from error
 
@@ -378,6 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flag(p)
     add_precision_flags(p)
     p.set_defaults(run=bench_churn, model="dummy:full")
+
+    evaluate = commands.add_parser("eval", help="evaluations").add_subparsers(dest="eval", required=True)
+    p = evaluate.add_parser("precision", help="a caller's WAV through the model in bf16 and the 8-bit settings: "
+                                              "text token agreement and the agent audio's difference")
+    p.add_argument("--persona", type=Path, required=True, help="a persona YAML file")
+    p.add_argument("--input", type=Path, required=True, help="the caller's audio (any rate, mono or stereo)")
+    p.add_argument("--voices-dir", type=Path, default=None,
+                   help="folder of the persona's voice files (default: voices/ beside the persona)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every precision (default 0)")
+    p.add_argument("--seconds", type=float, default=None, help="only the first SECONDS of the input")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    add_model_flag(p)
+    p.set_defaults(run=eval_precision)
 
     try:
         add_serving_commands(commands)

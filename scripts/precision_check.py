@@ -9,14 +9,13 @@
    and 160 calls, with the GPU memory it took.
 4. Error against float32 on the tiny reference: text logits relative error on the same tokens, and
    token agreement when each runs free.
-Prints a table last and writes JSON.
+Prints a table last and writes JSON. A second argument picks sections: kernel,model,tiny.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -164,47 +163,50 @@ def tiny_errors() -> list[dict]:
     return rows
 
 
-def main(out: Path) -> None:
-    result: dict = {"device": torch.cuda.get_device_name()}
-    started = time.perf_counter()
-    result["kernel"] = kernel_sweep()
-    print(f"kernel sweep done ({time.perf_counter() - started:.0f} s)", flush=True)
-
+def errors_and_steps() -> tuple[dict, dict]:
+    """Sections 2 and 3, on one full-size dummy model quantised in place halfway."""
     models = load_models("dummy:full", "cuda")
     stream = StreamingLM(models.lm)
     bf16_tokens, _ = dummy_session(stream, None)
     _, reference = dummy_session(stream, bf16_tokens)
-    dummy = {}
-    dummy["fp8 kv/bf16"] = relative_error(dummy_session(StreamingLM(models.lm, kv_dtype="fp8"), bf16_tokens)[1], reference)
-    steps = {}
-    steps["bf16 @80"] = lm_step_ms(models, 80, "bf16")
-    steps["fp8 kv @80"] = lm_step_ms(models, 80, "fp8")
-    print(f"bf16 timings done ({time.perf_counter() - started:.0f} s)", flush=True)
-
+    dummy = {"fp8 kv/bf16": relative_error(dummy_session(StreamingLM(models.lm, kv_dtype="fp8"), bf16_tokens)[1],
+                                           reference)}
+    steps = {"bf16 @80": lm_step_ms(models, 80, "bf16"), "fp8 kv @80": lm_step_ms(models, 80, "fp8")}
     models.lm.to_fp8_weights()
     torch.cuda.empty_cache()
     dummy["bf16 kv/fp8"] = relative_error(dummy_session(StreamingLM(models.lm), bf16_tokens)[1], reference)
-    dummy["fp8 kv/fp8"] = relative_error(dummy_session(StreamingLM(models.lm, kv_dtype="fp8"), bf16_tokens)[1], reference)
+    dummy["fp8 kv/fp8"] = relative_error(dummy_session(StreamingLM(models.lm, kv_dtype="fp8"), bf16_tokens)[1],
+                                         reference)
     steps["fp8 w @80"] = lm_step_ms(models, 80, "bf16")
     steps["fp8 w+kv @80"] = lm_step_ms(models, 80, "fp8")
     steps["fp8 w+kv @160"] = lm_step_ms(models, 160, "fp8")
-    result["dummy_text_logits_error_vs_bf16"] = dummy
-    result["lm_step"] = {name: {"ms": ms, "peak_gb": gb} for name, (ms, gb) in steps.items()}
     del models
     torch.cuda.empty_cache()
-    result["tiny"] = tiny_errors()
+    return dummy, {name: {"ms": ms, "peak_gb": gb} for name, (ms, gb) in steps.items()}
+
+
+def main(out: Path, sections: set[str]) -> None:
+    """`sections`: kernel, model (sections 2 and 3), tiny; all by default."""
+    result: dict = {"device": torch.cuda.get_device_name()}
+    if "kernel" in sections:
+        result["kernel"] = kernel_sweep()
+    if "model" in sections:
+        result["dummy_text_logits_error_vs_bf16"], result["lm_step"] = errors_and_steps()
+    if "tiny" in sections:
+        result["tiny"] = tiny_errors()
     out.write_text(json.dumps(result, indent=2) + "\n")
 
-    for r in result["kernel"]:
+    for r in result.get("kernel", []):
         print(f"attention 80x32x3000 {r['path']:<70} {r['ms']:.3f} ms {r['tbs']:.2f} TB/s err {r.get('error', 0):.1e}")
-    for name, value in dummy.items():
+    for name, value in result.get("dummy_text_logits_error_vs_bf16", {}).items():
         print(f"dummy:full text logits error vs bf16, kv/weights {name}: {value:.4f}")
-    for name, (ms, gb) in steps.items():
-        print(f"LM step {name:<14} {ms:6.2f} ms  peak {gb:6.1f} GB")
-    for r in result["tiny"]:
+    for name, step in result.get("lm_step", {}).items():
+        print(f"LM step {name:<14} {step['ms']:6.2f} ms  peak {step['peak_gb']:6.1f} GB")
+    for r in result.get("tiny", []):
         print(f"tiny kv {r['kv']:>4} weights {r['weights']:>4}: logits err vs f32 {r['text_logits_error_vs_f32']:.4f}, "
               f"tokens vs f32 {r['tokens_vs_f32']:.3f}, vs bf16 {r['tokens_vs_bf16']:.3f}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("precision-check.json"))
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("precision-check.json"),
+         set(sys.argv[2].split(",")) if len(sys.argv) > 2 else {"kernel", "model", "tiny"})

@@ -2,6 +2,7 @@ import asyncio
 import time
 
 import numpy as np
+import torch
 import pytest
 
 from agent.contracts.audio import FRAME_SIZE
@@ -249,6 +250,13 @@ async def test_a_worker_runs_calls_on_the_tiny_dummy_model(tmp_path):
     for listener in listeners:
         assert [f.pcm.shape for f in listener.received] == [(FRAME_SIZE,)] * 3
         assert all(np.isfinite(f.pcm).all() for f in listener.received)
+
+
+def test_the_8bit_settings_reach_the_engine(tmp_path):
+    model = load_worker_model("dummy:tiny", 2, "cpu", tmp_path / "voices", tmp_path / "cache", weights="fp8",
+                              kv_dtype="fp8")
+    assert model.backend.lm.transformer.layers[0].self_attn.in_proj_weight.dtype == torch.float8_e4m3fn
+    assert model.backend.lm_state.transformer.caches[0].k.dtype == torch.float8_e4m3fn
 
 
 class UnreachableRegistry(MemoryRegistry):
