@@ -160,6 +160,38 @@ def _version() -> str:
         return "0+unknown"
 
 
+def _announce_when_up(app, lines) -> None:
+    """Print `lines()` once the app has started (its SIP server is listening and the tenants are loaded)."""
+    from contextlib import asynccontextmanager
+
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with started(app):
+            print("\n".join(lines()), file=sys.stderr, flush=True)
+            yield
+
+    app.router.lifespan_context = lifespan
+
+
+def where_to_call(catalog, http_url: str, sip_host: str, sip_port: int, model: str) -> list[str]:
+    """What `plexline serve` says when it is up: the addresses a newcomer calls, line by line."""
+    host = "127.0.0.1" if sip_host in ("0.0.0.0", "::", "") else sip_host
+    host = f"[{host}]" if ":" in host else host
+    said = [f"plexline: up: admin API {http_url}/docs, dialer {http_url}/dialer (a browser call)",
+            f"plexline: SIP on udp and tcp {host}:{sip_port}; the lines and their SIP addresses:"]
+    for tenant_id, entry in sorted(catalog.tenants.items()):
+        takes_sip = entry.tenant.sip is not None and bool(entry.tenant.sip.allow or entry.tenant.sip.digest)
+        for line_id, line in sorted(entry.lines.items()):
+            note = "" if takes_sip else "  (no SIP calls: the tenant has no sip: allow or digest)"
+            addresses = ", ".join(f"sip:{address}@{host}:{sip_port}" for address in line.answers)
+            said.append(f"plexline:   {tenant_id}/{line_id}: {addresses}{note}")
+    if model == "echo":
+        said.append("plexline: --model echo: each caller hears itself, 80 ms later")
+    return said
+
+
 def _control_plane(settings, registry, workers, history, http_host: str, local_worker=None):
     """The control plane with its SIP server (UDP and TCP on --sip-port), sharing one router."""
     from personas.store import TenantStore
@@ -229,6 +261,7 @@ def _listen(args: argparse.Namespace, default_port: int):
 def serve(args: argparse.Namespace) -> None:
     import secrets
     import socket
+    import tempfile
 
     from pydantic import SecretStr
 
@@ -241,9 +274,13 @@ def serve(args: argparse.Namespace) -> None:
 
     settings = _settings(Settings, args)
     engine, listen = _settings(EngineSettings, args), _listen(args, 8080)
-    if not settings.distributed:  # embedded: secrets for this run only
+    if not settings.distributed:  # embedded: secrets for this run only, and a data folder of its own
         generated = {name: SecretStr(secrets.token_urlsafe(24)) for name in ("operator_token", "worker_secret")
                      if getattr(settings, name) is None}
+        if "data_dir" not in settings.model_fields_set:
+            generated["data_dir"] = Path(tempfile.mkdtemp(prefix="plexline-"))
+            print(f"plexline: data folder for this run: {generated['data_dir']} (calls, recordings, webhooks "
+                  "waiting; --data-dir or PLEXLINE_DATA_DIR keeps them across runs)", file=sys.stderr)
         settings = settings.model_copy(update=generated)
         if "operator_token" in generated:
             print(f"plexline: operator token for this run: {settings.operator_token.get_secret_value()}",
@@ -261,6 +298,9 @@ def serve(args: argparse.Namespace) -> None:
     workers = LocalWorkerClient(worker, HttpWorkerClient(secret, settings.worker_timeout), legs)
     plane = _control_plane(settings, registry, workers, history, listen.host, local_worker=worker)
     app = create_embedded_app(plane, worker, legs)
+    http_host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host
+    _announce_when_up(app, lambda: where_to_call(plane.store.catalog, f"http://{http_host}:{listen.http_port}",
+                                                 plane.sip.config.public_host, plane.sip.port, engine.model))
     serve_http(app, listen)
 
 

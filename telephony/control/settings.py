@@ -51,8 +51,9 @@ class Settings(MediaSettings):
                                                                "adds 20 ms of delay")
     # Call history: in Redis when distributed, else files in data_dir (the webhook outbox, call records).
     data_dir: Path = Field(default_factory=default_data_dir,
-                           description="the embedded webhook outbox, call records and recordings (default "
-                                       "$XDG_DATA_HOME/plexline, else ~/.local/share/plexline)")
+                           description="the embedded webhook outbox, call records and recordings (default: "
+                                       "`plexline serve` makes a fresh folder for each run under the system's "
+                                       "temporary folder and says which; set it to keep them across runs)")
     recordings_dir: Path | None = Field(None, description="where lines that record write their calls (default "
                                                           "DATA_DIR/recordings); distributed: a folder the workers "
                                                           "and control planes share")

@@ -70,3 +70,35 @@ async def _wait_up(url: str, process: subprocess.Popen, log: Path, timeout: floa
                 pass
             await asyncio.sleep(0.1)
     pytest.fail(f"plexline serve did not come up:\n{log.read_text()}")
+
+
+async def test_the_readmes_first_call_plexline_serve_with_echo_then_sipp(tmp_path):
+    """As the README has a newcomer do it: default ports, the example tenant, sipp's built-in caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLEXLINE_")} | {
+        "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path), "PLEXLINE_SHUTDOWN_GRACE": "0"}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "plexline", "serve", "--model", "echo"], cwd=ROOT, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        await _wait_up("http://127.0.0.1:8080", serve, log)
+        said = log.read_text()
+        assert "acme/support: sip:+15555550100@127.0.0.1:5060" in said, said
+        token = said.split("operator token for this run: ")[1].split()[0]
+        sipp = await asyncio.create_subprocess_exec(
+            "sipp", "-sn", "uac", "-s", "+15555550100", "-i", "127.0.0.1", "-m", "1", "127.0.0.1:5060",
+            "-nostdin", "-timeout", "30s", "-timeout_error", cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(sipp.communicate(), 40)
+        assert sipp.returncode == 0, output.decode(errors="replace")[-2000:]
+        async with httpx.AsyncClient(base_url="http://127.0.0.1:8080",
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            for _ in range(100):
+                records = (await client.get("/tenants/acme/call-records")).json()
+                if records:
+                    break
+                await asyncio.sleep(0.1)
+        assert [(r["to"], r["outcome"]) for r in records] == [("+15555550100", "caller_hung_up")]
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)

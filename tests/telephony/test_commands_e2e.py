@@ -120,3 +120,33 @@ def test_control_planes_and_a_worker_share_only_redis_and_a_lost_worker_fails_it
         assert time.monotonic() - lost_at < 5
         assert httpx.get(two + "/workers", headers=AUTH).json() == []
         assert httpx.post(two + "/calls", json=CALL, headers=AUTH).status_code == 503
+
+
+def test_a_first_run_says_where_to_call_it_and_lists_no_calls_of_an_earlier_run(tmp_path, free_port):
+    env = {"PLEXLINE_SHUTDOWN_GRACE": "0", "PLEXLINE_REDIS_URL": "", "PLEXLINE_OPERATOR_TOKEN": "",
+           "PLEXLINE_DATA_DIR": "", "TMPDIR": str(tmp_path)}  # as a newcomer runs it: nothing set
+
+    def run(name: str) -> tuple[str, list[dict]]:
+        port, sip = free_port(), free_port()
+        url, log = f"http://127.0.0.1:{port}", tmp_path / f"{name}.log"
+        args = ["serve", "--model", "echo", "--http-port", str(port), "--sip-port", str(sip), "--slots", "1"]
+        with command(args, env, log) as serve:
+            wait_until_up(url, serve, log)
+            said = eventually(lambda: "plexline: up" in log.read_text() and log.read_text())
+            token = said.split("operator token for this run: ")[1].split()[0]
+            auth = {"Authorization": f"Bearer {token}"}
+            assert f"plexline: up: admin API {url}/docs, dialer {url}/dialer" in said
+            assert f"plexline:   acme/support: sip:+15555550100@127.0.0.1:{sip}, sip:acme-support@127.0.0.1:{sip}" in said
+            assert "--model echo: each caller hears itself" in said
+            home = httpx.get(url + "/")
+            assert (home.status_code, home.headers["location"]) == (307, "/dialer")
+            before = httpx.get(url + "/tenants/acme/call-records", headers=auth).json()
+            call_id = httpx.post(url + "/calls", json=CALL, headers=auth).json()["call_id"]
+            assert httpx.delete(url + f"/tenants/acme/calls/{call_id}", headers=auth).status_code == 204
+            assert eventually(lambda: httpx.get(url + "/tenants/acme/call-records", headers=auth).json())
+        return said.split("data folder for this run: ")[1].split()[0], before
+
+    first_folder, first_calls = run("first")
+    second_folder, second_calls = run("second")
+    assert first_calls == [] and second_calls == []  # the second run does not list the first one's call
+    assert first_folder != second_folder and Path(first_folder).parent == tmp_path

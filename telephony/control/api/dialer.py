@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 PAGE = Path(__file__).parents[1] / "static" / "dialer.html"
 
@@ -16,3 +16,9 @@ router = APIRouter(tags=["webrtc"])
 async def dialer() -> FileResponse:
     """Pick a line, call it, talk, read the live transcript and the call's state, hang up."""
     return FileResponse(PAGE, media_type="text/html")
+
+
+@router.get("/", include_in_schema=False)
+async def home() -> RedirectResponse:
+    """Someone who opens the address `plexline serve` printed lands on the dialer."""
+    return RedirectResponse("/dialer")
