@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from telephony.sip.message import SipMessage, SipRequest, SipResponse, Via
+from telephony.sip.message import MAGIC_COOKIE, NameAddr, SipMessage, SipRequest, SipResponse, Via
 from telephony.sip.transport import Peer
 
 T1, T2, T4 = 0.5, 4.0, 5.0
@@ -27,10 +27,16 @@ def new_branch() -> str:
 
 
 def server_key(request: SipRequest) -> tuple[str, str, str]:
-    """RFC 3261 §17.2.3: the top Via's branch and sent-by, and the method (ACK matches its INVITE)."""
+    """RFC 3261 §17.2.3: the top Via's branch and sent-by, and the method (ACK and CANCEL match their
+    INVITE through it). A branch without the magic cookie (an RFC 2543 peer) is not unique: the
+    Call-ID, the From tag and the CSeq number stand in for it."""
     via = Via.parse(request.headers.get_all("Via")[0])
     method = "INVITE" if request.method == "ACK" else request.method
-    return via.branch, f"{via.host}:{via.port or 5060}", method
+    branch = via.branch
+    if not branch.startswith(MAGIC_COOKIE):
+        from_tag = NameAddr.parse(request.headers.get("From") or "", "From").tag
+        branch = f"rfc2543 {request.call_id} {from_tag} {request.cseq[0]} {branch}"
+    return branch, f"{via.host}:{via.port or 5060}", method
 
 
 @dataclass

@@ -190,3 +190,10 @@ async def test_a_tenant_at_its_limit_gets_486_with_retry_after_and_is_recorded(u
     assert responses[-1].headers.get("Retry-After") == "5"
     records = await uas.history.records.find("acme", CallQuery(outcome="refused"))
     assert [r.reason for r in records] == ["the tenant's limit of 1 concurrent calls is reached"]
+
+
+async def test_rfc_2543_requests_without_a_branch_are_told_apart_by_their_call_id(uas):
+    first = corpus()["3.4.1"]
+    second = first.replace(b"inv2543.1717@", b"inv2543.1718@")  # the same peer's next call
+    assert [r.status for r in await uas.send(first)] == [100, 404]
+    assert [r.status for r in await uas.send(second)] == [100, 404]  # a call of its own, not a retransmission
