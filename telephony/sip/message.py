@@ -237,6 +237,11 @@ def _parse_headers(lines: list[str]) -> tuple[Headers, SipParseError | None]:
     return headers, problem
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²' and other digits that int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _has_control(value: str) -> bool:
     """A control character other than HTAB, except as a quoted-pair inside a quoted string (RFC 3261 §25.1)."""
     if not _CONTROL.search(value):
@@ -260,7 +265,7 @@ def _body(headers: Headers, rest: bytes) -> bytes:
     value = headers.get("Content-Length")
     if value is None:
         length = len(rest)  # UDP may omit it: the body is the rest of the datagram
-    elif not value.isdigit() or len(value) > 9:
+    elif not _digits(value) or len(value) > 9:
         raise SipParseError(f"Content-Length {value[:20]!r} is not a number")
     else:
         length = int(value)
@@ -297,7 +302,7 @@ def _check_request(request: SipRequest) -> None:
         if uri.headers:
             raise SipParseError(f"the Request-URI carries headers ({uri.headers[:40]!r}), which it must not")
     forwards = headers.get("Max-Forwards")
-    if forwards is not None and not (forwards.isdigit() and int(forwards) <= 255):
+    if forwards is not None and not (_digits(forwards) and int(forwards) <= 255):
         raise SipParseError(f"Max-Forwards {forwards[:20]!r} is not a number from 0 to 255")
     date = headers.get("Date")
     if date is not None and not _DATE.match(date):
@@ -376,7 +381,7 @@ def format_params(params: dict[str, str]) -> str:
 def parse_cseq(value: str) -> tuple[int, str]:
     number, _, method = value.strip().partition(" ")
     method = method.strip()
-    if not number.isdigit() or len(number) > 10 or int(number) >= 2**32 or not _TOKEN.match(method or "?"):
+    if not _digits(number) or len(number) > 10 or int(number) >= 2**32 or not _TOKEN.match(method or "?"):
         raise SipParseError(f"malformed CSeq {value[:40]!r} (a number below 2**32, then the method)")
     return int(number), method
 
@@ -484,7 +489,7 @@ def split_hostport(text: str) -> tuple[str, int | None]:
         host, _, port = text.partition(":")
     if not host or not re.match(r"^[A-Za-z0-9.:_-]+$", host):
         raise ValueError(f"bad host {text[:80]!r}")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
+    if port and not (_digits(port) and 0 < int(port) < 65536):
         raise ValueError(f"bad port {port[:10]!r}")
     return host, int(port) if port else None
 

@@ -121,3 +121,13 @@ def test_fuzzed_input_parses_or_raises_a_parse_error_only(data):
             response_to(error.request, error.status, to_tag="t", warning=str(error)).serialise()
         return
     parse_message(message.serialise())  # whatever parses, serialises to something that parses
+
+
+@pytest.mark.parametrize("header", [b"CSeq: \xc2\xb2 INVITE", b"Max-Forwards: \xc2\xb2", b"Content-Length: \xc2\xb2",
+                                    b"Via: SIP/2.0/UDP 127.0.0.2:\xc2\xb2;branch=z9hG4bK-1-0"])
+def test_digits_that_are_not_ascii_are_a_parse_error(header):
+    name = header.split(b":")[0]
+    lines = [header if line.startswith(name + b":") else line for line in INVITE.split(b"\r\n")]
+    with pytest.raises(SipParseError) as error:
+        parse_message(b"\r\n".join(lines))
+    assert error.value.request is not None and error.value.status == 400
