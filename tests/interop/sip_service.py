@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from agent.call_reporter import CallReporter
 from agent.media.rtp_legs import RtpLegs
-from agent.worker import Worker, echo_model
+from agent.worker import Worker, WorkerModel, echo_model
 from bench.echo_latency import echo_lags_by_window
 from bench.echo_latency import speech as speech_at
 from personas.store import TenantStore
@@ -88,12 +89,14 @@ class Service:
 
 
 @asynccontextmanager
-async def running_service(folder: Path, slots: int = 24) -> AsyncIterator[Service]:
+async def running_service(folder: Path, slots: int = 24, model: WorkerModel | None = None,
+                          reporter: CallReporter | None = None) -> AsyncIterator[Service]:
+    """A control plane and a worker in this process; the worker runs `model` (default the echo engine)."""
     registry = MemoryRegistry()
     settings = Settings(personas_dir=write_tenants(folder / "tenants"), operator_token=SecretStr("o" * 32),
                         worker_secret=SecretStr("w" * 32), retry_after_seconds=2, reap_interval=0.2)
-    worker = Worker(echo_model(slots), worker_id="w1", address="http://127.0.0.1:9", version="test",
-                    registry=registry, heartbeat_ttl=3.0)
+    worker = Worker(model or echo_model(slots), worker_id="w1", address="http://127.0.0.1:9", version="test",
+                    registry=registry, heartbeat_ttl=3.0, reporter=reporter)
     legs = RtpLegs("127.0.0.1", range(30000, 32000))
     workers = LocalWorkerClient(worker, HttpWorkerClient("w" * 32, 2.0), legs)
     store = TenantStore(settings.personas_dir)
