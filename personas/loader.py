@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +23,8 @@ _KINDS = {
 
 
 Document = TypeVar("Document", bound=BaseModel)
+
+MAX_FILE_BYTES = 256 * 1024  # a line's role is at most 6000 characters: a larger file is a mistake or an attack
 
 
 class PersonaError(Exception):
@@ -53,9 +56,17 @@ def load_persona(path: Path) -> Persona:
 
 
 def load_document(path: Path, schema: type[Document], kind: str) -> Document:
-    """The YAML mapping in `path` validated as `schema`; `kind` names it in errors ("persona")."""
+    """The YAML mapping in `path` validated as `schema`; `kind` names it in errors ("persona").
+
+    Whatever the file holds, the only error raised is PersonaError: a file nested thousands deep
+    (RecursionError), a FIFO that would block the reader, a file of gigabytes (refused unread)."""
     path = Path(path)
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise PersonaError(f"{path}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise PersonaError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise PersonaError(f"{path}: cannot read: {error}") from error
@@ -63,12 +74,18 @@ def load_document(path: Path, schema: type[Document], kind: str) -> Document:
         document = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise PersonaError(f"{path}: {_yaml_reason(error)}") from error
+    except RecursionError:
+        raise PersonaError(f"{path}: invalid YAML: nested too deep") from None
+    except Exception as error:  # noqa: BLE001 - the parser's bug on hostile input stays this file's problem
+        raise PersonaError(f"{path}: invalid YAML: {type(error).__name__}") from error
     if not isinstance(document, dict):
         raise PersonaError(f"{path}: expected a mapping of {kind} fields, got {_kind(document)}")
     try:
         return schema.model_validate(document)
     except ValidationError as error:
         raise PersonaError(f"{path}: {validation_reasons(error, kind)}") from error
+    except RecursionError:
+        raise PersonaError(f"{path}: nested too deep") from None
 
 
 def validation_reasons(error: ValidationError, kind: str) -> str:

@@ -4,7 +4,8 @@
     <root>/<tenant>/<line>.yaml     personas.tenant.Line (written by the tenant's admins)
 
 Every `reload` stats the files and parses only those whose modification time, size or inode
-changed, then publishes a new `Catalog`; readers take `store.catalog` once and use that snapshot,
+changed (outside the lock that writes take, so a slow file never holds up another tenant's save;
+a file is at most `personas.loader.MAX_FILE_BYTES`), then publishes a new `Catalog`; readers take `store.catalog` once and use that snapshot,
 so a request or a call never sees half a reload, and a call keeps the persona it started with.
 A file that fails to load is reported (`Catalog.problems`, in the log) and leaves the last valid
 version of it in service (none if it never loaded); it never affects another file or tenant.
@@ -133,6 +134,7 @@ class TenantStore:
         self.reload()
 
     def reload(self) -> Catalog:
+        self._parse_changed()
         with self._lock:
             return self._reload()
 
@@ -190,13 +192,25 @@ class TenantStore:
                 lines[line_id] = line
         return TenantEntry(folder.name, tenant, lines)
 
-    def _load(self, path: Path, schema: type[BaseModel], kind: str, seen: set[Path],
-              problems: list[str]) -> BaseModel | None:
+    def _parse_changed(self) -> None:
+        """Parse each file that changed since it was read, holding no lock: a large or hostile file
+        costs its parse time to the reload alone, never to a writer waiting for the lock."""
+        try:
+            folders = [p for p in self.root.iterdir() if p.is_dir() and ID_PATTERN.match(p.name)]
+        except OSError:
+            return  # _reload reports it
+        for folder in folders:
+            self._parsed(folder / TENANT_FILE, Tenant, "tenant")
+            for path in folder.glob("*" + LINE_SUFFIX):
+                if path.name != TENANT_FILE and ID_PATTERN.match(path.name.removesuffix(LINE_SUFFIX)):
+                    self._parsed(path, Line, "line")
+
+    def _parsed(self, path: Path, schema: type[BaseModel], kind: str) -> _Loaded | None:
+        """The file as last parsed, parsed again if it changed (None if there is no such file)."""
         try:
             st = path.stat()
         except FileNotFoundError:
             return None
-        seen.add(path)
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         loaded = self._files.get(path)
         if loaded is None or loaded.stamp != stamp:
@@ -207,6 +221,18 @@ class TenantStore:
                 reason = str(error).removeprefix(f"{path}: ")
                 loaded = _Loaded(stamp, previous, f"{self._name(path)}: {reason}")
             self._files[path] = loaded
+        return loaded
+
+    def _load(self, path: Path, schema: type[BaseModel], kind: str, seen: set[Path],
+              problems: list[str]) -> BaseModel | None:
+        """The file's document as parsed before (`_parse_changed`, or a write of this store):
+        under the lock, nothing is parsed; a file that appeared since waits for the next reload."""
+        if not path.exists():
+            return None
+        seen.add(path)
+        loaded = self._files.get(path)
+        if loaded is None:
+            return None
         if loaded.error:
             kept = "; the last valid version stays in service" if loaded.document else ""
             problems.append(loaded.error + kept)
@@ -260,13 +286,15 @@ class TenantStore:
             if if_match is not None and if_match != "*":
                 version = self.line_version(tenant_id, line_id)
                 if version != if_match:
-                    self._reload()  # what the file holds now, for the writer to compare with its own
+                    self._parsed(path, Line, "line")  # what the file holds now, for the writer to compare
+                    self._reload()
                     raise VersionConflict(line_id, version or "none", self.catalog.tenants[tenant_id].lines.get(line_id))
             self.check_line(tenant_id, line_id, line)
             document = line.model_dump(mode="json", exclude_none=True, exclude_unset=True)
             old = None if create else path.read_text(encoding="utf-8")
             text = updated_yaml(old, document)
             write_atomically(path, text)
+            self._parsed(path, Line, "line")
             self._reload()
             return _version(text.encode())
 
@@ -291,6 +319,7 @@ class TenantStore:
             raw["webhook"]["secret"] = secret
             Tenant.model_validate(raw)
             write_atomically(path, updated_yaml(text, raw))
+            self._parsed(path, Tenant, "tenant")
             self._reload()
 
     def delete_line(self, tenant_id: str, line_id: str) -> None:

@@ -286,3 +286,57 @@ def test_tenant_errors_name_the_file_the_field_and_the_reason(root, text, reason
 
     assert "acme" not in catalog.tenants
     assert catalog.problems["acme"][0].startswith(f"acme/tenant.yaml: {reason}")
+
+
+# -- hostile files: one tenant's file never breaks another's ---------------------------------
+
+
+def test_a_line_nested_too_deep_takes_only_that_line_down(root):
+    write(root / "globex" / "desk.yaml", "answers: " + "[" * 5000 + "]" * 5000 + "\n")  # RecursionError in PyYAML
+
+    store = TenantStore(root)
+
+    assert store.catalog.route("+15555550100").line_id == "support"
+    [problem] = store.catalog.problems["globex"]
+    assert problem.startswith("globex/desk.yaml: ") and "nested" in problem
+    store.save_line("acme", "support", line("+15555550100", name="Still"), create=False)
+    assert store.reload().route("+15555550100").line.persona.role.startswith("You work for Still")
+
+
+def test_a_line_file_too_large_is_refused_unread(root):
+    write(root / "globex" / "desk.yaml", "answers: [globex-desk]\n# " + "x" * 2_000_000 + "\n")
+
+    catalog = TenantStore(root).catalog
+
+    assert catalog.route("+15555550100") is not None and catalog.route("globex-desk") is None
+    assert catalog.problems["globex"] == ("globex/desk.yaml: larger than 262144 bytes",)
+
+
+def test_a_tenant_file_that_is_not_a_regular_file_is_refused(root):
+    (root / "globex" / "desk.yaml").unlink()
+    os.mkfifo(root / "globex" / "desk.yaml")  # reading it would wait for a writer forever
+
+    catalog = TenantStore(root).catalog
+
+    assert catalog.problems["globex"] == ("globex/desk.yaml: not a regular file",)
+
+
+def test_a_slow_file_is_parsed_outside_the_lock_so_other_tenants_write_meanwhile(root):
+    import threading
+    import time
+
+    store = TenantStore(root)
+    # 60 kB of short flow items: seconds of pure-Python YAML parsing.
+    write(root / "globex" / "desk.yaml", "answers: [" + "a," * 30_000 + "a]\npersona: {role: Hi, voice: NATM1}\n")
+    reload = threading.Thread(target=store.reload)
+    reload.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    store.save_line("acme", "support", line("+15555550100", name="Quick"), create=False)
+    saved_in = time.monotonic() - started
+    still_parsing = reload.is_alive()
+    reload.join()
+
+    assert saved_in < 0.5
+    assert still_parsing, "the parse was too quick to tell"
+    assert store.catalog.route("+15555550100").line.persona.role.startswith("You work for Quick")
