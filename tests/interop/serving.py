@@ -56,7 +56,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(model: str, slots: int, folder: Path, personas: Path | None = None) -> Iterator[Server]:
+def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
+            stt: str | None = None) -> Iterator[Server]:
     port = free_port()
     log = folder / "serve.log"
     env = os.environ | {"PYTHONPATH": str(ROOT), "PLEXLINE_OPERATOR_TOKEN": OPERATOR,
@@ -66,6 +67,8 @@ def serving(model: str, slots: int, folder: Path, personas: Path | None = None) 
             "--sip-port", str(free_port())]
     if personas is not None:
         args += ["--personas", str(personas)]
+    if stt is not None:
+        args += ["--stt", stt]
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "plexline", "-v", *args], cwd=ROOT, env=env,
                                    stdout=out, stderr=subprocess.STDOUT)
