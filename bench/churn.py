@@ -6,7 +6,7 @@ with N calls at all times, as a full call centre: each call lasts an exponential
 takes its slot as it ends, so calls leave and join as a Poisson process of rate N / mean. A share
 `cold_share` of the new calls bring a persona the engine has never seen: a voice of their own (Mimi
 codes, or a stored voice as a WAV voice becomes) and a role of 50 to 1000 tokens; the others take
-one of a few personas already cached. Every call pushes caller PCM in 20 ms packets and reads the
+one of a few personas cached before the traffic starts (cold too if the cache evicted it since). Every call pushes caller PCM in 20 ms packets and reads the
 agent's frames, as the worker's media bridge does.
 
 Reported per N, over `seconds` of traffic:
@@ -42,7 +42,7 @@ from agent.engine.backend import CallSetup
 from agent.engine.capacity import slots_that_fit
 from agent.engine.clock import AgentFrame, CallSlot, EngineClock
 from agent.engine.engine import ModelBackend
-from agent.engine.prefix import PersonaPrompt
+from agent.engine.prefix import PersonaCache, PersonaPrompt
 from agent.model.kv_cache import KVDtype
 from agent.model.loading import Models
 from agent.model.persona_prompt import voice_prompt_from_codes
@@ -140,19 +140,23 @@ class CallRecord:
 class Traffic:
     """N calls at all times: each ends after an exponential time and a new one takes its slot."""
 
-    def __init__(self, clock: EngineClock, personas: Personas, mean_call_seconds: float, cold_share: float,
-                 rng: random.Random):
-        self.clock, self.personas, self.rng = clock, personas, rng
+    def __init__(self, clock: EngineClock, cache: PersonaCache, personas: Personas, mean_call_seconds: float,
+                 cold_share: float, rng: random.Random):
+        self.clock, self.cache, self.personas, self.rng = clock, cache, personas, rng
         self.mean, self.cold_share = mean_call_seconds, cold_share
         self.records: list[CallRecord] = []
         self.failed: list[str] = []  # joins that failed, and why
         self.slots: dict[int, CallSlot] = {}
         self.packet = (np.random.default_rng(0).standard_normal(PACKET) * 0.1).astype(np.float32)
 
-    async def call(self, cold: bool, measured: Callable[[], bool]) -> None:
-        """One call: join (its persona cold or cached), talk until it ends, leave."""
-        prompt = self.personas.cold() if cold else self.rng.choice(self.personas.cached)
-        record = CallRecord(cold=cold, asked=time.monotonic())
+    async def call(self, new_persona: bool, measured: Callable[[], bool]) -> None:
+        """One call: join (with a new persona, or one of the cached ones), talk until it ends, leave.
+
+        The call counts as cold when its persona is not in the cache as it joins: a new one, or one
+        the cache evicted since.
+        """
+        prompt = self.personas.cold() if new_persona else self.rng.choice(self.personas.cached)
+        record = CallRecord(cold=prompt.key not in self.cache, asked=time.monotonic())
         slot = await self.clock.join(CallSetup(prompt=prompt, seed=self.rng.randrange(1 << 30)))
         record.ready = time.monotonic()
         slot.listener = lambda caller, agent: self._heard(record, agent)
@@ -174,13 +178,13 @@ class Traffic:
 
     async def line(self, first: bool, measured: Callable[[], bool], until: float) -> None:
         """One slot's calls, one after another; the first is cached (the centre was already full)."""
-        cold = False if first else None
+        new_persona = False if first else None
         while time.monotonic() < until:
             try:
-                await self.call(self.rng.random() < self.cold_share if cold is None else cold, measured)
+                await self.call(self.rng.random() < self.cold_share if new_persona is None else new_persona, measured)
             except Exception as error:  # a join that failed (out of memory, say): counted, the line goes on
                 self.failed.append(repr(error))
-            cold = None
+            new_persona = None
 
     async def media(self, until: float) -> None:
         """Every running call's caller audio in 20 ms packets; its agent frames read as they come."""
@@ -200,7 +204,7 @@ async def run_traffic(backend: ModelBackend, personas: Personas, seconds: float,
     """The traffic (its calls' records), the frame times (ms) and the overruns per minute of `seconds`."""
     clock = EngineClock(backend)
     clock.start()
-    traffic = Traffic(clock, personas, mean_call_seconds, cold_share, rng)
+    traffic = Traffic(clock, backend.prefixes, personas, mean_call_seconds, cold_share, rng)
     warm = time.monotonic() + 5.0  # the first calls fill the slots at once: a burst, not the steady state
     until = warm + seconds
     measuring = lambda: time.monotonic() >= warm

@@ -175,6 +175,9 @@ class PersonaCache:
     def __len__(self) -> int:
         return len(self._prefixes)
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._prefixes
+
     def get(self, key: str) -> PersonaPrefix | None:
         prefix = self._prefixes.get(key)
         if prefix is None:
