@@ -1,4 +1,4 @@
-"""The recogniser's cost beside the agent on one GPU: `PYTHONPATH=. python3 bench/stt.py OUT.json [BATCHES...]`.
+"""The recogniser's cost beside the agent on one GPU: `python -m bench.stt OUT.json [BATCHES...]`.
 
 Full-size dummies in bfloat16: the agent (PersonaPlex 7B, its Mimi encoding 32 codebooks) and the
 recogniser (stt-1b-en_fr's sizes, context 750). For each batch size every slot holds a call, and
