@@ -76,7 +76,7 @@ def load_document(path: Path, schema: type[Document], kind: str) -> Document:
         raise PersonaError(f"{path}: {_yaml_reason(error)}") from error
     except RecursionError:
         raise PersonaError(f"{path}: invalid YAML: nested too deep") from None
-    except Exception as error:  # noqa: BLE001 - the parser's bug on hostile input stays this file's problem
+    except Exception as error:  # the parser's bug on hostile input stays this file's problem
         raise PersonaError(f"{path}: invalid YAML: {type(error).__name__}") from error
     if not isinstance(document, dict):
         raise PersonaError(f"{path}: expected a mapping of {kind} fields, got {_kind(document)}")

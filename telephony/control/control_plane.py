@@ -22,6 +22,7 @@ from telephony.events.call_history import CallHistory
 from telephony.events.dispatcher import WebhookDispatcher, WebhookMetrics
 from telephony.events.outbox import RetryPolicy
 from telephony.events.webhook_client import WebhookClient
+from telephony.sip.rate_limit import SourceLimiter
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class ControlPlane:
         self.history = history
         self.sip = sip
         self.local_worker = local_worker
-        self.auth = Authenticator(settings.operator_token.get_secret_value())
+        self.auth = Authenticator(settings.operator_token.get_secret_value(),
+                                  failures=SourceLimiter(settings.auth_failure_rate, settings.auth_failure_burst))
         self._tasks: list[asyncio.Task[None]] = []
         self.webhooks: WebhookDispatcher | None = None  # delivers the outbox while the control plane runs
 

@@ -36,6 +36,10 @@ class Settings(MediaSettings):
     reload_interval: float = Field(1.0, gt=0, description="seconds between scans of the persona folder")
     reap_interval: float = Field(1.0, gt=0, description="seconds between sweeps for lost workers")
     retry_after_seconds: int = Field(5, ge=1, description="Retry-After told to callers refused for lack of a slot")
+    auth_failure_burst: int = Field(10, ge=1, description="failed authentications one address may make at once "
+                                                          "before it is refused (429) without a check")
+    auth_failure_rate: float = Field(1.0, gt=0, description="failed authentications per second one address may "
+                                                            "make after its burst")
     worker_timeout: float = Field(5.0, gt=0, description="seconds to wait for a worker to take a call")
     route_attempts: int = Field(3, ge=1, description="workers tried for one call before refusing it")
     shutdown_grace: float = Field(30.0, ge=0, description="seconds a stopping worker lets its calls finish before "

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from personas.store import TenantEntry
-from telephony.control.api.deps import ControlPlaneDep, OperatorDep, TenantDep, TokenDep
+from telephony.control.api.deps import ControlPlaneDep, OperatorDep, TenantDep, TokenDep, source
 from telephony.control.api.errors import CallFinished, UnknownAddress, UnknownCall
 from telephony.control.api.models import CallPublic, CallRequest
 from telephony.control.control_plane import ControlPlane
@@ -19,10 +19,12 @@ router = APIRouter(tags=["calls"])
 @router.post("/calls", status_code=status.HTTP_201_CREATED, response_model=CallPublic,
              responses={404: {"description": "no line answers this address"},
                         503: {"description": "no free slot, or the tenant's limit is reached (see Retry-After)"}})
-async def place_call(body: CallRequest, token: TokenDep, control_plane: ControlPlaneDep) -> CallPublic:
+async def place_call(body: CallRequest, token: TokenDep, control_plane: ControlPlaneDep,
+                     request: Request) -> CallPublic:
     """Place a call to a line: the operator's token, or the admin token of the line's tenant."""
     route = control_plane.store.catalog.route(body.to)
-    allowed = await run_in_threadpool(control_plane.auth.may_administer, token, route.tenant if route else None)
+    allowed = await run_in_threadpool(control_plane.auth.may_administer, token, route.tenant if route else None,
+                                      source(request))
     if route is None or not allowed:
         raise UnknownAddress(f"no line answers {body.to!r}")
     return CallPublic.of(await control_plane.router.place(route, Caller(body.from_, body.to)))

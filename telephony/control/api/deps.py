@@ -43,13 +43,18 @@ def require_operator(token: TokenDep, control_plane: ControlPlaneDep) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the operator token is required")
 
 
+def source(request: Request) -> str:
+    """The address failed authentications are counted against."""
+    return request.client.host if request.client else ""
+
+
 def get_tenant(tenant: Annotated[str, Path(pattern=ID_PATTERN.pattern)], token: TokenDep,
-               control_plane: ControlPlaneDep) -> TenantEntry:
+               control_plane: ControlPlaneDep, request: Request) -> TenantEntry:
     """The tenant named in the path, as of this request (sync: scrypt runs on a thread)."""
     entry = control_plane.store.catalog.tenants.get(tenant)
     if entry is None and control_plane.auth.is_operator(token):
         raise UnknownTenant(f"no tenant {tenant!r}")  # the operator may know which tenants exist
-    if not control_plane.auth.may_administer(token, entry):
+    if not control_plane.auth.may_administer(token, entry, source(request)):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"this token does not administer a tenant {tenant!r}",
                             headers={"WWW-Authenticate": "Bearer"})
     return entry

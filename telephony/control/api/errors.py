@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from personas.loader import PersonaError
 from personas.store import InvalidLine, LineExists, UnknownLine, UnknownTenant, UnknownWebhook
+from telephony.control.auth import TooManyFailures
 from telephony.control.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
 
 
@@ -50,7 +51,12 @@ def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
                                                         "the tenant's limit of concurrent calls is reached"))
     app.add_exception_handler(RegistryUnavailable, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry))
     app.add_exception_handler(InvalidLine, _invalid_line)
+    app.add_exception_handler(TooManyFailures, _too_many_failures)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+
+
+async def _too_many_failures(request: Request, error: TooManyFailures) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=429, headers={"Retry-After": str(error.retry_after)})
 
 
 async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
