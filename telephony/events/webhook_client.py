@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -52,11 +53,35 @@ class Attempt:
         return self.status is not None and 200 <= self.status < 300
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway or the host itself reaches:
+# NAT64 (RFC 6052), IPv4-compatible (deprecated), SIIT (RFC 2765).
+_IPV4_IN_LAST_32_BITS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96"))
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: translated by the operator's own gateway
+
+
 def is_public(address: str) -> bool:
+    """Whether `address` is on the public internet; an IPv6 address that carries an IPv4 one
+    (mapped, NAT64, 6to4, Teredo, ...) is judged by the IPv4 address it reaches."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
     return ip.is_global and not ip.is_multicast
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # the client's address
+    if any(ip in network for network in _IPV4_IN_LAST_32_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    return None
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -167,9 +192,9 @@ def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
     value = next((v.decode("latin-1") for k, v in headers if k.lower() == b"retry-after"), None)
     if value is None:
         return None
-    if value.strip().isdigit():
+    if re.fullmatch(r"[0-9]{1,10}", value.strip()):  # str.isdigit() takes "²", which float() refuses
         return float(value)
     try:
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None

@@ -25,7 +25,11 @@ LOCAL = {"allow_http": True, "allow_private_network": True}
     ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("127.0.0.1", False), ("::1", False), ("10.1.2.3", False),
     ("172.16.0.1", False), ("192.168.1.1", False), ("169.254.169.254", False), ("fe80::1", False),
     ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False), ("::ffff:127.0.0.1", False),
-    ("fd00::1", False), ("192.0.2.1", False)])
+    ("fd00::1", False), ("192.0.2.1", False),
+    # IPv4 inside IPv6: NAT64, local NAT64, 6to4, IPv4-compatible, SIIT, Teredo
+    ("64:ff9b::7f00:1", False), ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::808:808", True),
+    ("64:ff9b:1::a00:1", False), ("2002:7f00:1::", False), ("2002:808:808::", True), ("::127.0.0.1", False),
+    ("::a00:1", False), ("::ffff:0:7f00:1", False), ("2001:0:4136:e378:8000:63bf:80ff:fffe", False)])
 def test_public_addresses(address, public):
     assert is_public(address) is public
 
@@ -103,6 +107,17 @@ async def test_no_more_than_the_maximum_of_an_answer_is_read():
         await client.close()
     assert attempt.delivered
     assert time.monotonic() - start < 2  # 200 MiB were offered; reading them all takes far longer
+
+
+async def test_a_retry_after_that_is_not_ascii_digits_is_ignored():
+    answers = [Answer(503, headers={"Retry-After": "\u00b2"}), Answer(503, headers={"Retry-After": "1e400"})]
+    with Receiver(SECRET, lambda n, msg_id: answers[n]) as receiver:
+        client = WebhookClient(timeout=5)
+        superscript = await client.send(hook(receiver.url, **LOCAL), "msg_1", BODY)
+        huge = await client.send(hook(receiver.url, **LOCAL), "msg_1", BODY)
+        await client.close()
+    assert (superscript.status, superscript.retry_after) == (503, None)
+    assert (huge.status, huge.retry_after) == (503, None)
 
 
 async def test_errors_and_retry_after_are_reported():
