@@ -113,7 +113,9 @@ class CallStartedData(CallInfo):
 class CallEndedData(CallInfo):
     ended_at: datetime
     duration_seconds: float
-    outcome: Outcome
+    outcome: Outcome = Field(description="how it ended; refused: never answered (no free slot, the tenant's "
+                                         "limit), so no call.started came before, answered_at and ended_at "
+                                         "are the moment of the refusal and the transcript is empty")
     reason: str = Field(description="why it ended, in words")
     transcript: Transcript
     recording: Recording | None = Field(description="null unless the line records its calls")
