@@ -99,12 +99,16 @@ class Session:
 
     def on_caller_text(self, token: int, heads: np.ndarray) -> None:
         """The recogniser's text token of this step's caller frame and its semantic VAD's heads
-        [heads, classes] (the slot's caller listener)."""
+        [heads, classes] (the slot's caller listener): never raises into the engine."""
         if self.caller_words is None:
             return
-        self._caller_word(self.caller_words.push(token))
-        if heads.shape[0] > PAUSE_HEAD:
-            self.timeline.caller_pause(self.caller_words.now(), float(heads[PAUSE_HEAD, PAUSE_CLASS]))
+        try:
+            self._caller_word(self.caller_words.push(token))
+            if heads.shape[0] > PAUSE_HEAD:
+                self.timeline.caller_pause(self.caller_words.now(), float(heads[PAUSE_HEAD, PAUSE_CLASS]))
+        except Exception as error:
+            log.error("the caller's words stopped", extra={"call": self.id, "error": repr(error)})
+            self.caller_words = None
 
     def finish_caller_words(self) -> None:
         """The call is over: the word the caller was saying, if any, ends now."""

@@ -104,3 +104,17 @@ async def test_a_worker_with_the_recogniser_gives_calls_caller_turns_unless_the_
     assert [w.start for w in words] == sorted(w.start for w in words)
     assert all(0 <= turn.end_of_turn <= 1 for turn in turns if turn.end_of_turn is not None)
     assert caller_turns(unheard) == []
+
+
+async def test_a_failing_listener_stops_the_calls_words_not_the_engine():
+    slot = CallSlot(index=0)
+    session = Session(details("c1"), slot, CallTimeline(None, FRAME_SECONDS),
+                      caller_words=WordTimer(DummyTokenizer(96), SttConfig.tiny()))
+
+    def broken(word):
+        raise RuntimeError("the data channel went away")
+
+    session.caller_word_listeners.append(broken)
+    for token in [EPAD, 40, PAD, EPAD, 41, PAD]:
+        slot.caller_listener(token, HEADS)  # raises nothing
+    assert session.caller_words is None and [w.text for t in caller_turns(session) for w in t.words] == ["w40"]
