@@ -10,6 +10,7 @@ accept with a traceback. Here:
   the same figure is uvicorn's `limit_concurrency` (requests beyond it get 503);
 - a body larger than `http_max_body_bytes` gets 413: before anything is read when its
   Content-Length says so, else as soon as what was read passes the limit (routes may ask less);
+- a WebSocket message larger than `ws_max_message_bytes` closes it (1009) instead of being buffered;
 - asyncio's "out of system resource" accept errors are logged at most once per `LOG_EVERY` seconds.
 """
 
@@ -44,7 +45,8 @@ def server_config(app: ASGIApp, listen: ListenSettings, port: int | None = None)
         asyncio_log.addFilter(AcceptErrorFilter())
     return uvicorn.Config(BodyLimit(app, listen.http_max_body_bytes), host=listen.host,
                           port=listen.http_port if port is None else port, log_config=None, access_log=False,
-                          http=guarded_protocol(listen), limit_concurrency=listen.http_max_connections)
+                          http=guarded_protocol(listen), limit_concurrency=listen.http_max_connections,
+                          ws_max_size=listen.ws_max_message_bytes)
 
 
 def guarded_protocol(listen: ListenSettings) -> type[H11Protocol]:

@@ -36,6 +36,8 @@ class ListenSettings(BaseSettings):
                                                                      "its Content-Length says so")
     http_header_timeout: float = Field(10.0, gt=0, description="seconds a connection has to send a request's "
                                                                "headers (from its opening or its last answer)")
+    ws_max_message_bytes: int = Field(65_536, ge=1024, description="a larger WebSocket message (a media stream's) "
+                                                                   "closes the stream with 1009, unbuffered")
     http_max_connections: int = Field(1000, ge=1, description="HTTP connections open at once (one more is closed "
                                                               "at once); also the requests in flight before 503")
     http_max_connections_per_source: int = Field(100, ge=1, description="HTTP connections open at once from one "

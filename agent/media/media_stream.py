@@ -37,8 +37,10 @@ from agent.session import Session
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024
+MAX_TIMESTAMP_MS = 7 * 86_400_000  # a week: anything later is not a call's clock
 MAX_QUEUED = 50  # caller media messages (1 s) waiting for the engine; older ones are dropped
 TIME_BASE = fractions.Fraction(1, G711_RATE)
+DTMF_DIGITS = "0123456789*#ABCD"
 EVENTS = ("connected", "start", "media", "dtmf", "mark", "stop")
 
 
@@ -59,22 +61,31 @@ class StreamMessage:
             raise ValueError(f"unknown event {str(data.get('event') if isinstance(data, dict) else data)[:40]!r}")
         return cls(data["event"], data)
 
+    def part(self, name: str) -> dict:
+        """The message's `name` object (`media`, `start`, `dtmf`...); {} when it is absent or not an object."""
+        value = self.data.get(name)
+        return value if isinstance(value, dict) else {}
+
     def media_payload(self) -> bytes:
-        media = self.data.get("media")
-        if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
+        payload = self.part("media").get("payload")
+        if not isinstance(payload, str):
             raise ValueError("media message without media.payload")
         try:
-            return base64.b64decode(media["payload"], validate=True)
+            audio = base64.b64decode(payload, validate=True)
         except binascii.Error as error:
             raise ValueError(f"media.payload is not base64: {error}") from None
+        if not audio:
+            raise ValueError("media.payload is empty")
+        return audio
 
     def media_timestamp(self) -> int | None:
-        """Milliseconds since the stream started, as the carrier counts them."""
-        value = self.data.get("media", {}).get("timestamp")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return None
+        """Milliseconds since the stream started, as the carrier counts them (None if absent or absurd)."""
+        value = self.part("media").get("timestamp")
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP_MS:
+            return value
+        return None
 
     def serialise(self) -> str:
         return json.dumps(self.data, separators=(",", ":"))
@@ -143,12 +154,16 @@ class MediaStreamLeg:
     async def _receive(self) -> None:
         try:
             while True:
-                text = await self.websocket.receive_text()
+                received = await self.websocket.receive()
+                if received["type"] == "websocket.disconnect":
+                    return
                 try:
-                    message = StreamMessage.parse(text)
+                    if received.get("text") is None:
+                        raise ValueError("a binary frame (media streams send text)")
+                    message = StreamMessage.parse(received["text"])
                     self._on_message(message)
                 except ValueError as error:
-                    log.info("bad media-stream message", extra={"call": self.session.id, "error": str(error)})
+                    log.info("bad media-stream message", extra={"call": self.session.id, "error": str(error)[:200]})
                     continue
                 if message.event == "stop":
                     return
@@ -159,13 +174,13 @@ class MediaStreamLeg:
 
     def _on_message(self, message: StreamMessage) -> None:
         if message.event == "media":
-            track = message.data.get("media", {}).get("track", "inbound")
-            if track == "inbound":
+            if message.part("media").get("track", "inbound") == "inbound":
                 self.caller.feed(message.media_payload(), message.media_timestamp())
         elif message.event == "dtmf":
-            digit = str(message.data.get("dtmf", {}).get("digit", ""))[:1]
-            if digit:
-                self.session.pressed(digit)
+            digit = message.part("dtmf").get("digit")
+            if not isinstance(digit, str) or len(digit) != 1 or digit not in DTMF_DIGITS:
+                raise ValueError("dtmf message without a digit")
+            self.session.pressed(digit)
         elif message.event == "mark":
             log.debug("mark played", extra={"call": self.session.id, "mark": message.data.get("mark")})
 
@@ -194,13 +209,15 @@ async def media_stream(websocket: WebSocket, call_id: str) -> None:
     await websocket.accept()
     start = await _start_message(websocket)
     secret = websocket.app.state.worker_secret
-    token = str(start.data.get("start", {}).get("customParameters", {}).get("token", "")) if start else ""
-    if start is None or not hmac.compare_digest(token.encode(), stream_token(secret, call_id).encode()):
+    parameters = start.part("start").get("customParameters") if start else None
+    token = parameters.get("token") if isinstance(parameters, dict) else None
+    if not isinstance(token, str) or not hmac.compare_digest(token.encode(), stream_token(secret, call_id).encode()):
         await websocket.close(code=1008, reason="no valid start message for this call")
         return
-    media_format = start.data["start"].get("mediaFormat", {})
-    if media_format and (media_format.get("encoding"), int(media_format.get("sampleRate", G711_RATE))) != (
-            "audio/x-mulaw", G711_RATE):
+    media_format = start.part("start").get("mediaFormat", {})
+    if not isinstance(media_format, dict) or (media_format and (
+            media_format.get("encoding"), str(media_format.get("sampleRate", G711_RATE))) != ("audio/x-mulaw",
+                                                                                                str(G711_RATE))):
         await websocket.close(code=1003, reason="only audio/x-mulaw at 8000 Hz is served")
         return
     try:
@@ -222,7 +239,10 @@ async def _start_message(websocket: WebSocket) -> StreamMessage | None:
     """The `start` message, after an optional `connected`; None if the stream does not begin so."""
     for _ in range(2):
         try:
-            message = StreamMessage.parse(await asyncio.wait_for(websocket.receive_text(), 10))
+            received = await asyncio.wait_for(websocket.receive(), 10)
+            if received.get("text") is None:
+                return None  # a binary frame, or the carrier left
+            message = StreamMessage.parse(received["text"])
         except (ValueError, TimeoutError, WebSocketDisconnect, RuntimeError):
             return None
         if message.event == "start" and isinstance(message.data.get("start"), dict):

@@ -26,6 +26,8 @@ from agent.worker import Worker, echo_model
 from bench.echo_latency import echo_lag, speech_8k
 from personas.store import TenantStore
 from plexline.embedded import LocalWorkerClient, create_embedded_app
+from plexline.http_server import server_config
+from plexline.settings import ListenSettings
 from telephony.control.control_plane import ControlPlane
 from telephony.control.memory_registry import MemoryRegistry
 from telephony.control.settings import Settings
@@ -58,7 +60,8 @@ async def base_url(tmp_path: Path):
                     registry=registry)
     plane = ControlPlane(settings, TenantStore(root), registry, LocalWorkerClient(worker, HttpWorkerClient("w" * 32)),
                          local_worker=worker)
-    server = uvicorn.Server(uvicorn.Config(create_embedded_app(plane, worker), host="127.0.0.1", port=port, log_config=None))
+    listen = ListenSettings(host="127.0.0.1", http_port=port)
+    server = uvicorn.Server(server_config(create_embedded_app(plane, worker), listen))  # as `plexline serve` runs it
     task = asyncio.ensure_future(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
@@ -142,6 +145,65 @@ async def test_a_stream_without_the_calls_token_is_closed(base_url):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd.code == 1008
+
+
+def start_message(token: object, media_format: object = None) -> str:
+    start = {"streamSid": "MZ3", "customParameters": token if not isinstance(token, str) else {"token": token}}
+    if media_format is not None:
+        start["mediaFormat"] = media_format
+    return json.dumps({"event": "start", "streamSid": "MZ3", "start": start})
+
+
+@pytest.mark.parametrize("first,code", [
+    (b"\x00" * (1 << 20), 1009),  # a megabyte before the token was checked: refused, not buffered
+    ("x" * (1 << 20), 1009),
+    (start_message(["not", "a", "mapping"]), 1008),
+    (start_message("x", media_format="mulaw"), 1008),
+    (b"binary start", 1008),
+])
+async def test_a_stream_that_does_not_begin_with_a_valid_start_is_closed_cleanly(base_url, first, code):
+    answer = await call_webhook(base_url, "+15555550100")
+    url = re.search(r'<Stream url="([^"]+)">', answer.text)[1]
+    async with websockets.connect(url, max_size=None) as ws:
+        try:
+            await ws.send(first)
+        except websockets.ConnectionClosed:
+            pass
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+async def test_bad_frames_during_a_call_are_ignored_and_the_call_goes_on(base_url):
+    answer = await call_webhook(base_url, "+15555550100")
+    url = re.search(r'<Stream url="([^"]+)">', answer.text)[1]
+    token = re.search(r'<Parameter name="token" value="([^"]+)"/>', answer.text)[1]
+    chunks = mulaw_chunks(speech_8k(2.0))
+    hostile = [json.dumps({"event": "media", "media": ["payload"]}),
+               json.dumps({"event": "media", "media": {"payload": "", "timestamp": "0"}}),
+               json.dumps({"event": "media", "media": {"payload": chunks[0], "timestamp": 1e30}}),
+               json.dumps({"event": "media", "media": {"payload": chunks[0], "timestamp": "-5"}}),
+               json.dumps({"event": "media", "media": {"payload": chunks[0], "track": ["inbound"]}}),
+               json.dumps({"event": "dtmf", "dtmf": "5"}), json.dumps({"event": "dtmf", "dtmf": {"digit": ["5"]}}),
+               json.dumps({"event": "mark", "mark": 7}), b"\x80\x00binary", "[]", "null"]
+    received: list[dict] = []
+    async with websockets.connect(url) as ws:
+        async def listen():
+            async for text in ws:
+                received.append(json.loads(text))
+
+        listener = asyncio.ensure_future(listen())
+        await ws.send(start_message(token))
+        for i, chunk in enumerate(chunks):
+            await ws.send(json.dumps({"event": "media", "media": {"timestamp": str(i * 20), "payload": chunk}}))
+            if i == 20:
+                for frame in hostile:
+                    await ws.send(frame)
+            await asyncio.sleep(0.02)
+        heard_before_stop = len(received)
+        await ws.send(json.dumps({"event": "stop"}))
+        await asyncio.wait_for(listener, 5)
+    assert heard_before_stop >= 80  # the agent kept speaking after the bad frames (2 s of 20 ms packets)
 
 
 def test_messages_and_urls():
