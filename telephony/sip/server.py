@@ -195,13 +195,8 @@ class SipServer:
             return
         if isinstance(message, SipResponse):
             self.transactions.response(message)
-            return
-        try:
+        else:
             self._on_request(message, peer)
-        except Exception as error:  # a bug: logged, and the request answered, never the server lost
-            log.exception("SIP request handling failed", extra={"peer": str(peer)})
-            if message.method != "ACK":
-                self._send(response_to(message, 500, to_tag=new_tag(), reason=_reason(500, repr(error))), peer)
 
     def _on_request(self, request: SipRequest, peer: Peer) -> None:
         if request.method == "ACK":
@@ -211,6 +206,14 @@ class SipServer:
         transaction = self.transactions.server(request, peer)
         if transaction is None:
             return  # a retransmission, answered by its transaction
+        try:
+            self._dispatch(transaction)
+        except Exception as error:  # a bug: logged, and the request answered; the server goes on
+            log.exception("SIP request handling failed", extra={"peer": str(peer), "method": request.method})
+            transaction.respond(response_to(request, 500, to_tag=new_tag(), reason=_reason(500, repr(error))))
+
+    def _dispatch(self, transaction: ServerTransaction) -> None:
+        request = transaction.request
         to_tag = NameAddr.parse(request.headers.get("To") or "", "To").tag
         if request.method == "CANCEL":  # Require does not apply to CANCEL (§8.2.2.3)
             self._on_cancel(transaction)

@@ -1,15 +1,17 @@
 """Broken and hostile SIP on the endpoint while a real call is in progress on it.
 
-Each message of the corpus gets the answer it deserves or none; hypothesis then throws a few
-hundred mutated datagrams; a flood of bad requests from one source is cut off without touching
-other sources. Through all of it sipp's call keeps its audio: the returned RTP stays paced and
-in order, and holds the echo of the caller's speech from start to end.
+Each message of the corpus gets the answer it deserves or none; RFC 4475's torture messages
+follow, then hypothesis throws a few hundred mutated datagrams; a flood of bad requests from one
+source is cut off without touching other sources. Through all of it sipp's call keeps its audio:
+the returned RTP stays paced and in order, and holds the echo of the caller's speech from start to
+end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +31,7 @@ from test_sipp import ACME, capturing, check_stream, mulaw, rtp_to
 from telephony.sip.rate_limit import SourceLimiter
 
 pytestmark = pytest.mark.anyio
+RFC4475 = Path(__file__).parents[1] / "telephony" / "sip" / "rfc4475"  # the torture messages
 OPTIONS = (b"OPTIONS sip:+15555550100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5099;branch=z9hG4bK-%s\r\n"
            b"From: <sip:probe@127.0.0.3>;tag=1\r\nTo: <sip:+15555550100@127.0.0.1>\r\nCall-ID: %s\r\n"
            b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
@@ -121,6 +124,8 @@ async def test_broken_messages_get_their_answer_or_none_and_the_call_keeps_its_a
         if finals != ([expected] if expected else []):
             wrong[name] = finals
     assert not wrong, wrong
+    for path in sorted(RFC4475.glob("*.dat")):  # their answers are checked in tests/telephony/sip/test_rfc4475.py
+        sock.sendto(path.read_bytes(), destination)
     for i, data in enumerate(fuzzed):
         sock.sendto(data, destination)
         if i % 20 == 0:

@@ -197,3 +197,16 @@ async def test_rfc_2543_requests_without_a_branch_are_told_apart_by_their_call_i
     second = first.replace(b"inv2543.1717@", b"inv2543.1718@")  # the same peer's next call
     assert [r.status for r in await uas.send(first)] == [100, 404]
     assert [r.status for r in await uas.send(second)] == [100, 404]  # a call of its own, not a retransmission
+
+
+async def test_a_bug_in_a_handler_is_answered_500_and_the_server_goes_on(uas, monkeypatch):
+    class BrokenStore:  # as if reading the tenants had a bug
+        @property
+        def catalog(self):
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(uas.server, "store", BrokenStore())
+    responses = await uas.send(corpus()["3.1.1.7"])
+    assert [(r.status, r.reason) for r in responses] == [
+        (100, "Trying"), (500, "Server Internal Error: RuntimeError('a bug')")]  # through its transaction
+    assert [r.status for r in await uas.send(corpus()["3.1.1.6"])] == [200]
