@@ -104,16 +104,23 @@ class DigestUser(_Strict):
 
 class SipTrunk(_Strict):
     """Who may send this tenant's calls over SIP. Calls must come from one of the `allow` networks
-    when any are listed, and authenticate as one of the `digest` users when any are listed; a
-    tenant with neither (or no `sip` at all) takes no SIP calls."""
+    when any are listed, authenticate as one of the `digest` users when any are listed, and with a
+    client certificate of one of `tls_client_names` when any are listed; a tenant with none of
+    these (or no `sip` at all) takes no SIP calls."""
 
     allow: list[IPvAnyNetwork] = []
     digest: list[DigestUser] = []
     # Digest challenges in this order (RFC 8760: the strongest first); some older equipment reads
     # only the first challenge and knows only MD5.
     digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(["SHA-256", "MD5"], min_length=1)
+    # Signalling over TLS (port 5061, sips: or transport=tls): an INVITE over UDP or TCP gets 403.
+    require_tls: bool = False
     # Media encrypted (SRTP keyed by SDES, RTP/SAVP): a plain RTP/AVP offer is refused with 488.
+    # Without require_tls the keys cross the network in the clear, in the SDP.
     require_srtp: bool = False
+    # The trunk authenticates with a TLS client certificate (chaining to the control plane's
+    # sip_tls_client_ca) whose subject common name or DNS/URI name is one of these; implies TLS.
+    tls_client_names: list[Annotated[str, Field(min_length=1, max_length=253)]] = []
 
 
 class MediaStreams(_Strict):

@@ -193,7 +193,8 @@ def where_to_call(catalog, http_url: str, sip_host: str, sip_port: int, model: s
 
 
 def _control_plane(settings, registry, workers, history, http_host: str, local_worker=None):
-    """The control plane with its SIP server (UDP and TCP on --sip-port), sharing one router."""
+    """The control plane with its SIP server (UDP and TCP on --sip-port, TLS where a certificate is
+    set), sharing one router."""
     from personas.store import TenantStore
     from telephony.control.control_plane import ControlPlane
     from telephony.control.metrics import Metrics
@@ -202,10 +203,15 @@ def _control_plane(settings, registry, workers, history, http_host: str, local_w
 
     store = TenantStore(settings.personas_dir)
     router = CallRouter(registry, workers, Metrics(), settings.route_attempts, refusals=history)
+    tls = None
+    if settings.sip_tls_certificate is not None:
+        from telephony.sip.transport import server_tls_context
+
+        tls = server_tls_context(settings.sip_tls_certificate, settings.sip_tls_key, settings.sip_tls_client_ca)
     config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
                        advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
                        jitter_packets=settings.rtp_jitter_packets, realm=settings.sip_realm,
-                       retry_after_seconds=settings.retry_after_seconds)
+                       retry_after_seconds=settings.retry_after_seconds, tls=tls, tls_port=settings.sip_tls_port)
     sip = SipServer(config, store, router, workers, registry)
     return ControlPlane(settings, store, registry, workers, router=router, history=history, sip=sip,
                         local_worker=local_worker)

@@ -49,6 +49,12 @@ class Settings(MediaSettings):
     sip_advertised_host: str | None = Field(None, description="the address put in Via and Contact when SIP "
                                                               "listens on a wildcard address")
     sip_realm: str = Field("plexline", description="the digest realm of SIP challenges")
+    sip_tls_certificate: Path | None = Field(None, description="PEM certificate (with its chain) of SIP over TLS; "
+                                                              "with sip_tls_key, TLS is served on sip_tls_port")
+    sip_tls_key: Path | None = Field(None, description="PEM private key of sip_tls_certificate")
+    sip_tls_port: int = Field(5061, ge=0, le=65535, description="SIP over TLS port (0: any free port)")
+    sip_tls_client_ca: Path | None = Field(None, description="PEM CAs that trunks' TLS client certificates must "
+                                                            "chain to (trunks that name tls_client_names)")
     rtp_timeout: float = Field(30.0, gt=0, description="seconds without the caller's RTP that end a call")
     rtp_jitter_packets: int = Field(1, ge=1, le=8, description="caller RTP packets held before playout starts: "
                                                                "each more absorbs 20 ms more network jitter and "
@@ -84,6 +90,14 @@ class Settings(MediaSettings):
     @property
     def distributed(self) -> bool:
         return self.redis_url is not None
+
+    @model_validator(mode="after")
+    def _tls_certificate_and_key(self) -> Settings:
+        if (self.sip_tls_certificate is None) != (self.sip_tls_key is None):
+            raise ValueError("PLEXLINE_SIP_TLS_CERTIFICATE and PLEXLINE_SIP_TLS_KEY go together")
+        if self.sip_tls_client_ca is not None and self.sip_tls_certificate is None:
+            raise ValueError("PLEXLINE_SIP_TLS_CLIENT_CA needs PLEXLINE_SIP_TLS_CERTIFICATE and _KEY")
+        return self
 
     @model_validator(mode="after")
     def _secrets_required_with_redis(self) -> Settings:

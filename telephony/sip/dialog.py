@@ -76,6 +76,6 @@ class Dialog:
         transport = parsed.params.get("transport", self.peer.transport).upper()
         if transport != self.peer.transport:
             return self.peer  # a new connection of another kind is not made: answer the way it came
-        if transport == "TCP":
+        if transport in ("TCP", "TLS"):
             return self.peer  # the caller's connection; a new one to its Contact is not opened
         return Peer(transport, parsed.host, parsed.port or 5060)

@@ -30,12 +30,14 @@ import enum
 import ipaddress
 import logging
 import secrets
+import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress, RtpLegSpec
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantStore
+from personas.tenant import SipTrunk
 from telephony.control.registry import (
     CallRecord,
     NoCapacity,
@@ -68,7 +70,7 @@ from telephony.sip.sdp import (
     rtp_leg,
 )
 from telephony.sip.transaction import T1, T2, ServerTransaction, Transactions
-from telephony.sip.transport import Peer, SipTransport
+from telephony.sip.transport import Peer, SipTransport, certificate_names
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ class SipConfig:
     jitter_packets: int = 1
     realm: str = "plexline"
     retry_after_seconds: int = 5  # in a 503 when no worker can take a call
+    tls: ssl.SSLContext | None = None  # SIP over TLS too, on `tls_port` (see transport.server_tls_context)
+    tls_port: int = 5061
 
     @property
     def public_host(self) -> str:
@@ -130,7 +134,8 @@ class SipServer:
         self.router = router
         self.workers = workers
         self.registry = registry
-        self.transport = SipTransport(config.host, config.port, self._on_bytes)
+        self.transport = SipTransport(config.host, config.port, self._on_bytes, tls=config.tls,
+                                      tls_port=config.tls_port)
         self.transactions = Transactions(self._send)
         self.digest = DigestAuthenticator()
         self.limiter = SourceLimiter()
@@ -145,7 +150,8 @@ class SipServer:
     async def start(self) -> None:
         await self.transport.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_forever(), name="sip-watch")
-        log.info("SIP listening", extra={"host": self.config.host, "port": self.port})
+        log.info("SIP listening", extra={"host": self.config.host, "port": self.port,
+                                         "tls_port": self.transport.tls_port if self.config.tls else None})
 
     async def stop(self) -> None:
         """Hang up the calls in progress, then stop every task and the sockets."""
@@ -259,12 +265,16 @@ class SipServer:
             self.limiter.penalise(peer.host)
             return response_to(request, 404, to_tag=tag)
         trunk = route.tenant.tenant.sip
-        if trunk is None or not (trunk.allow or trunk.digest):
+        if trunk is None or not (trunk.allow or trunk.digest or trunk.tls_client_names):
             self.limiter.penalise(peer.host)
             return response_to(request, 403, to_tag=tag, warning="this line takes no SIP calls")
         if trunk.allow and not _allowed(peer.host, trunk.allow):
             self.limiter.penalise(peer.host)
             return response_to(request, 403, to_tag=tag)
+        refusal = self._check_tls(trunk, peer)
+        if refusal is not None:
+            self.limiter.penalise(peer.host)
+            return response_to(request, 403, to_tag=tag, warning=refusal)
         if trunk.digest:
             challenge = self._authenticate(request, route, peer)
             if challenge is not None:
@@ -287,6 +297,21 @@ class SipServer:
             return response_to(request, 488, to_tag=tag, warning=f"malformed SDP: {error}")
         if trunk.require_srtp and plan.srtp is None:
             return response_to(request, 488, to_tag=tag, warning=SRTP_REQUIRED)
+        return None
+
+    def _check_tls(self, trunk: SipTrunk, peer: Peer) -> str | None:
+        """Why the trunk's TLS policy refuses `peer` (require_tls, client certificate names), or None."""
+        if not (trunk.require_tls or trunk.tls_client_names):
+            return None
+        if peer.transport != "TLS":
+            return f"this trunk requires SIP over TLS (port {self.transport.tls_port})"
+        if not trunk.tls_client_names:
+            return None
+        certificate = self.transport.peer_certificate(peer)
+        if not certificate:
+            return "this trunk authenticates with a client certificate: none was presented"
+        if not certificate_names(certificate) & {n.lower() for n in trunk.tls_client_names}:
+            return "the client certificate names none of this trunk's tls_client_names"
         return None
 
     def _authenticate(self, request: SipRequest, route: Route, peer: Peer) -> SipResponse | None:
@@ -326,7 +351,7 @@ class SipServer:
             except (NoCapacity, RegistryUnavailable) as error:
                 return self._refuse(call, 503, str(error), retry_after=True)
             ringing = response_to(request, 180, to_tag=local_tag)  # only once a slot is held
-            self._dialog_headers(ringing, request)
+            self._dialog_headers(ringing, request, call)
             transaction.respond(ringing)
             call.worker = await self._worker_of(call.record)
             line = call.route.line
@@ -350,7 +375,7 @@ class SipServer:
                                              "line": call.route.line_id, "media": f"{call.media.host}:{call.media.port}"})
         call.answer = self._answer_sdp(call)
         ok = response_to(request, 200, to_tag=local_tag)
-        self._dialog_headers(ok, request)
+        self._dialog_headers(ok, request, call)
         ok.headers.add("Content-Type", "application/sdp")
         ok.body = call.answer
         call.phase = Phase.ANSWERED
@@ -372,19 +397,25 @@ class SipServer:
                 return status.info
         raise WorkerRefused(f"worker {record.worker} is gone")
 
-    def _dialog_headers(self, response: SipResponse, request: SipRequest) -> None:
+    def _dialog_headers(self, response: SipResponse, request: SipRequest, call: SipCall) -> None:
         for route in request.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", route)
-        response.headers.add("Contact", self._contact(request, request.headers.get_all("Via")[0]))
+        response.headers.add("Contact", self._contact(call))
         response.headers.add("Allow", ALLOW)
         response.headers.add("Supported", "replaces")
 
-    def _contact(self, request: SipRequest, via: str) -> str:
-        transport = "tcp" if "/TCP" in via.upper() else "udp"
+    def _contact(self, call: SipCall) -> str:
+        """Our Contact in the call's dialog: on the transport and port its INVITE came by; `sips:`
+        where the caller asked for TLS all the way (a sips Request-URI, RFC 5630 §3), else
+        `;transport=tls` for a sip URI over TLS, as trunks and PBXs expect."""
+        request, transport = call.invite.request, call.dialog.peer.transport
         user = _user(request.headers.get("To")) or "plexline"
         host = self.config.public_host
         host = f"[{host}]" if ":" in host else host
-        return f"<sip:{user}@{host}:{self.port};transport={transport}>"
+        port = self.transport.port_for(transport)
+        if transport == "TLS" and request.uri.lower().startswith("sips:"):
+            return f"<sips:{user}@{host}:{port}>"
+        return f"<sip:{user}@{host}:{port};transport={transport.lower()}>"
 
     def _answer_sdp(self, call: SipCall) -> bytes:
         call.sdp_version += 1
@@ -509,7 +540,7 @@ class SipServer:
             log.info("call media changed", extra={"call": call.record.call_id, "direction": plan.direction,
                                                   "codec": plan.codec.name})
         ok = response_to(request, 200)
-        self._dialog_headers(ok, request)
+        self._dialog_headers(ok, request, call)
         ok.headers.add("Content-Type", "application/sdp")
         ok.body = call.answer
         call.acked.clear()
@@ -572,8 +603,8 @@ class SipServer:
 
     def _request(self, call: SipCall, method: str, extra: list[tuple[str, str]]) -> SipRequest:
         host = self.config.public_host
-        contact = self._contact(call.invite.request, call.invite.request.headers.get_all("Via")[0])
-        return call.dialog.request(method, host, self.port, contact, extra)
+        port = self.transport.port_for(call.dialog.peer.transport)
+        return call.dialog.request(method, host, port, self._contact(call), extra)
 
 
 def _inspect(request: SipRequest) -> SipResponse | None:

@@ -1,18 +1,23 @@
-"""SIP over UDP and TCP on one address (RFC 3261 §18): datagrams and framed stream messages in, bytes out.
+"""SIP over UDP and TCP on one address (RFC 3261 §18), and over TLS on another port (5061):
+datagrams and framed stream messages in, bytes out.
 
 `SipTransport` hands each message's bytes to its handler with the `Peer` it came from; replies go
-back the way the request came (the same TCP connection, or to the UDP source address: with
+back the way the request came (the same TCP or TLS connection, or to the UDP source address: with
 `rport` that is what RFC 3581 asks, and it is what works behind a NAT). The transport owns one
-task per TCP connection and cancels them all on `stop`. A stream that cannot be framed (no
-Content-Length, oversized) is closed.
+task per stream connection and cancels them all on `stop`. A stream that cannot be framed (no
+Content-Length, oversized) is closed. TLS is served with `server_tls_context`: the server's
+certificate, and, where trunks authenticate with client certificates, the CAs those are checked
+against (a client that sends none is still served; its trunk decides, see `peer_certificate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from telephony.sip.message import SipParseError, frame_length
 
@@ -24,7 +29,7 @@ IDLE_SECONDS = 600.0  # a TCP connection with no message for this long is closed
 
 @dataclass(frozen=True)
 class Peer:
-    transport: str  # "UDP" or "TCP"
+    transport: str  # "UDP", "TCP" or "TLS"
     host: str
     port: int
 
@@ -33,6 +38,25 @@ class Peer:
 
 
 Handler = Callable[[bytes, Peer], None]
+
+
+def server_tls_context(certificate: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """TLS 1.2 or later with `certificate` (PEM, with its chain) and `key`. With `client_ca`, a
+    client certificate is asked for and, when sent, must chain to one of those CAs."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def certificate_names(certificate: dict) -> set[str]:
+    """The subject's common names and DNS names of a certificate as `ssl` decodes it (lower case)."""
+    names = {value for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"}
+    names |= {value for kind, value in certificate.get("subjectAltName", ()) if kind in ("DNS", "URI")}
+    return {n.lower() for n in names}
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -47,12 +71,17 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class SipTransport:
-    def __init__(self, host: str, port: int, handler: Handler):
+    def __init__(self, host: str, port: int, handler: Handler, tls: ssl.SSLContext | None = None,
+                 tls_port: int = 5061):
+        """UDP and TCP on `port`; with a `tls` context, TLS on `tls_port` too (0: any free port)."""
         self.host = host
         self.port = port
         self.handler = handler
+        self.tls = tls
+        self.tls_port = tls_port
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self._tls: asyncio.Server | None = None
         self._connections: dict[Peer, asyncio.StreamWriter] = {}
         self._readers: set[asyncio.Task[None]] = set()
 
@@ -61,17 +90,22 @@ class SipTransport:
         self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.handler), local_addr=(self.host, self.port))
         if self.port == 0:
             self.port = self._udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._accept, self.host, self.port)
+        self._tcp = await asyncio.start_server(self._accept_tcp, self.host, self.port)
+        if self.tls is not None:
+            self._tls = await asyncio.start_server(self._accept_tls, self.host, self.tls_port, ssl=self.tls,
+                                                   ssl_handshake_timeout=10.0)
+            self.tls_port = self._tls.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self._tcp is not None:
-            self._tcp.close()
+        servers = [s for s in (self._tcp, self._tls) if s is not None]
+        for server in servers:
+            server.close()
         for task in list(self._readers):
             task.cancel()
         if self._readers:
             await asyncio.wait(self._readers)
-        if self._tcp is not None:
-            await self._tcp.wait_closed()
+        for server in servers:
+            await server.wait_closed()
         if self._udp is not None:
             self._udp.close()
 
@@ -88,9 +122,24 @@ class SipTransport:
         writer.write(data)
         return True
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def port_for(self, transport: str) -> int:
+        """The port of ours that `transport` reaches (for Via and Contact)."""
+        return self.tls_port if transport == "TLS" else self.port
+
+    def peer_certificate(self, peer: Peer) -> dict | None:
+        """The certificate a TLS peer authenticated with (verified against the client CAs), if any."""
+        writer = self._connections.get(peer) if peer.transport == "TLS" else None
+        return writer.get_extra_info("peercert") if writer is not None else None
+
+    async def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._accept(reader, writer, "TCP")
+
+    async def _accept_tls(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._accept(reader, writer, "TLS")
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str) -> None:
         host, port = writer.get_extra_info("peername")[:2]
-        peer = Peer("TCP", host, port)
+        peer = Peer(transport, host, port)
         if len(self._connections) >= MAX_CONNECTIONS:
             writer.close()
             return

@@ -3,7 +3,8 @@
 Two tenants: `acme` admits trunks from 127.0.0.0/8 (its line `support` answers +15555550100 and
 transfers to +15555550199 on DTMF 0); `globex` admits the digest user `trunk` from anywhere
 (its line `desk` answers +15555550200); `initech` admits 127.0.0.2 only (+15555550300); `umbrella`
-admits 127.0.0.0/8 and requires SRTP (+15555550400).
+admits 127.0.0.0/8 and requires SRTP (+15555550400); `wayne` requires SIP over TLS from the PBX whose
+client certificate names pbx.wayne.example, and SRTP (+15555550500).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -64,6 +66,11 @@ def write_tenants(root: Path) -> Path:
     (root / "umbrella" / "tenant.yaml").write_text('name: Umbrella\naddresses: ["+15555550400"]\n'
                                                    "sip:\n  allow: [127.0.0.0/8]\n  require_srtp: true\n")
     (root / "umbrella" / "main.yaml").write_text('answers: ["+15555550400"]\n' + PERSONA)
+    (root / "wayne").mkdir()
+    (root / "wayne" / "tenant.yaml").write_text(
+        'name: Wayne\naddresses: ["+15555550500"]\nsip:\n  allow: [127.0.0.0/8]\n  require_tls: true\n'
+        "  require_srtp: true\n  tls_client_names: [pbx.wayne.example]\n")
+    (root / "wayne" / "main.yaml").write_text('answers: ["+15555550500"]\n' + PERSONA)
     return root
 
 
@@ -90,8 +97,10 @@ class Service:
 
 @asynccontextmanager
 async def running_service(folder: Path, slots: int = 24, model: WorkerModel | None = None,
-                          reporter: CallReporter | None = None) -> AsyncIterator[Service]:
-    """A control plane and a worker in this process; the worker runs `model` (default the echo engine)."""
+                          reporter: CallReporter | None = None,
+                          tls: ssl.SSLContext | None = None) -> AsyncIterator[Service]:
+    """A control plane and a worker in this process; the worker runs `model` (default the echo engine).
+    With `tls`, SIP over TLS too (on a free port: `service.plane.sip.transport.tls_port`)."""
     registry = MemoryRegistry()
     settings = Settings(personas_dir=write_tenants(folder / "tenants"), operator_token=SecretStr("o" * 32),
                         worker_secret=SecretStr("w" * 32), retry_after_seconds=2, reap_interval=0.2)
@@ -101,8 +110,8 @@ async def running_service(folder: Path, slots: int = 24, model: WorkerModel | No
     workers = LocalWorkerClient(worker, HttpWorkerClient("w" * 32, 2.0), legs)
     store = TenantStore(settings.personas_dir)
     router = CallRouter(registry, workers, Metrics())
-    sip = SipServer(SipConfig(host="127.0.0.1", port=0, rtp_timeout=5.0,
-                              retry_after_seconds=settings.retry_after_seconds), store, router, workers, registry)
+    sip = SipServer(SipConfig(host="127.0.0.1", port=0, rtp_timeout=5.0, retry_after_seconds=settings.retry_after_seconds,
+                              tls=tls, tls_port=0), store, router, workers, registry)
     plane = ControlPlane(settings, store, registry, workers, router=router, sip=sip, local_worker=worker)
     await plane.start()
     try:
@@ -292,18 +301,24 @@ def write_wav(path: Path, pcm: np.ndarray, rate: int = 8000) -> Path:
 
 
 async def run_baresip(folder: Path, dialled: str, port: int, wav: Path, seconds: float,
-                      codecs: str = "PCMU,PCMA", mediaenc: str | None = None) -> tuple[int, str]:
+                      codecs: str = "PCMU,PCMA", mediaenc: str | None = None, uri_params: str = "",
+                      ca: Path | None = None, certificate: Path | None = None) -> tuple[int, str]:
     """baresip calls `dialled` with `wav` as its microphone, offering `codecs` in that order (and
     SRTP with `mediaenc`, e.g. srtp-mand: RTP/SAVP keyed by SDES), and records both directions
-    under folder/dumps."""
+    under folder/dumps. Over TLS: `uri_params` ";transport=tls", the server's `ca`, and the
+    client `certificate` (with its key) it shows, if any."""
     (folder / "dumps").mkdir(parents=True, exist_ok=True)
     sip_port, rtp_low = free_udp_port(), free_udp_port(pair=True)
-    (folder / "config").write_text(BARESIP_CONFIG.format(sip_port=sip_port, wav=wav, folder=folder,
-                                                         rtp_low=rtp_low, rtp_high=rtp_low + 1))
-    (folder / "accounts").write_text(f"<sip:probe@127.0.0.1:{sip_port};transport=udp>;regint=0;"
+    config = BARESIP_CONFIG.format(sip_port=sip_port, wav=wav, folder=folder, rtp_low=rtp_low, rtp_high=rtp_low + 1)
+    config += f"sip_cafile      {ca}\n" if ca else ""
+    config += f"sip_certificate {certificate}\n" if certificate else ""
+    (folder / "config").write_text(config)
+    transport = "tls" if "transport=tls" in uri_params else "udp"
+    (folder / "accounts").write_text(f"<sip:probe@127.0.0.1:{sip_port};transport={transport}>;regint=0;"
                                      f"audio_codecs={codecs}" + (f";mediaenc={mediaenc}" if mediaenc else "") + "\n")
     process = await asyncio.create_subprocess_exec(
-        "baresip", "-4", "-f", str(folder), "-e", f"/dial sip:{dialled}@127.0.0.1:{port}", "-t", str(int(seconds)),
+        "baresip", "-4", "-f", str(folder), "-e", f"/dial sip:{dialled}@127.0.0.1:{port}{uri_params}",
+        "-t", str(int(seconds)),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(process.communicate(), seconds + 15)
     return process.returncode, output.decode(errors="replace")

@@ -1,14 +1,67 @@
-"""Trunks that encrypt their media: real peers offer SRTP keyed by SDES (RFC 4568) and hear their echo."""
+"""Trunks that encrypt: real peers call over SIP over TLS and offer SRTP keyed by SDES (RFC 4568),
+and hear their echo; trunks that require either refuse what is not."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import secrets
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
 import pytest
-from sip_service import check_echo, run_baresip, run_sipp, speech, write_wav
+from certificates import Certificates, make_certificates
+from sip_service import (
+    LoopbackCapture,
+    Service,
+    check_echo,
+    free_udp_port,
+    run_baresip,
+    run_sipp,
+    running_service,
+    speech,
+    write_rtp_pcap,
+    write_wav,
+)
 from test_baresip import read_wav
+from test_sipp import capturing, check_stream, mulaw, rtp_to
+
+from telephony.sip.transport import server_tls_context
 
 pytestmark = pytest.mark.anyio
 
 ACME, UMBRELLA = "+15555550100", "+15555550400"  # umbrella's trunk requires SRTP
+WAYNE = "+15555550500"  # TLS with the client certificate of pbx.wayne.example, and SRTP
+
+
+@pytest.fixture
+def certificates(tmp_path: Path) -> Certificates:
+    return make_certificates(tmp_path / "certificates", client_names=("pbx.wayne.example", "pbx.acme.example"))
+
+
+@pytest.fixture
+async def tls_service(tmp_path: Path, certificates: Certificates) -> AsyncIterator[Service]:
+    context = server_tls_context(certificates.server.certificate, certificates.server.key, certificates.ca)
+    async with running_service(tmp_path / "service", tls=context) as running:
+        yield running
+
+
+async def test_baresip_over_tls_with_srtp_and_its_client_certificate_hears_its_speech_back(
+        tls_service, tmp_path, certificates):
+    wav = write_wav(tmp_path / "caller.wav", speech(6.0))
+    returncode, output = await run_baresip(tmp_path / "baresip", WAYNE, tls_service.plane.sip.transport.tls_port,
+                                           wav, seconds=10, mediaenc="srtp-mand", uri_params=";transport=tls",
+                                           ca=certificates.ca, certificate=certificates.clients["pbx.wayne.example"].pem)
+    assert returncode == 0, output[-3000:]
+    assert "transport=tls" in output and "terminated (duration: 6 secs)" in output, output[-3000:]
+    assert "SRTP is Enabled" in output, output[-3000:]
+    await tls_service.wait_idle()  # its BYE came over the TLS connection
+    sent = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-enc.wav")))[0]
+    heard = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-dec.wav")))[0]
+    check_echo(sent, heard)
 
 
 @pytest.mark.parametrize("dialled", [ACME, UMBRELLA])
@@ -30,3 +83,103 @@ async def test_a_plain_rtp_offer_to_a_trunk_that_requires_srtp_is_refused_with_4
     run = await run_sipp(service.sip_port, "refused.xml", tmp_path, UMBRELLA, substitutions={"STATUS": 488})
     run.check()
     assert not await service.registry.calls()
+
+
+def invite(dialled: str, transport: str, port: int) -> bytes:
+    sdp = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           b"m=audio 40000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + b"A" * 40 + b"\r\n")
+    head = (f"INVITE sip:{dialled}@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport} 127.0.0.1:5099;branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            f"From: <sip:pbx@127.0.0.1>;tag=1\r\nTo: <sip:{dialled}@127.0.0.1>\r\n"
+            f"Call-ID: {secrets.token_hex(8)}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@127.0.0.1:5099>\r\n"
+            f"Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n")
+    return head.encode() + sdp
+
+
+async def final_response(port: int, request: bytes, tls: ssl.SSLContext | None) -> str:
+    """The first final response to `request` sent over a TCP (or TLS) connection of its own."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+    writer.write(request)
+    try:
+        while True:
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+            length = int(re.search(r"(?im)^content-length:\s*(\d+)", head).group(1))
+            await reader.readexactly(length)
+            if not head.startswith("SIP/2.0 1"):
+                return head
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("how, refusal", [
+    ("tcp", "this trunk requires SIP over TLS"),
+    ("tls without a client certificate", "a client certificate: none was presented"),
+    ("tls with another name", "names none of this trunk's tls_client_names"),
+])
+async def test_a_trunk_that_requires_tls_and_a_client_certificate_refuses_calls_without_them(
+        tls_service, tmp_path, certificates, how, refusal):
+    transport = tls_service.plane.sip.transport
+    tls = None
+    if how != "tcp":
+        tls = ssl.create_default_context(cafile=certificates.ca)
+        if how == "tls with another name":  # signed by the same CA, so it passes the handshake
+            other = certificates.clients["pbx.acme.example"]
+            tls.load_cert_chain(other.certificate, other.key)
+    port = transport.port if tls is None else transport.tls_port
+    response = await final_response(port, invite(WAYNE, "TLS" if tls else "TCP", port), tls)
+    assert response.startswith("SIP/2.0 403") and refusal in response, response
+    assert not await tls_service.registry.calls()
+
+
+@asynccontextmanager
+async def tls_relay(port: int, tls: ssl.SSLContext) -> AsyncIterator[int]:
+    """A local TCP port whose connections are carried over TLS to `port`, as stunnel does: the sipp
+    packaged here is built without OpenSSL, so it speaks SIP over TCP to this and the wire is TLS."""
+    pipes: set[asyncio.Task] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+        for task in (asyncio.ensure_future(pipe(reader, upstream_writer)),
+                     asyncio.ensure_future(pipe(upstream_reader, writer))):
+            pipes.add(task)
+            task.add_done_callback(pipes.discard)
+
+    server = await asyncio.start_server(carry, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in list(pipes):
+            task.cancel()
+        if pipes:
+            await asyncio.wait(list(pipes))
+
+
+async def test_sipp_over_tls_places_a_call_whose_speech_echoes_back(tls_service, tmp_path, certificates):
+    pcm = speech(3.0)
+    pcap = write_rtp_pcap(tmp_path / "speech.pcap", pcm)
+    media_port = free_udp_port(pair=True)
+    capture = LoopbackCapture()
+    tls = ssl.create_default_context(cafile=certificates.ca)
+    async with tls_relay(tls_service.plane.sip.transport.tls_port, tls) as relay_port:
+        run = await capturing(capture, run_sipp(relay_port, "uac_pcap.xml", tmp_path / "sipp", ACME, transport="t1",
+                                                media_port=media_port,
+                                                substitutions={"PCAP_FILE": pcap, "TALK_MS": 3600}))
+    run.check()
+    await tls_service.wait_idle()  # its BYE came over TLS
+    returned = rtp_to(capture.packets, media_port)
+    check_stream(returned)
+    sent = [p for p in capture.packets if p.source[1] == media_port]
+    offset = round((returned[0][0] - sent[0].at) * 8000)
+    audio = mulaw([p.payload for _, p, _ in returned])
+    check_echo(pcm, np.concatenate([np.zeros(max(offset, 0), np.int16), audio]), low=0.16, high=0.4)
