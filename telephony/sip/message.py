@@ -45,7 +45,8 @@ _REQUEST_LINE = re.compile(rf"^([{_TOKEN_CHARS}]+) (\S+) (SIP/[0-9]+\.[0-9]+)$")
 _ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"]+$")
 _PARAM_VALUE = re.compile(rf"^[{_TOKEN_CHARS}:\[\]]+$")  # token or host (IPv6 references too)
 _VIA = re.compile(rf"^([{_TOKEN_CHARS}]+)\s*/\s*([{_TOKEN_CHARS}]+)\s*/\s*([{_TOKEN_CHARS}]+)\s+([^;]+?)\s*(;.*)?$")
-_DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+_DISPLAY_WORD = re.compile(rf"^[{_TOKEN_CHARS}\u0080-\U0010ffff]+$")  # tokens, and UTF-8 that phones leave unquoted
+_DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
                    r"[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$")
 
 
@@ -516,7 +517,7 @@ class NameAddr:
         elif "<" in rest:
             before, _, after = rest.partition("<")
             words = before.split()
-            if not all(_TOKEN.match(word) for word in words):
+            if not all(_DISPLAY_WORD.match(word) for word in words):
                 raise SipParseError(f"{what}: display name {before.strip()[:40]!r} is neither a quoted string "
                                     "nor tokens")
             display, rest = " ".join(words), "<" + after

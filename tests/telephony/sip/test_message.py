@@ -131,3 +131,13 @@ def test_digits_that_are_not_ascii_are_a_parse_error(header):
     with pytest.raises(SipParseError) as error:
         parse_message(b"\r\n".join(lines))
     assert error.value.request is not None and error.value.status == 400
+
+
+def test_display_names_quoted_with_escapes_tokens_or_plain_utf8():
+    assert NameAddr.parse(r'"J Rosenberg \\\"" <sip:jdrosen@example.com>;tag=1').display == 'J Rosenberg \\"'
+    assert NameAddr.parse("José Núñez <sip:jose@example.com>").display == "José Núñez"  # as some phones send it
+    assert NameAddr.parse("caller<sip:caller@example.com>").display == "caller"
+    for bad in ("Bell, Alexander <sip:a@example.com>", '"unterminated <sip:a@example.com>',
+                "< sip:a@example.com >", "sip:a@example.com?Route=x", "<sip:a@example.com>;;tag=1"):
+        with pytest.raises(SipParseError):
+            NameAddr.parse(bad)
