@@ -4,8 +4,10 @@
                                                            the SDP answer; Location: the session URL
     DELETE /tenants/{tenant}/lines/{line}/whip/{call_id}   hang up (200)
 
-The control plane places the call as any other (a slot reserved on the least loaded worker, which
-starts the session), then forwards the offer to that worker, whose aiortc peer answers: media flows
+An offer that cannot connect (not SDP, no audio, no ICE credentials, fingerprint or candidates) is
+refused with 400 before anything else (`telephony.control.webrtc_offer`). The control plane then
+places the call as any other (a slot reserved on the least loaded worker, which starts the
+session), then forwards the offer to that worker, whose aiortc peer answers: media flows
 between the caller and the worker, never through here. The offer must hold its ICE candidates
 (gathering complete) and the answer holds the worker's; PATCH (trickle ICE, ICE restarts) is not
 offered, so it gets 405. Authorised as the admin API: the operator's token or the tenant's.
@@ -24,6 +26,7 @@ from telephony.control.api.lines import LineId
 from telephony.control.control_plane import ControlPlane
 from telephony.control.registry import IN_PROGRESS, CallRecord
 from telephony.control.routing import Caller
+from telephony.control.webrtc_offer import check_offer
 from telephony.control.worker_client import OfferRejected, WorkerRefused
 
 router = APIRouter(prefix="/tenants/{tenant}/lines/{line}/whip", tags=["webrtc"])
@@ -38,9 +41,14 @@ async def _offer(request: Request) -> str:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"the offer must be sent as {SDP}")
     body = await read_body(request, MAX_OFFER_BYTES, "the offer")
     try:
-        return body.decode()
+        offer = body.decode()
     except UnicodeDecodeError as error:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "the offer is not UTF-8 text") from error
+    try:
+        check_offer(offer)
+    except ValueError as error:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(error)) from error
+    return offer
 
 
 def _route(entry: TenantEntry, line: str) -> Route:

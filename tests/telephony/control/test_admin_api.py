@@ -385,3 +385,34 @@ def test_with_redis_unreachable_calls_are_refused_and_the_plane_is_not_ready(per
     assert (refused.status_code, refused.headers["Retry-After"]) == (503, "7")
     assert refused.json()["detail"].startswith("Redis unreachable")
     assert ready.status_code == 503 and ready.json()["ready"] is False
+
+
+# -- WHIP offers checked before a call is placed ------------------------------------------------
+
+GOOD_OFFER_LINES = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0",
+                    "m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", "a=mid:0", "a=ice-ufrag:abcd",
+                    "a=ice-pwd:0123456789abcdef012345", "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+                    "a=setup:actpass", "a=rtpmap:111 opus/48000/2", "a=sendrecv",
+                    "a=candidate:1 1 udp 2130706431 127.0.0.2 50000 typ host"]
+
+
+def without(prefix: str) -> str:
+    return "\r\n".join(line for line in GOOD_OFFER_LINES if not line.startswith(prefix)) + "\r\n"
+
+
+@pytest.mark.parametrize("offer, reason", [
+    ("hello", "not SDP"),
+    ("v=0\r\n\x00\x01garbage\r\n", "not of the form"),
+    (without("m=audio").replace("a=rtpmap:111 opus/48000/2\r\n", ""), "no audio"),
+    (without("a=candidate"), "no ICE candidate"),
+    (without("a=ice-pwd"), "ICE credentials"),
+    (without("a=fingerprint"), "DTLS fingerprint"),
+    ("v=0\r\n" + "a=x\r\n" * 5000 + "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "lines"),
+])
+def test_a_garbage_offer_is_refused_before_any_call_is_placed(client, offer, reason):
+    admitted = client.app.state.control_plane.metrics.calls_admitted
+    answer = client.post("/tenants/acme/lines/support/whip", content=offer,
+                         headers=bearer(ACME) | {"Content-Type": "application/sdp"})
+
+    assert answer.status_code == 400 and reason in answer.json()["detail"]
+    assert admitted.labels(tenant="acme")._value.get() == 0
