@@ -28,6 +28,7 @@ from telephony.control.api import (
     workers,
 )
 from telephony.control.api.errors import add_error_handlers
+from telephony.control.console import pages as console
 from telephony.control.control_plane import ControlPlane
 
 DESCRIPTION = """\
@@ -54,7 +55,8 @@ def create_app(control_plane: ControlPlane) -> FastAPI:
     app.state.control_plane = control_plane
     add_error_handlers(app, control_plane.settings.retry_after_seconds)
     for module in (tenants, lines, voices, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers,
-                   health, docs):
+                   health, docs, console):
         app.include_router(module.router)
     app.mount(docs.STATIC_URL, docs.static_files(), name="static")
+    app.mount(console.PREFIX + "/static", console.static_files(), name="console-static")
     return app

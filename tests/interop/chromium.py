@@ -29,9 +29,22 @@ class JavaScriptError(Exception):
 
 
 class Page:
-    def __init__(self, socket: websockets.ClientConnection):
+    def __init__(self, socket: websockets.ClientConnection, devtools: str):
         self._socket = socket
         self._ids = itertools.count(1)
+        self.devtools = devtools  # the browser's DevTools HTTP address, for more tabs
+
+    @asynccontextmanager
+    async def new_tab(self) -> AsyncIterator[Page]:
+        """Another tab of the same browser (same profile), closed on exit."""
+        async with httpx.AsyncClient() as client:
+            target = (await client.put(f"{self.devtools}/json/new?about:blank")).json()
+        try:
+            async with websockets.connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
+                yield Page(socket, self.devtools)
+        finally:
+            async with httpx.AsyncClient() as client:
+                await client.get(f"{self.devtools}/json/close/{target['id']}")
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         message_id = next(self._ids)
@@ -79,7 +92,7 @@ async def chromium(profile: Path, fake_microphone: Path, log: Path) -> AsyncIter
             targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
         page = next(t for t in targets if t["type"] == "page")
         async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as socket:
-            yield Page(socket)
+            yield Page(socket, f"http://127.0.0.1:{port}")
     finally:
         process.terminate()
         try:

@@ -57,12 +57,14 @@ def free_port() -> int:
 
 @contextmanager
 def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
-            stt: str | None = None) -> Iterator[Server]:
+            stt: str | None = None, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`env`: more PLEXLINE_* settings for the run."""
     port = free_port()
     log = folder / "serve.log"
     env = os.environ | {"PYTHONPATH": str(ROOT), "PLEXLINE_OPERATOR_TOKEN": OPERATOR,
                         "PLEXLINE_WORKER_SECRET": WORKER_SECRET, "PLEXLINE_SHUTDOWN_GRACE": "0",
-                        "PLEXLINE_REDIS_URL": "", "OMP_NUM_THREADS": "1"}  # tiny models: threads cost more than they give
+                        "PLEXLINE_REDIS_URL": "", "OMP_NUM_THREADS": "1"  # tiny models: threads cost more than they give
+                        } | (env or {})
     args = ["serve", "--model", model, "--slots", str(slots), "--http-port", str(port),
             "--sip-port", str(free_port())]
     if personas is not None:

@@ -1,0 +1,38 @@
+import { api, cell, detail, el, json, start, tenantPath, when } from "./api.js";
+
+const $ = (id) => document.getElementById(id);
+
+async function deadLetters() {
+  const letters = await json(tenantPath("/webhooks/dead-letters"));
+  $("dead-letters").querySelector("tbody").replaceChildren(...letters.map((letter) => {
+    const replay = el("button", { type: "button" }, "Replay");
+    replay.onclick = async () => {
+      replay.disabled = true;
+      const response = await api(tenantPath(`/webhooks/dead-letters/${encodeURIComponent(letter.event_id)}/replay`),
+                                 { method: "POST" });
+      replay.replaceWith(response.ok ? el("span", { className: "ok" }, "replayed: being delivered")
+                                     : el("span", { className: "error" }, await detail(response)));
+    };
+    return el("tr", { dataset: { event: letter.event_id } },
+      cell("Event", el("code", {}, letter.type), " ", el("code", {}, letter.event_id)),
+      cell("Call", el("code", {}, letter.call_id)), cell("Attempts", String(letter.attempts)),
+      cell("Last error", letter.error), cell("Died", when(letter.died_at)), cell("", replay));
+  }));
+  $("no-dead-letters").hidden = letters.length > 0;
+}
+
+start(async () => {
+  const tenant = await json(tenantPath());
+  $("webhook-url").textContent = tenant.webhook_url || "no webhook (the operator sets one in tenant.yaml)";
+  $("rotate").disabled = !tenant.webhook_url;
+  $("rotate").onclick = async () => {
+    if (!confirm("Rotate the signing secret? Your receiver must verify with the new one from now on.")) return;
+    const response = await api(tenantPath("/webhooks/secret"), { method: "POST" });
+    const error = document.querySelector("[data-error-for=rotate]");
+    if (!response.ok) return void (error.textContent = await detail(response));
+    error.textContent = "";
+    $("new-secret").textContent = (await response.json()).secret;
+    $("new-secret").hidden = false;
+  };
+  await deadLetters();
+});
