@@ -290,8 +290,9 @@ class TenantStore:
                     self._reload()
                     raise VersionConflict(line_id, version or "none", self.catalog.tenants[tenant_id].lines.get(line_id))
             self.check_line(tenant_id, line_id, line)
-            document = line.model_dump(mode="json", exclude_none=True, exclude_unset=True)
             old = None if create else path.read_text(encoding="utf-8")
+            document = _without_new_defaults(Line, line.model_dump(mode="json", exclude_none=True, exclude_unset=True),
+                                             yaml.safe_load(old) if old else None)
             text = updated_yaml(old, document)
             write_atomically(path, text)
             self._parsed(path, Line, "line")
@@ -360,6 +361,26 @@ def _routes(tenants: Mapping[str, TenantEntry], problems: dict[str, list[str]]) 
                 else:
                     routes[address] = (tenant_id, line_id)
     return routes
+
+
+def _without_new_defaults(schema: type[BaseModel], document: dict, old: object) -> dict:
+    """`document` less the fields that the file did not have and that hold their default: a client that
+    sends every field (the console does) adds nothing to a file that left them out."""
+    kept = {}
+    old = old if isinstance(old, dict) else {}
+    for name, value in document.items():
+        field = schema.model_fields.get(name)
+        nested = field.annotation if field is not None else None
+        if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, BaseModel):
+            value = _without_new_defaults(nested, value, old.get(name))
+        if field is not None and name not in old and not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = default.model_dump(mode="json", exclude_none=True)
+            if value == default or value == {}:
+                continue
+        kept[name] = value
+    return kept
 
 
 def _version(content: bytes) -> str:

@@ -145,3 +145,25 @@ def test_the_operator_edits_too(client):
 
     assert client.put(SUPPORT + "/persona", json=persona | {"voice": "VARM2"},
                       headers=bearer(OPERATOR)).json()["voice"] == "VARM2"
+
+
+def test_a_line_sent_back_as_read_leaves_its_file_as_it_was(client, personas_dir):
+    path = personas_dir / "acme" / "support.yaml"
+    before = path.read_bytes()
+    read = client.get(SUPPORT, headers=bearer(ACME))
+    body = {k: v for k, v in read.json().items() if k not in ("id", "tenant")}  # every field, defaults too
+
+    saved = client.put(SUPPORT, json=body, headers=bearer(ACME) | {"If-Match": read.headers["ETag"]})
+
+    assert saved.status_code == 200 and saved.headers["ETag"] == read.headers["ETag"]
+    assert path.read_bytes() == before
+
+
+def test_a_new_line_holds_only_what_differs_from_the_defaults(client, personas_dir):
+    line = {"id": "evening", "answers": ["+15555550101"], "greeting": "agent_first", "recording": False,
+            "persona": {"role": "You work for Acme in the evening.", "voice": "NATF1",
+                        "sampling": {"text": {"temperature": 0.7, "top_k": 25}}}}
+
+    assert client.post("/tenants/acme/lines", json=line, headers=bearer(ACME)).status_code == 201
+    assert (personas_dir / "acme" / "evening.yaml").read_text() == (
+        "answers:\n  - '+15555550101'\npersona:\n  role: You work for Acme in the evening.\n  voice: NATF1\n")
