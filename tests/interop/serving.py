@@ -63,7 +63,8 @@ def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
     log = folder / "serve.log"
     env = os.environ | {"PYTHONPATH": str(ROOT), "PLEXLINE_OPERATOR_TOKEN": OPERATOR,
                         "PLEXLINE_WORKER_SECRET": WORKER_SECRET, "PLEXLINE_SHUTDOWN_GRACE": "0",
-                        "PLEXLINE_REDIS_URL": "", "OMP_NUM_THREADS": "1"  # tiny models: threads cost more than they give
+                        "PLEXLINE_REDIS_URL": "", "PLEXLINE_DATA_DIR": str(folder / "data"),
+                        "OMP_NUM_THREADS": "1"  # tiny models: threads cost more than they give
                         } | (env or {})
     args = ["serve", "--model", model, "--slots", str(slots), "--http-port", str(port),
             "--sip-port", str(free_port())]

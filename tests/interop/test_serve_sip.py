@@ -29,7 +29,7 @@ ROOT = Path(__file__).parents[2]
 async def test_plexline_serve_on_the_dummy_model_answers_a_sip_call(tmp_path):
     http, sip = free_udp_port(), free_udp_port()
     env = os.environ | {"PLEXLINE_OPERATOR_TOKEN": "o" * 32, "PLEXLINE_SHUTDOWN_GRACE": "0", "PLEXLINE_REDIS_URL": "",
-                        "PYTHONPATH": str(ROOT)}
+                        "PLEXLINE_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         serve = subprocess.Popen([sys.executable, "-m", "plexline", "-v", "serve", "--model", "dummy", "--slots", "1",

@@ -63,7 +63,8 @@ def eventually(check, timeout: float = 10.0):
 def test_serve_alone_places_and_ends_a_call_without_redis(tmp_path, free_port):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_SHUTDOWN_GRACE": "0", "PLEXLINE_REDIS_URL": ""}
+    env = {"PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_SHUTDOWN_GRACE": "0", "PLEXLINE_REDIS_URL": "",
+           "PLEXLINE_DATA_DIR": str(tmp_path / "data")}
     args = ["serve", "--model", "echo", "--http-port", str(port), "--sip-port", str(free_port()), "--slots", "1"]
     with command(args, env, tmp_path / "serve.log") as serve:
         wait_until_up(url, serve, tmp_path / "serve.log")
