@@ -201,6 +201,33 @@ def test_a_bad_edit_is_shown_beside_its_field_and_nothing_is_saved(server, brows
     assert the_line(server) == before
 
 
+def test_an_admin_creates_a_line_and_an_address_not_its_own_is_shown_beside_its_field(server, browser):
+    async def drive(page: Page):
+        await page.send("Page.navigate", url=server.url + "/console")
+        await page.wait_for("document.readyState === 'complete' && document.getElementById('sign-in')", 15)
+        await shoot(page, "sign-in")
+        await sign_in(page, server, ACME, "acme")
+        fill = """(() => {{
+            document.getElementById('new-id').value = 'evening';
+            document.getElementById('new-answers').value = {answers!r};
+            document.getElementById('new-role').value = 'You work for Acme in the evening.';
+            document.querySelector('#new-line button').click();
+        }})()"""
+        await page.evaluate(fill.format(answers="+15555550200"))
+        refused = await page.wait_for("document.querySelector('#new-line [data-error-for=answers]').textContent", 10)
+        await page.evaluate(fill.format(answers="+15555550101"))
+        await page.wait_for("location.pathname.endsWith('/lines/evening')", 10)
+        return refused, await go(page, server.url + "/console/tenants/acme/lines/evening")
+
+    refused, opened = browser(drive)
+
+    assert refused == "+15555550200 is not one of this tenant's addresses"
+    assert opened
+    lines = httpx.get(f"{server.url}/tenants/acme/lines", headers=server.operator).json()
+    assert {line["id"]: line["answers"] for line in lines} == {"support": ["+15555550100", "acme-support"],
+                                                               "evening": ["+15555550101"]}
+
+
 def test_two_tabs_editing_one_line_see_the_conflict_with_both_versions(server, browser):
     async def drive(first: Page):
         async with first.new_tab() as second:
