@@ -1,6 +1,6 @@
 """The control plane's SIP user agent server: trunks and PBXs call the tenants' lines here.
 
-An INVITE is answered 100 Trying at once, then checked: the line from the Request-URI (or To)
+An INVITE is checked, then answered 100 Trying: the line from the Request-URI (or To)
 user in the tenant store (404), the tenant's trust (source networks: 403; digest: 401 challenge),
 the SDP offer (488, also where the trunk requires SRTP and the offer is plain RTP). A worker
 slot is reserved through the call router (no slot: 503 with Retry-After; the tenant's limit: 486
@@ -18,9 +18,14 @@ Every request is inspected as RFC 3261 §8.2 orders it before it reaches a handl
 INVITE's body must be SDP (415, with Accept) and its Accept must allow SDP (406).
 
 Every task the server starts is kept in `_tasks` and cancelled and awaited on `stop`. Sources
-that send bad requests are rate-limited (`SourceLimiter`); a request that cannot be read gets a
-400 (505, 513) whose reason phrase says what is wrong; a response that cannot be read, or bytes
-that are no SIP, are dropped. A bug in a handler is logged and the request answered 500.
+that send bad requests are rate-limited (`SourceLimiter`): once a source has spent its allowance,
+its bad requests go unanswered, but its good ones are still served, since a UDP source address
+can be forged (a flood "from" a trunk must not silence the trunk). A request that cannot be read
+gets a 400 (505, 513) whose reason phrase says what is wrong; a response that cannot be read, or
+bytes that are no SIP, are dropped. A bug in a handler is logged and the request answered 500.
+A refused INVITE (404, 403, 401, 488, ...) gets its final response once, without 100 Trying and
+without timer G's copies, and again only when the INVITE itself comes again: a forged source can
+make the server send no more than it was sent.
 """
 
 from __future__ import annotations
@@ -188,12 +193,13 @@ class SipServer:
     def _on_bytes(self, data: bytes, peer: Peer) -> None:
         if not data.strip():
             return  # keep-alive
-        if not self.limiter.allowed(peer.host):
-            return
         try:
             message = parse_message(data)
         except SipParseError as error:
+            limited = not self.limiter.allowed(peer.host)
             self.limiter.penalise(peer.host)
+            if limited:
+                return
             log.info("bad SIP message", extra={"peer": str(peer), "error": str(error)})
             if error.request is not None and error.request.method != "ACK":
                 self._send(response_to(error.request, error.status, to_tag=new_tag(),
@@ -216,6 +222,7 @@ class SipServer:
             self._dispatch(transaction)
         except Exception as error:  # a bug: logged, and the request answered; the server goes on
             log.exception("SIP request handling failed", extra={"peer": str(peer), "method": request.method})
+            transaction.resend_final = False
             transaction.respond(response_to(request, 500, to_tag=new_tag(), reason=_reason(500, repr(error))))
 
     def _dispatch(self, transaction: ServerTransaction) -> None:
@@ -245,11 +252,16 @@ class SipServer:
 
     def _on_invite(self, transaction: ServerTransaction) -> None:
         request, peer = transaction.request, transaction.peer
-        transaction.respond(response_to(request, 100))
+        limited = not self.limiter.allowed(peer.host)
         refusal = self._check_invite(transaction)
         if refusal is not None:
+            if limited and refusal.status != 401:  # a challenge still goes out: the source may be a trunk
+                transaction.end()  # over its allowance: its bad requests go unanswered
+                return
+            transaction.resend_final = False  # resent only when the INVITE comes again
             transaction.respond(refusal)
             return
+        transaction.respond(response_to(request, 100))
         dialog = Dialog.answering(request, new_tag(), peer)
         route = self._route(request)
         call = SipCall(dialog, transaction, route)

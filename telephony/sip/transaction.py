@@ -47,6 +47,7 @@ class ServerTransaction:
     send: Send
     last: SipResponse | None = None
     confirmed: bool = False  # an INVITE's non-2xx final response was acknowledged
+    resend_final: bool = True  # timer G; False: the final response is resent only for a resent request
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
     on_end: Callable[[ServerTransaction], None] | None = None
 
@@ -63,7 +64,7 @@ class ServerTransaction:
             return
         loop = asyncio.get_running_loop()
         if self.request.method == "INVITE" and response.status >= 300:
-            if not self.reliable:
+            if not self.reliable and self.resend_final:
                 self._retransmit(T1)
             self._timers.append(loop.call_later(64 * T1, self.end))  # timer H
         else:  # 2xx to INVITE (the dialog resends it) or any final response to other requests: timer J

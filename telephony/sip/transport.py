@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from telephony.sip.message import SipParseError, frame_length
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 1024
+MAX_PER_SOURCE = 32  # stream connections from one address (one source cannot hold them all)
 IDLE_SECONDS = 600.0  # a TCP connection with no message for this long is closed
 
 
@@ -72,8 +74,10 @@ class _Udp(asyncio.DatagramProtocol):
 
 class SipTransport:
     def __init__(self, host: str, port: int, handler: Handler, tls: ssl.SSLContext | None = None,
-                 tls_port: int = 5061):
+                 tls_port: int = 5061, max_per_source: int = MAX_PER_SOURCE):
         """UDP and TCP on `port`; with a `tls` context, TLS on `tls_port` too (0: any free port)."""
+        self.max_per_source = max_per_source
+        self._per_source: Counter[str] = Counter()
         self.host = host
         self.port = port
         self.handler = handler
@@ -140,12 +144,13 @@ class SipTransport:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str) -> None:
         host, port = writer.get_extra_info("peername")[:2]
         peer = Peer(transport, host, port)
-        if len(self._connections) >= MAX_CONNECTIONS:
+        if len(self._connections) >= MAX_CONNECTIONS or self._per_source[host] >= self.max_per_source:
             writer.close()
             return
         task = asyncio.current_task()
         self._readers.add(task)
         self._connections[peer] = writer
+        self._per_source[host] += 1
         try:
             await self._read(reader, peer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
@@ -154,6 +159,9 @@ class SipTransport:
             log.info("closing a SIP stream that cannot be framed", extra={"peer": str(peer), "error": str(error)})
         finally:
             self._connections.pop(peer, None)
+            self._per_source[host] -= 1
+            if not self._per_source[host]:
+                del self._per_source[host]
             self._readers.discard(task)
             writer.close()
 

@@ -195,8 +195,8 @@ async def test_a_tenant_at_its_limit_gets_486_with_retry_after_and_is_recorded(u
 async def test_rfc_2543_requests_without_a_branch_are_told_apart_by_their_call_id(uas):
     first = corpus()["3.4.1"]
     second = first.replace(b"inv2543.1717@", b"inv2543.1718@")  # the same peer's next call
-    assert [r.status for r in await uas.send(first)] == [100, 404]
-    assert [r.status for r in await uas.send(second)] == [100, 404]  # a call of its own, not a retransmission
+    assert [r.status for r in await uas.send(first)] == [404]  # a refusal goes out alone, without 100 Trying
+    assert [r.status for r in await uas.send(second)] == [404]  # a call of its own, not a retransmission
 
 
 async def test_a_bug_in_a_handler_is_answered_500_and_the_server_goes_on(uas, monkeypatch):
@@ -208,5 +208,5 @@ async def test_a_bug_in_a_handler_is_answered_500_and_the_server_goes_on(uas, mo
     monkeypatch.setattr(uas.server, "store", BrokenStore())
     responses = await uas.send(corpus()["3.1.1.7"])
     assert [(r.status, r.reason) for r in responses] == [
-        (100, "Trying"), (500, "Server Internal Error: RuntimeError('a bug')")]  # through its transaction
+        (500, "Server Internal Error: RuntimeError('a bug')")]  # through its transaction
     assert [r.status for r in await uas.send(corpus()["3.1.1.6"])] == [200]
