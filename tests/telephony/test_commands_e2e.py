@@ -137,7 +137,8 @@ def test_a_first_run_says_where_to_call_it_and_lists_no_calls_of_an_earlier_run(
             token = said.split("operator token for this run: ")[1].split()[0]
             auth = {"Authorization": f"Bearer {token}"}
             assert f"plexline: up: admin API {url}/docs, dialer {url}/dialer" in said
-            assert f"plexline:   acme/support: sip:+15555550100@127.0.0.1:{sip}, sip:acme-support@127.0.0.1:{sip}" in said
+            line = f"plexline:   acme/support: sip:+15555550100@127.0.0.1:{sip}, sip:acme-support@127.0.0.1:{sip}"
+            assert line in said
             assert "--model echo: each caller hears itself" in said
             home = httpx.get(url + "/")
             assert (home.status_code, home.headers["location"]) == (307, "/dialer")
