@@ -200,7 +200,10 @@ def test_refused_calls_are_recorded_with_their_reason_whatever_their_transport(c
     assert [p.status_code for p in placed] == [201] * 3  # every slot of the worker is taken
     refused = client.post("/calls", json={"to": "+15555550100", "from": "+15555550999"}, headers=bearer(ACME))
     assert refused.status_code == 503
-    whip = client.post("/tenants/acme/lines/support/whip", content=b"v=0\r\n",
+    offer = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+             "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 AB:CD\r\n"
+             "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\na=rtpmap:111 opus/48000/2\r\n")  # one that could connect
+    whip = client.post("/tenants/acme/lines/support/whip", content=offer,
                        headers=bearer(ACME) | {"Content-Type": "application/sdp"})
     assert whip.status_code == 503
 
