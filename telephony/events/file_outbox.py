@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from telephony.events.outbox import SENT_MEMORY_SECONDS, Claim, DeadLetter, OutboxEvent
+from telephony.events.outbox import SENT_MEMORY_SECONDS, Claim, DeadLetter, OutboxEvent, Undelivered
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,12 @@ class FileOutbox:
     async def dead_letters(self, tenant: str) -> list[DeadLetter]:
         entries = [self._events[i] for i in self._dead.get(tenant, {})]
         return [DeadLetter(e.event, e.created_at, e.attempts, e.error, e.died_at) for e in entries]
+
+    async def undelivered(self, tenant: str, limit: int) -> list[Undelivered]:
+        entries = [self._events[i] for queue in self._queues.values() for i in queue]
+        entries = sorted((e for e in entries if e.event.tenant == tenant), key=lambda e: e.created_at)[:limit]
+        return [Undelivered(e.event, e.created_at, e.attempts, e.error, e.due if e.attempts else None)
+                for e in entries]
 
     async def replay(self, tenant: str, event_id: str) -> bool:
         if event_id not in self._dead.get(tenant, {}):

@@ -40,6 +40,17 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Undelivered:
+    """An event still being tried."""
+
+    event: OutboxEvent
+    created_at: float
+    attempts: int  # failed attempts so far
+    error: str  # how the last one failed ("" before the first)
+    retry_at: float | None  # when a failed event is tried again (None: it has not failed yet)
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     event: OutboxEvent
     created_at: float
@@ -84,6 +95,9 @@ class Outbox(Protocol):
 
     async def dead_letters(self, tenant: str) -> list[DeadLetter]:
         """The tenant's dead letters, oldest death first."""
+
+    async def undelivered(self, tenant: str, limit: int) -> list[Undelivered]:
+        """Up to `limit` of the tenant's events neither delivered nor dead, oldest first."""
 
     async def replay(self, tenant: str, event_id: str) -> bool:
         """Queue a dead letter of the tenant again, as if just made; False if there is none by that id."""

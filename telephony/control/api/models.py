@@ -17,7 +17,7 @@ from agent.contracts.workers import WorkerPublic
 from personas.store import TenantEntry
 from personas.tenant import Limits, Line, check_id
 from telephony.control.registry import CallRecord, CallState, WorkerStatus
-from telephony.events.outbox import DeadLetter
+from telephony.events.outbox import DeadLetter, Undelivered
 
 
 class TenantPublic(BaseModel):
@@ -131,6 +131,25 @@ class DeadLetterPublic(BaseModel):
         return cls(event_id=e.id, type=e.type, call_id=e.key, attempts=letter.attempts, error=letter.error,
                    created_at=datetime.fromtimestamp(letter.created_at, timezone.utc),
                    died_at=datetime.fromtimestamp(letter.died_at, timezone.utc), payload=json.loads(e.body))
+
+
+class DeliveryPublic(BaseModel):
+    """An event still being delivered: its failed attempts so far and the next one's time."""
+
+    event_id: str
+    type: str
+    call_id: str
+    attempts: int
+    error: str  # how the last attempt failed ("" before the first)
+    created_at: datetime
+    retry_at: datetime | None  # null: not failed yet (being sent, or waiting behind an earlier event of its call)
+
+    @classmethod
+    def of(cls, pending: Undelivered) -> DeliveryPublic:
+        e = pending.event
+        retry = datetime.fromtimestamp(pending.retry_at, timezone.utc) if pending.retry_at is not None else None
+        return cls(event_id=e.id, type=e.type, call_id=e.key, attempts=pending.attempts, error=pending.error,
+                   created_at=datetime.fromtimestamp(pending.created_at, timezone.utc), retry_at=retry)
 
 
 class Replayed(BaseModel):

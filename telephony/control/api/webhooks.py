@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import secrets
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from agent.contracts.events import event_schema
 from telephony.control.api.deps import ControlPlaneDep, HistoryDep, TenantDep
 from telephony.control.api.errors import UnknownEvent
-from telephony.control.api.models import DeadLetterPublic, Replayed, WebhookSecret
+from telephony.control.api.models import DeadLetterPublic, DeliveryPublic, Replayed, WebhookSecret
 
 router = APIRouter(tags=["webhooks"])
 
@@ -20,6 +22,13 @@ router = APIRouter(tags=["webhooks"])
 async def read_event_schema() -> dict:
     """The JSON schema of every event sent to tenants' webhooks (no token needed)."""
     return event_schema()
+
+
+@router.get("/tenants/{tenant}/webhooks/deliveries", response_model=list[DeliveryPublic])
+async def list_deliveries(entry: TenantDep, history: HistoryDep,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeliveryPublic]:
+    """Events not delivered yet, oldest first, with their failed attempts (until they are dead letters)."""
+    return [DeliveryPublic.of(u) for u in await history.outbox.undelivered(entry.id, limit)]
 
 
 @router.get("/tenants/{tenant}/webhooks/dead-letters", response_model=list[DeadLetterPublic])

@@ -3,6 +3,7 @@ to a real webhook receiver; the admin API of call records, recordings and dead l
 
 import json
 import shutil
+import socket
 import time
 import wave
 from datetime import datetime, timedelta, timezone
@@ -214,3 +215,22 @@ def test_refused_calls_are_recorded_with_their_reason_whatever_their_transport(c
     assert all(e["reason"] == "no free slot: no worker has a free slot" for e in ended)
     listed = client.get("/tenants/acme/call-records", params={"outcome": "refused"}, headers=bearer(ACME)).json()
     assert sorted((r["call_id"], r["reason"]) for r in listed) == sorted((e["call_id"], e["reason"]) for e in ended)
+
+
+def test_events_still_being_delivered_are_listed_with_their_failed_attempts(client, tmp_path):
+    tenant_file = tmp_path / "tenants" / "acme" / "tenant.yaml"
+    tenant = yaml.safe_load(tenant_file.read_text())
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        tenant["webhook"]["url"] = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+    tenant_file.write_text(yaml.safe_dump(tenant))
+    time.sleep(0.3)  # the store reloads
+    call_id = call(client, "+15555550100", ACME, 0.05)
+
+    waiting = until(lambda: [d for d in client.get("/tenants/acme/webhooks/deliveries", headers=bearer(ACME)).json()
+                             if d["call_id"] == call_id and d["attempts"] >= 1])
+
+    assert waiting and waiting[0]["type"] == "call.started" and waiting[0]["retry_at"] is not None
+    assert "ConnectError" in waiting[0]["error"]
+    assert client.get("/tenants/globex/webhooks/deliveries", headers=bearer(GLOBEX)).json() == []
+    assert client.get("/tenants/acme/webhooks/deliveries", headers=bearer(GLOBEX)).status_code == 401

@@ -199,3 +199,21 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_honours_retry_after():
         assert max(delays) - min(delays) > ceiling / 4  # jitter spreads the retries
     assert policy.delay(1, retry_after=120) == 120
     assert policy.delay(1, retry_after=10**6) == 3600
+
+
+async def test_undelivered_events_of_a_tenant_show_their_attempts_and_next_try(opener):
+    outbox = opener()
+    await outbox.append([event(1), event(2), event(3, key="call-2"), event(4, key="call-3", tenant="globex"),
+                         event(5, key="call-4")])
+    claims = {c.event.id: c for c in await outbox.claim(10, wait=0)}
+    due = time.time() + 30
+    await outbox.retry_later(claims["msg_1"], due=due, error="HTTP 500")
+    await outbox.delivered(claims["msg_3"])
+    await outbox.dead_letter(claims["msg_5"], "HTTP 410")
+
+    shown = await outbox.undelivered("acme", limit=10)
+
+    assert [(u.event.id, u.attempts, u.error) for u in shown] == [("msg_1", 1, "HTTP 500"), ("msg_2", 0, "")]
+    assert shown[0].retry_at == pytest.approx(due) and shown[1].retry_at is None
+    assert [u.event.id for u in await outbox.undelivered("globex", limit=10)] == ["msg_4"]
+    assert [u.event.id for u in await outbox.undelivered("acme", limit=1)] == ["msg_1"]

@@ -2,6 +2,15 @@ import { api, cell, detail, el, json, start, tenantPath, when } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
+async function deliveries() {
+  const waiting = await json(tenantPath("/webhooks/deliveries"));
+  $("deliveries").querySelector("tbody").replaceChildren(...waiting.map((d) => el("tr", { dataset: { event: d.event_id } },
+    cell("Event", el("code", {}, d.type), " ", el("code", {}, d.event_id)), cell("Call", el("code", {}, d.call_id)),
+    cell("Failed attempts", String(d.attempts)), cell("Last error", d.error || "none yet"),
+    cell("Next attempt", d.retry_at ? when(d.retry_at) : "now"))));
+  $("no-deliveries").hidden = waiting.length > 0;
+}
+
 async function deadLetters() {
   const letters = await json(tenantPath("/webhooks/dead-letters"));
   $("dead-letters").querySelector("tbody").replaceChildren(...letters.map((letter) => {
@@ -34,5 +43,5 @@ start(async () => {
     $("new-secret").textContent = (await response.json()).secret;
     $("new-secret").hidden = false;
   };
-  await deadLetters();
+  await Promise.all([deliveries(), deadLetters()]);
 });
