@@ -16,6 +16,7 @@ async function show() {
     cell("Line", c.line), cell("From", c.from), cell("Seconds", c.duration_seconds.toFixed(1)),
     cell("Outcome", `${c.outcome}: ${c.reason}`), cell("Recording", c.recorded ? "yes" : "no"))));
   $("no-calls").hidden = calls.length > 0;
+  $("calls").hidden = calls.length === 0;
 }
 
 start(async () => {

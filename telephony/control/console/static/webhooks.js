@@ -9,6 +9,7 @@ async function deliveries() {
     cell("Failed attempts", String(d.attempts)), cell("Last error", d.error || "none yet"),
     cell("Next attempt", d.retry_at ? when(d.retry_at) : "now"))));
   $("no-deliveries").hidden = waiting.length > 0;
+  $("deliveries").hidden = waiting.length === 0;
 }
 
 async function deadLetters() {
@@ -28,6 +29,7 @@ async function deadLetters() {
       cell("Last error", letter.error), cell("Died", when(letter.died_at)), cell("", replay));
   }));
   $("no-dead-letters").hidden = letters.length > 0;
+  $("dead-letters").hidden = letters.length === 0;
 }
 
 start(async () => {
