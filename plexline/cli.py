@@ -211,7 +211,8 @@ def _control_plane(settings, registry, workers, history, http_host: str, local_w
     config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
                        advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
                        jitter_packets=settings.rtp_jitter_packets, realm=settings.sip_realm,
-                       retry_after_seconds=settings.retry_after_seconds, tls=tls, tls_port=settings.sip_tls_port)
+                       retry_after_seconds=settings.retry_after_seconds, tls=tls, tls_port=settings.sip_tls_port,
+                       drain_timeout=settings.sip_drain_timeout)
     sip = SipServer(config, store, router, workers, registry)
     return ControlPlane(settings, store, registry, workers, router=router, history=history, sip=sip,
                         local_worker=local_worker)

@@ -44,6 +44,7 @@ class MemoryRegistry:
         self._calls: dict[str, CallRecord] = {}
         self._active: defaultdict[str, set[str]] = defaultdict(set)  # tenant -> call ids in progress
         self._expires: dict[str, float] = {}  # finished call id -> forgotten at (monotonic)
+        self._dialogs: dict[str, tuple[str, float]] = {}  # SIP dialog -> (call id, forgotten at)
 
     # -- workers --------------------------------------------------------------------------------
 
@@ -151,6 +152,18 @@ class MemoryRegistry:
         for call_id in [c for c, at in self._expires.items() if at <= now]:
             del self._expires[call_id]
             self._calls.pop(call_id, None)
+
+    # -- SIP dialogs -----------------------------------------------------------------------------
+
+    async def put_dialog(self, dialog: str, call_id: str, ttl: float) -> None:
+        self._dialogs[dialog] = (call_id, time.monotonic() + ttl)
+
+    async def dialog_call(self, dialog: str) -> str | None:
+        call_id, until = self._dialogs.get(dialog, (None, 0.0))
+        return call_id if until > time.monotonic() else None
+
+    async def drop_dialog(self, dialog: str) -> None:
+        self._dialogs.pop(dialog, None)
 
     # -- the rest of the protocol ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ and a reaped worker's calls are failed exactly once. Keys (under a prefix, `plex
     call:<id>                hash: the call record; expires a while after the call finishes
     calls                    set of the call ids in progress
     tenant:<id>:calls        set of the tenant's call ids in progress
+    sip-dialog:<dialog>      the call id of a SIP dialog (Call-ID and our tag), while the call lasts
 
 Times come from Redis (`TIME`), so the control planes' clocks need not agree. The scripts name
 keys they compute from the prefix, which a single Redis (or a replicated one) allows; a Redis
@@ -302,6 +303,20 @@ class RedisRegistry:
                 pipe.hgetall(f"{self.prefix}call:{call_id}")
             replies = await pipe.execute()
         return [_record(call_id, fields) if fields else None for call_id, fields in zip(call_ids, replies)]
+
+    # -- SIP dialogs -----------------------------------------------------------------------------
+
+    @_reachable
+    async def put_dialog(self, dialog: str, call_id: str, ttl: float) -> None:
+        await self.client.set(f"{self.prefix}sip-dialog:{dialog}", call_id, px=max(1, int(ttl * 1000)))
+
+    @_reachable
+    async def dialog_call(self, dialog: str) -> str | None:
+        return await self.client.get(f"{self.prefix}sip-dialog:{dialog}")
+
+    @_reachable
+    async def drop_dialog(self, dialog: str) -> None:
+        await self.client.delete(f"{self.prefix}sip-dialog:{dialog}")
 
     # -- the rest of the protocol ---------------------------------------------------------------
 

@@ -103,6 +103,15 @@ class Registry(Registration, Protocol):
     async def reap(self) -> list[CallRecord]:
         """Remove the workers whose heartbeat expired; returns the calls failed with them."""
 
+    async def put_dialog(self, dialog: str, call_id: str, ttl: float) -> None:
+        """Remember that SIP dialog `dialog` (its Call-ID and our tag) is call `call_id`, for `ttl` s:
+        another control plane then ends the call on the caller's BYE if the one that answered died."""
+
+    async def dialog_call(self, dialog: str) -> str | None:
+        """The call of a remembered SIP dialog, if any."""
+
+    async def drop_dialog(self, dialog: str) -> None: ...
+
     async def ping(self) -> None:
         """Raises if the registry cannot be reached."""
 

@@ -55,6 +55,9 @@ class Settings(MediaSettings):
     sip_tls_port: int = Field(5061, ge=0, le=65535, description="SIP over TLS port (0: any free port)")
     sip_tls_client_ca: Path | None = Field(None, description="PEM CAs that trunks' TLS client certificates must "
                                                             "chain to (trunks that name tls_client_names)")
+    sip_drain_timeout: float = Field(30.0, ge=0, description="seconds a stopping control plane (SIGTERM) keeps its "
+                                                             "SIP calls, refusing new ones with 503, before it "
+                                                             "hangs up those still in progress")
     rtp_timeout: float = Field(30.0, gt=0, description="seconds without the caller's RTP that end a call")
     rtp_jitter_packets: int = Field(1, ge=1, le=8, description="caller RTP packets held before playout starts: "
                                                                "each more absorbs 20 ms more network jitter and "

@@ -17,6 +17,11 @@ Every request is inspected as RFC 3261 §8.2 orders it before it reaches a handl
 (405 or 501, with Allow), its Request-URI's scheme (416), its Require (420, with Unsupported); an
 INVITE's body must be SDP (415, with Accept) and its Accept must allow SDP (406).
 
+A control plane told to stop drains first: new INVITEs get 503 with Retry-After (the trunk fails
+over to another one) while the calls in progress go on, until they end or `drain_timeout`. Each
+answered dialog is remembered in the registry (its Call-ID and our tag, the call's id), so the
+caller's BYE ends the call through any control plane, even when the one that answered is gone.
+
 Every task the server starts is kept in `_tasks` and cancelled and awaited on `stop`. Sources
 that send bad requests are rate-limited (`SourceLimiter`): once a source has spent its allowance,
 its bad requests go unanswered, but its good ones are still served, since a UDP source address
@@ -44,6 +49,7 @@ from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantStore
 from personas.tenant import SipTrunk
 from telephony.control.registry import (
+    IN_PROGRESS,
     CallRecord,
     NoCapacity,
     Registry,
@@ -85,6 +91,8 @@ SUPPORTED = ("replaces",)  # option tags a caller may Require
 URI_SCHEMES = ("sip", "sips", "tel")
 WATCH_INTERVAL = 0.5  # seconds between looks at the registry for calls ended elsewhere
 NOTIFY_WAIT = 10.0  # seconds to wait for the outcome of a transfer before hanging up anyway
+DRAIN_POLL = 0.2  # seconds between looks for the last call while draining
+DIALOG_TTL_MARGIN = 300  # seconds a dialog is remembered beyond its line's longest call
 SRTP_REQUIRED = "this trunk requires SRTP: offer RTP/SAVP with an SDES key (a=crypto)"
 
 
@@ -106,6 +114,7 @@ class SipConfig:
     retry_after_seconds: int = 5  # in a 503 when no worker can take a call
     tls: ssl.SSLContext | None = None  # SIP over TLS too, on `tls_port` (see transport.server_tls_context)
     tls_port: int = 5061
+    drain_timeout: float = 0.0  # seconds `stop` waits for calls in progress to end before hanging up
 
     @property
     def public_host(self) -> str:
@@ -147,6 +156,7 @@ class SipServer:
         self.calls: dict[tuple[str, str], SipCall] = {}  # (Call-ID, our tag) -> call
         self._tasks: set[asyncio.Task] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self.draining = False  # new INVITEs are refused with 503
 
     @property
     def port(self) -> int:
@@ -158,8 +168,21 @@ class SipServer:
         log.info("SIP listening", extra={"host": self.config.host, "port": self.port,
                                          "tls_port": self.transport.tls_port if self.config.tls else None})
 
+    async def drain(self, timeout: float) -> None:
+        """Take no new INVITEs (503 with Retry-After, so the trunk fails over to another control
+        plane) and wait up to `timeout` seconds for the calls in progress to end."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.calls:
+            log.info("SIP draining", extra={"calls": len(self.calls), "timeout": timeout})
+        while self.calls and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+
     async def stop(self) -> None:
-        """Hang up the calls in progress, then stop every task and the sockets."""
+        """Drain for the configured time, hang up the calls still in progress, then stop every task
+        and the sockets."""
+        await self.drain(self.config.drain_timeout)
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.wait([self._watcher])
@@ -253,6 +276,12 @@ class SipServer:
     def _on_invite(self, transaction: ServerTransaction) -> None:
         request, peer = transaction.request, transaction.peer
         limited = not self.limiter.allowed(peer.host)
+        if self.draining:
+            response = response_to(request, 503, to_tag=new_tag(), warning="this control plane is shutting down")
+            response.headers.add("Retry-After", str(self.config.retry_after_seconds))
+            transaction.resend_final = False  # resent only when the INVITE comes again
+            transaction.respond(response)
+            return
         refusal = self._check_invite(transaction)
         if refusal is not None:
             if limited and refusal.status != 401:  # a challenge still goes out: the source may be a trunk
@@ -392,6 +421,8 @@ class SipServer:
         ok.body = call.answer
         call.phase = Phase.ANSWERED
         transaction.respond(ok)
+        self._spawn(self.registry.put_dialog(_dialog_key(call.dialog), call.record.call_id,
+                                             call.route.max_call_seconds + DIALOG_TTL_MARGIN))
         await self._until_acked(call, transaction.peer, ok)
 
     def _refuse(self, call: SipCall, status: int, reason: str, retry_after: bool = False) -> None:
@@ -482,6 +513,9 @@ class SipServer:
     def _in_dialog(self, transaction: ServerTransaction, to_tag: str) -> None:
         request = transaction.request
         call = self.calls.get((request.call_id, to_tag))
+        if call is None and request.method == "BYE":
+            self._spawn(self._bye_of_another_plane(transaction, to_tag))
+            return
         if call is None:
             transaction.respond(response_to(request, 481))
             return
@@ -508,6 +542,26 @@ class SipServer:
             response.headers.add("Allow", ALLOW)
             transaction.respond(response)
 
+    async def _bye_of_another_plane(self, transaction: ServerTransaction, to_tag: str) -> None:
+        """A BYE for a dialog this control plane does not hold: another one answered it (and may be
+        gone). The call it names in the registry is ended; a dialog nobody remembers gets 481."""
+        request = transaction.request
+        key = f"{request.call_id}:{to_tag}"
+        try:
+            call_id = await self.registry.dialog_call(key)
+            record = await self.registry.call(call_id) if call_id else None
+        except RegistryUnavailable:
+            transaction.respond(response_to(request, 503, warning="the call registry is unreachable"))
+            return
+        if record is None or record.state not in IN_PROGRESS:
+            transaction.respond(response_to(request, 481))
+            return
+        await self.router.end(record, "the caller hung up")
+        await self.registry.drop_dialog(key)
+        transaction.respond(response_to(request, 200))
+        log.info("caller hung up a call another control plane answered", extra={"call": record.call_id,
+                                                                                 "sip_call_id": request.call_id})
+
     def _caller_hung_up(self, call: SipCall) -> None:
         previous, call.phase = call.phase, Phase.ENDED
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
@@ -517,6 +571,7 @@ class SipServer:
             call.invite.respond(response_to(call.invite.request, 487, to_tag=call.dialog.local_tag))
         elif call.record is not None and previous is not Phase.ENDED:
             self._spawn(self.router.end(call.record, "the caller hung up"))
+            self._spawn(self.registry.drop_dialog(_dialog_key(call.dialog)))
         log.info("caller hung up", extra={"sip_call_id": call.dialog.call_id})
 
     def _on_reinvite(self, call: SipCall, transaction: ServerTransaction) -> None:
@@ -608,6 +663,7 @@ class SipServer:
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
         if call.record is not None:
             await self.router.end(call.record, reason)
+            self._spawn(self.registry.drop_dialog(_dialog_key(call.dialog)))
         text = reason[:100].replace('"', "'")
         bye = self._request(call, "BYE", [("Reason", f'SIP;cause=200;text="{text}"')])
         response = await self.transactions.request(bye, call.dialog.destination())
@@ -646,6 +702,10 @@ def _reason(status: int, detail: str) -> str:
     """A reason phrase that says what was wrong, one line and short."""
     text = "".join(" " if char < " " or char == "\x7f" else char for char in detail)
     return f"{REASONS.get(status, 'Error')}: {text}"[:200]
+
+
+def _dialog_key(dialog: Dialog) -> str:
+    return f"{dialog.call_id}:{dialog.local_tag}"
 
 
 def _allowed(host: str, networks: list) -> bool:

@@ -103,6 +103,16 @@ def test_control_planes_are_redundant_behind_sip_over_udp_and_tcp(rendered):
     assert sip["spec"]["selector"].items() <= plane["spec"]["template"]["metadata"]["labels"].items()
 
 
+def test_control_planes_drain_their_sip_calls_before_they_stop(rendered):
+    spec = pod(rendered, "plexline-control-plane")
+    [container] = spec["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    settle = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])  # the Service forgets the pod
+    drain = float(env["PLEXLINE_SIP_DRAIN_TIMEOUT"]["value"])
+    max_call = max(float(t["limits"]["max_call_seconds"]) for t in _tenants(rendered))
+    assert max_call <= drain and settle + drain < spec["terminationGracePeriodSeconds"]  # SIGKILL after the drain
+
+
 def test_workers_take_a_gpu_each_reach_callers_and_drain_before_they_stop(rendered):
     spec = pod(rendered, "plexline-worker")
     [container] = spec["containers"]
