@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from agent.engine.engine import ModelBackend
 from agent.model.checkpoint import load_lm
-from agent.model.cuda_kernels import RING_DECODE_CONFIGS, ring_decode_attention
+from agent.model.cuda_kernels import ring_decode_attention
 from agent.model.fp8 import dequantize_rows
 from agent.model.kv_cache import Fp8KVCache, Visibility
 from agent.model.lm import LMConfig
@@ -74,13 +74,13 @@ def kernel_sweep(B: int = 80, H: int = 32, S: int = 3000, D: int = 128) -> list[
     reference = F.scaled_dot_product_attention(
         q, *(dequantize_rows(x, scale, torch.bfloat16) for x, scale in ((cache.k, cache.k_scale), (cache.v, cache.v_scale))),
         attn_mask=visibility.mask)
-    for config in (None, *RING_DECODE_CONFIGS):
+    for block_s, num_warps, num_stages in ((64, 4, 2), (128, 4, 2), (128, 4, 3), (256, 8, 2)):
         def run():
             return ring_decode_attention(q, cache.k, cache.v, cache.k_scale, cache.v_scale, *visibility.window,
-                                         config=config)
+                                         block_s=block_s, num_warps=num_warps, num_stages=num_stages)
         error = relative_error(run(), reference)
         ms = median_ms(run)
-        rows.append(dict(path=f"fp8 ring, kernel {'tuned' if config is None else config}", ms=ms,
+        rows.append(dict(path=f"fp8 ring, kernel block {block_s} warps {num_warps} stages {num_stages}", ms=ms,
                          tbs=nbytes / ms / 1e9, error=error))
     del cache
     torch.cuda.empty_cache()
