@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
@@ -31,6 +31,7 @@ from agent.contracts.calls import (
     WorkerFull,
 )
 from agent.contracts.recordings import recording_path
+from agent.contracts.settings import IceServer
 from agent.contracts.workers import Registration, WorkerInfo
 from agent.engine.backend import Backend, CallSetup
 from agent.engine.clock import CallSlot, EngineClock, NoFreeSlot
@@ -151,13 +152,15 @@ class Worker:
     def __init__(self, model: WorkerModel, *, worker_id: str, address: str, version: str,
                  registry: Registration | None = None, heartbeat_ttl: float = 3.0,
                  reporter: CallReporter | None = None, recordings: Path | None = None,
-                 recognizer: CallerRecognizer | None = None):
+                 recognizer: CallerRecognizer | None = None, ice_servers: Sequence[IceServer] = ()):
         """`reporter` sends the calls' events; `recordings` is where lines that record write their
-        calls; `recognizer` (optional, the deployment's) puts the caller's words in transcripts."""
+        calls; `recognizer` (optional, the deployment's) puts the caller's words in transcripts;
+        `ice_servers` are the STUN and TURN servers of its WebRTC peers."""
         self.model = model
         self.reporter = reporter
         self.recordings = recordings
         self.recognizer = recognizer
+        self.ice_servers = tuple(ice_servers)
         self.clock = EngineClock(model.backend)
         self.info = WorkerInfo(worker_id, address, model.backend.num_slots, model.name, version)
         self.registry = registry
@@ -283,7 +286,7 @@ class Worker:
         from agent.media.webrtc import WebRtcCall
 
         session = self.session(call_id)
-        leg = WebRtcCall(session, self.model.tokenizer)
+        leg = WebRtcCall(session, self.model.tokenizer, self.ice_servers)
         answer = await leg.answer(offer)
         if session.end_requested.is_set():  # it ended while the answer was made: nothing would stop the leg
             await leg.close()

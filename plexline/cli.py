@@ -298,7 +298,8 @@ def serve(args: argparse.Namespace) -> None:
     history = _call_history(settings)
     worker = Worker(model, worker_id=engine.worker_id or f"{socket.gethostname()}-{listen.http_port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
-                    reporter=CallReporter(history), recordings=settings.recordings_folder)
+                    reporter=CallReporter(history), recordings=settings.recordings_folder,
+                    ice_servers=settings.ice_servers())
     secret = settings.worker_secret.get_secret_value()
     media_host = settings.media_host or settings.sip_host or listen.host
     legs = _rtp_legs(media_host, settings)
@@ -345,7 +346,8 @@ def worker(args: argparse.Namespace) -> None:
                                 record_retention=timedelta(days=settings.call_record_retention_days))
     worker = Worker(model, worker_id=engine.worker_id or f"{socket.gethostname()}-{listen.http_port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
-                    reporter=CallReporter(history), recordings=settings.recordings_dir)
+                    reporter=CallReporter(history), recordings=settings.recordings_dir,
+                    ice_servers=settings.ice_servers())
     legs = _rtp_legs(settings.media_host or listen.host, settings)
     app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace, legs)
     serve_http(app, listen)

@@ -10,6 +10,8 @@ every setting (docs/settings.md is that output).
 from __future__ import annotations
 
 import argparse
+import json
+import typing
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -73,7 +75,9 @@ def add_flags(parser: argparse.ArgumentParser, role: str) -> None:
             if is_secret(cls, name):
                 continue
             shown = default_text(cls, name)
+            is_list = typing.get_origin(info.annotation) is list  # given as JSON, as in the environment
             group.add_argument(flag(name), *ALIASES.get(name, ()), dest=name, default=None,
+                               type=json.loads if is_list else None,
                                help=f"{info.description} ({env_var(cls, name)}"
                                     f"{'; default ' + shown if shown else ''})")
 

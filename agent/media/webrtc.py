@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from aiortc import (
     RTCConfiguration,
+    RTCIceServer,
     RTCIceTransport,
     RTCPeerConnection,
     RTCRtpReceiver,
@@ -40,6 +42,7 @@ from aiortc import (
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 
+from agent.contracts.settings import IceServer
 from agent.engine.clock import CallSlot
 from agent.media.bridge import AgentTrack, TrackBridge
 from agent.media.call_channel import CallChannel
@@ -93,13 +96,15 @@ def hold_back_one_packet(receiver: RTCRtpReceiver) -> None:
 class WebRtcCall:
     """A `MediaLink` (see agent.session) for one call: answer the offer, then `Session.attach` it."""
 
-    def __init__(self, session: Session, tokenizer: PieceText | None):
+    def __init__(self, session: Session, tokenizer: PieceText | None, ice_servers: Sequence[IceServer] = ()):
+        """`ice_servers`: STUN (a public address as a candidate) and TURN (a relay) for callers behind NATs."""
         self.session = session
         self.channel = CallChannel(session.call, tokenizer)
         session.caller_word_listeners.append(self.channel.heard)
         self.agent = AgentTrack(session.slot, on_text=self.channel.spoke, sample_format="s16", rate=48_000)
         self.bridge: TrackBridge | None = None
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[
+            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in ice_servers]))
         self._caller: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
         self._connected = asyncio.Event()
         self._settled = asyncio.Event()  # the connection closed or failed
