@@ -85,15 +85,26 @@ async def test_a_plain_rtp_offer_to_a_trunk_that_requires_srtp_is_refused_with_4
     assert not await service.registry.calls()
 
 
-def invite(dialled: str, transport: str, port: int) -> bytes:
+def invite(dialled: str, transport: str, port: int, scheme: str = "sip", call_id: str = "") -> bytes:
     sdp = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
            b"m=audio 40000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + b"A" * 40 + b"\r\n")
-    head = (f"INVITE sip:{dialled}@127.0.0.1:{port} SIP/2.0\r\n"
+    head = (f"INVITE {scheme}:{dialled}@127.0.0.1:{port} SIP/2.0\r\n"
             f"Via: SIP/2.0/{transport} 127.0.0.1:5099;branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
-            f"From: <sip:pbx@127.0.0.1>;tag=1\r\nTo: <sip:{dialled}@127.0.0.1>\r\n"
-            f"Call-ID: {secrets.token_hex(8)}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@127.0.0.1:5099>\r\n"
+            f"From: <sip:pbx@127.0.0.1>;tag=1\r\nTo: <{scheme}:{dialled}@127.0.0.1>\r\n"
+            f"Call-ID: {call_id or secrets.token_hex(8)}\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <{scheme}:pbx@127.0.0.1:5099>\r\n"
             f"Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n")
     return head.encode() + sdp
+
+
+async def read_final(reader: asyncio.StreamReader) -> str:
+    """The head of the next final response (provisional ones are skipped)."""
+    while True:
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+        length = int(re.search(r"(?im)^content-length:\s*(\d+)", head).group(1))
+        await reader.readexactly(length)
+        if not head.startswith("SIP/2.0 1"):
+            return head
 
 
 async def final_response(port: int, request: bytes, tls: ssl.SSLContext | None) -> str:
@@ -101,14 +112,37 @@ async def final_response(port: int, request: bytes, tls: ssl.SSLContext | None) 
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     writer.write(request)
     try:
-        while True:
-            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
-            length = int(re.search(r"(?im)^content-length:\s*(\d+)", head).group(1))
-            await reader.readexactly(length)
-            if not head.startswith("SIP/2.0 1"):
-                return head
+        return await read_final(reader)
     finally:
         writer.close()
+
+
+def header(head: str, name: str) -> str:
+    return re.search(rf"(?im)^{name}:\s*(.+?)\r$", head).group(1)
+
+
+@pytest.mark.parametrize("scheme, contact", [("sip", "<sip:+15555550100@127.0.0.1:{port};transport=tls>"),
+                                             ("sips", "<sips:+15555550100@127.0.0.1:{port}>")])
+async def test_over_tls_the_answer_names_tls_and_the_callers_bye_comes_the_same_way(
+        tls_service, certificates, scheme, contact):
+    port = tls_service.plane.sip.transport.tls_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                   ssl=ssl.create_default_context(cafile=certificates.ca))
+    call_id = secrets.token_hex(8)
+    try:
+        writer.write(invite(ACME, "TLS", port, scheme, call_id))
+        ok = await read_final(reader)
+        assert ok.startswith("SIP/2.0 200") and header(ok, "Contact") == contact.format(port=port), ok
+        to = header(ok, "To")
+        for method, number in (("ACK", 1), ("BYE", 2)):
+            writer.write((f"{method} {contact.format(port=port)[1:-1]} SIP/2.0\r\n"
+                          f"Via: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+                          f"From: <sip:pbx@127.0.0.1>;tag=1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+                          f"CSeq: {number} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+        assert (await read_final(reader)).startswith("SIP/2.0 200")  # the BYE's answer
+    finally:
+        writer.close()
+    await tls_service.wait_idle()
 
 
 @pytest.mark.parametrize("how, refusal", [
