@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -53,10 +53,17 @@ class SamplingSettings:
     audio_top_k: int = AUDIO_TOP_K
 
 
+KeepPersona = Literal["pinned", "window"]  # personas.schema.Persona.keep_persona
+
+
 @dataclass(frozen=True)
 class CallSetup:
-    """Everything a slot needs to start a call. `prompt` is None for backends without a model."""
+    """Everything a slot needs to start a call. `prompt` is None for backends without a model.
+
+    `keep_persona` "pinned" keeps the prompt in the KV ring past the context; "window" lets the
+    conversation overwrite it, as upstream does."""
 
     prompt: PersonaPrompt | None = None
     sampling: SamplingSettings = SamplingSettings()
     seed: int = 0
+    keep_persona: KeepPersona = "window"

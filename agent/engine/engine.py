@@ -14,6 +14,10 @@ the time the steps leave (`agent.engine.pacer`); the running slots' rows are nev
 The caller's codebooks are always given at serve time, so the depformer runs only the agent's 8
 steps (`depformer_steps=8`): under greedy decoding the tokens are the same as running all 16;
 under sampling only the random stream differs, since the skipped predictions are discarded.
+
+With `pin_personas` the KV ring can keep each call's persona prompt past the context (a call set
+up with keep_persona "pinned"); a call with "window" loses it as upstream's does. Without it the
+ring is upstream's and attention its plain PyTorch call; a pinned call is then refused.
 """
 
 from __future__ import annotations
@@ -56,14 +60,14 @@ def persona_prompt(call: CallSetup) -> PersonaPrompt:
 class ModelBackend:
     def __init__(self, mimi: Mimi, lm: LM, num_slots: int, prefix_cache_bytes: int = PREFIX_CACHE_BYTES,
                  depformer_steps: int = AGENT_CODEBOOKS, cuda_graph: bool | None = None,
-                 kv_dtype: KVDtype = "bf16"):
+                 kv_dtype: KVDtype = "bf16", pin_personas: bool = True):
         self.mimi, self.lm, self.num_slots = mimi, lm, num_slots
         self.device = lm.text_linear.weight.device
         self.stream = StreamingLM(lm, depformer_steps=depformer_steps, kv_dtype=kv_dtype)
         self.prefixes = PersonaCache(prefix_cache_bytes)
         self.pacer = PrefillPacer(self.device)
         self._prefills: OrderedDict[str, PendingJoins] = OrderedDict()  # cold personas, first come first
-        self.lm_state = self.stream.init_state(num_slots)
+        self.lm_state = self.stream.init_state(num_slots, pinnable=pin_personas)
         self.encoder_state = mimi.init_encoder_state(num_slots)
         self.decoder_state = mimi.init_decoder_state(num_slots)
         self.sampling = Sampling.default(num_slots, self.device)
@@ -146,7 +150,7 @@ class ModelBackend:
         self.lm_state.reset(rows)
         self.encoder_state.reset(rows)
         self.decoder_state.reset(rows)
-        prefix.restore(self.lm_state, slot)
+        prefix.restore(self.lm_state, slot, pinned=call.keep_persona == "pinned")
         self.seeds[slot] = call.seed
         self.counters[slot] = 0
         self.set_sampling(slot, call)

@@ -6,6 +6,7 @@ it is captured: the keys and values of its P positions in every layer (they sit 
 of a fresh row), the token ring and the offset. Restoring writes exactly that into a slot's row, and
 makes the rest of the row's ring invisible, so the slot continues as if it had stepped the prompt
 itself. The engine runs a cold persona's chunks between steps, so running calls never wait for it.
+Restored pinned, the row keeps those P slots for the whole call (`TransformerState.pinned`).
 """
 
 from __future__ import annotations
@@ -96,14 +97,20 @@ class PersonaPrefix:
             offset=positions + 1,
         )
 
-    def restore(self, state: StreamState, row: int) -> None:
+    def restore(self, state: StreamState, row: int, pinned: bool = False) -> None:
+        """Write the prefix into `row`; `pinned` keeps its positions in the ring for the whole call
+        (a pinnable state), else the conversation overwrites them as upstream's ring does."""
         P, t = self.positions, state.transformer
+        if pinned and t.pinned is None:
+            raise ValueError("this KV ring cannot pin a prefix (made without pinnable=True)")
         for cache, k, v, scales in zip(t.caches, self.keys, self.values, self.scales):
             for stored, saved in zip(cache.tensors, (k, v, *scales)):
                 stored[row, :, :P] = saved
         t.key_positions[row] = -1
         t.key_positions[row, :P] = torch.arange(P, device=t.key_positions.device)
         t.positions[row] = P
+        if t.pinned is not None:
+            t.pinned[row] = P if pinned else 0
         state.tokens[row] = self.tokens
         state.provided[row] = self.provided
         state.offsets[row] = self.offset

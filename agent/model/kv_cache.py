@@ -9,12 +9,20 @@ visibility per row; everything else (prefill, the CPU) dequantises the ring and 
 attention under the mask: the reference the kernel is tested against. (On an H200 PyTorch's
 attention reads a bf16 ring at 4 TB/s, faster than this kernel does.)
 
+A ring may pin a persona prompt (`Visibility.pinned`): its P frames stay in slots 0..P-1 for the
+whole call while the conversation slides through slots P..C-1 behind them. The pinned keys stay
+rotated at their prefill positions 0..P-1; they are scored with the query rotated at
+`Visibility.pinned_positions` instead (RoPE scores depend only on the difference of positions), so
+that once the ring is full they sit just before the oldest conversation frame a step sees, at the
+distances the model has always seen, and nothing is rotated per step but one query per row.
+
 The FP8 ring stores e4m3 values with one float32 scale per written key (and value) and head
 (`agent.model.fp8.quantize_rows`: amax / 448 of that head's vector, so each uses the whole range).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -43,37 +51,112 @@ class Visibility:
     PersonaPlex's streaming ring hides its oldest slot once full (`capacity` set: the ring's size),
     so a step sees at most capacity - 1 earlier keys; the reference outputs depend on it. `context`
     bounds the distance (None: unbounded, the depth transformer).
+
+    `pinned` [B] (None: a ring that pins nothing) counts the ring slots 0..pinned-1 that hold a
+    persona prompt of each row: always seen, scored with a query at `pinned_positions`, while the
+    rest of the ring is a ring of capacity - pinned slots under the same rules (`mask`).
     """
 
     positions: torch.Tensor  # [B, T] long: each query's position
     key_positions: torch.Tensor  # [B, S] long: the position each ring slot holds, -1 if empty
     capacity: int | None  # a ring that hides its oldest slot: its size; else None (no ring, or Kyutai's)
     context: int | None
+    pinned: torch.Tensor | None = None  # [B] long: slots 0..pinned-1 hold the row's pinned prompt
+
+    @cached_property
+    def pinned_slots(self) -> torch.Tensor:
+        """[B, S] bool: the slots that hold a pinned prompt."""
+        slots = torch.arange(self.key_positions.shape[1], device=self.key_positions.device)
+        if self.pinned is None:
+            return torch.zeros_like(self.key_positions, dtype=torch.bool)
+        return slots[None, :] < self.pinned[:, None]
 
     @cached_property
     def mask(self) -> torch.Tensor:
-        """[B, 1, T, S] bool, for PyTorch's attention."""
+        """[B, 1, T, S] bool, for PyTorch's attention: the slots scored with the query as rotated
+        (with pinned slots: the conversation's)."""
         key_positions = self.key_positions[:, None, :]
         delta = self.positions[:, :, None] - key_positions  # [B, T, S]
         mask = (key_positions >= 0) & (delta >= 0)
         if self.capacity is not None:
             end = self.positions[:, -1:, None] + 1  # [B, 1, 1]
-            mask &= key_positions > end - self.capacity
+            mask &= key_positions > end - self.capacity + self._pinned_count[:, None, None]
         if self.context is not None:
             mask &= delta < self.context
+        if self.pinned is not None:
+            mask &= ~self.pinned_slots[:, None, :]
         return mask[:, None]
+
+    @cached_property
+    def pinned_mask(self) -> torch.Tensor:
+        """[B, 1, T, S] bool: the pinned slots each query sees (every one it follows)."""
+        key_positions = self.key_positions[:, None, :]
+        seen = (key_positions >= 0) & (key_positions <= self.positions[:, :, None])
+        return (seen & self.pinned_slots[:, None, :])[:, None]
+
+    @cached_property
+    def pinned_positions(self) -> torch.Tensor:
+        """[B, T] long: the position at which each query scores the pinned slots, min(p, span - 1).
+
+        A full ring shows a step `span` keys (capacity - 1, the oldest slot hidden; all S without
+        that quirk), at distances 0..span-1. Pinned key j (stored at position j) scored from
+        span - 1 sits at distance span - 1 - j: just before the oldest conversation key the step
+        sees, where the window ring would show the prompt's frames if they were the latest. Before
+        the ring is full p < span, so a pinned row attends exactly as the window ring does.
+        """
+        span = self.capacity - 1 if self.capacity is not None else self.key_positions.shape[1]
+        return self.positions.clamp(max=span - 1)
+
+    @cached_property
+    def _pinned_count(self) -> torch.Tensor:
+        return torch.zeros_like(self.positions[:, 0]) if self.pinned is None else self.pinned
 
     @cached_property
     def window(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For one query per row: the lowest and highest visible key position [B] and the key
-        positions [B, S], all int32 (what the decode kernel reads); the same rule as `mask`."""
+        positions [B, S], all int32 (what the decode kernel reads); the same rule as `mask`,
+        whose pinned slots the kernel sees apart (`pinned`)."""
         query = self.positions[:, -1]
         lowest = torch.zeros_like(query)
         if self.capacity is not None:
-            lowest = torch.maximum(lowest, query + 2 - self.capacity)
+            lowest = torch.maximum(lowest, query + 2 - self.capacity + self._pinned_count)
         if self.context is not None:
             lowest = torch.maximum(lowest, query + 1 - self.context)
         return lowest.int(), query.int(), self.key_positions.int()
+
+
+def attend_pinned(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  visibility: Visibility) -> torch.Tensor:
+    """One softmax over the ring k, v [B, H, S, D]: the slots of `visibility.mask` scored with q
+    [B, H, T, D], the pinned slots with q_pinned (the query rotated at `pinned_positions`).
+
+    On CUDA one memory-efficient attention reads the ring once for both queries (2T query rows) and
+    the two halves are merged by their log-sum-exps; elsewhere the scores are computed directly.
+    """
+    if q.is_cuda:
+        return _attend_pinned_merged(q, q_pinned, k, v, visibility)
+    scores = torch.where(visibility.pinned_slots[:, None, None, :], q_pinned @ k.transpose(-1, -2),
+                         q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [B, H, T, S]
+    scores = scores.masked_fill(~(visibility.mask | visibility.pinned_mask), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def _attend_pinned_merged(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          visibility: Visibility) -> torch.Tensor:
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    # An additive bias of the query's dtype whose rows start 16-element aligned, as PyTorch's own
+    # attention prepares a mask for this kernel.
+    bias = torch.zeros(B, 1, 2 * T, -(-S // 16) * 16, dtype=q.dtype, device=q.device)[..., :S]
+    seen = torch.cat([visibility.mask, visibility.pinned_mask], dim=2)  # [B, 1, 2T, S]
+    bias.masked_fill_(~seen, float("-inf"))
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+        torch.cat([q, q_pinned], dim=2), k, v, bias.expand(B, H, 2 * T, S), True)[:2]
+    lse = lse[:, :, :2 * T, None].float()  # natural log of each row's softmax denominator
+    share = torch.sigmoid(lse[:, :, T:] - lse[:, :, :T])  # the pinned slots' part of the whole softmax
+    merged = out[:, :, :T] + share.to(q.dtype) * (out[:, :, T:] - out[:, :, :T])
+    has_pinned = visibility.pinned[:, None, None, None] > 0  # a row pinning nothing: its pinned half is empty
+    return torch.where(has_pinned, merged, out[:, :, :T])
 
 
 class KVCache:
@@ -96,8 +179,11 @@ class KVCache:
         self.k.scatter_(2, index, k)
         self.v.scatter_(2, index, v)
 
-    def attend(self, q: torch.Tensor, visibility: Visibility) -> torch.Tensor:
-        """Attention of q [B, H, T, D] over the ring -> [B, H, T, D]."""
+    def attend(self, q: torch.Tensor, visibility: Visibility, q_pinned: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention of q [B, H, T, D] over the ring -> [B, H, T, D]; q_pinned scores the pinned
+        slots (given when the visibility pins)."""
+        if q_pinned is not None:
+            return attend_pinned(q, q_pinned, self.k, self.v, visibility)
         return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=visibility.mask)
 
 
@@ -125,12 +211,16 @@ class Fp8KVCache:
             ring.view(torch.uint8).scatter_(2, index[..., None].expand(B, H, T, D), values.view(torch.uint8))
             scales.scatter_(2, index, scale)
 
-    def attend(self, q: torch.Tensor, visibility: Visibility) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, visibility: Visibility, q_pinned: torch.Tensor | None = None) -> torch.Tensor:
         if q.is_cuda and q.shape[2] == 1:  # a streaming step
             from agent.model.cuda_kernels import ring_decode_attention
-            return ring_decode_attention(q, self.k, self.v, self.k_scale, self.v_scale, *visibility.window)
+            pinned = None if q_pinned is None else (q_pinned, visibility.pinned.int())
+            return ring_decode_attention(q, self.k, self.v, self.k_scale, self.v_scale, *visibility.window,
+                                         pinned=pinned)
         k = dequantize_rows(self.k, self.k_scale, q.dtype)
         v = dequantize_rows(self.v, self.v_scale, q.dtype)
+        if q_pinned is not None:
+            return attend_pinned(q, q_pinned, k, v, visibility)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=visibility.mask)
 
 

@@ -73,8 +73,9 @@ class StreamingLM:
         self.ring = cfg.max_delay + 3
         self.delays = torch.tensor(cfg.delays, device=lm.text_linear.weight.device)
 
-    def init_state(self, batch_size: int, capacity: int | None = None) -> StreamState:
-        """Fresh rows; `capacity` bounds the KV ring below the context (see `Transformer.init_state`)."""
+    def init_state(self, batch_size: int, capacity: int | None = None, pinnable: bool = False) -> StreamState:
+        """Fresh rows; `capacity` bounds the KV ring below the context; a `pinnable` ring's rows may keep
+        their prompt for good (see `Transformer.init_state`)."""
         lm, K, device = self.lm, self.lm.config.num_streams, self.delays.device
         # A new row: position 0 holds the initial tokens, and so do positions 1..delay of each delayed
         # stream, marked given (no frame is ever written there: the first step writes at 1 + delay).
@@ -83,7 +84,8 @@ class StreamingLM:
         fresh_tokens = torch.where(before_first_frame, lm.initial_tokens[:, None], UNGENERATED)
         fresh_provided = before_first_frame & (positions[None, :] > 0)
         return StreamState(
-            transformer=lm.transformer.init_state(batch_size, capacity=capacity, kv_dtype=self.kv_dtype),
+            transformer=lm.transformer.init_state(batch_size, capacity=capacity, kv_dtype=self.kv_dtype,
+                                                  pinnable=pinnable),
             depformer=lm.depformer.init_state(batch_size),
             tokens=fresh_tokens.expand(batch_size, K, self.ring).clone(),
             provided=fresh_provided.expand(batch_size, K, self.ring).clone(),

@@ -83,6 +83,14 @@ def rope_rotation(positions: torch.Tensor, head_dim: int, max_period: float) -> 
     return torch.cos(angles), torch.sin(angles)
 
 
+@dataclass(frozen=True)
+class Rotation:
+    """RoPE's (cos, sin) of the steps, and of the query that scores pinned ring slots (or None)."""
+
+    steps: tuple[torch.Tensor, torch.Tensor]
+    pinned: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of `x` [..., B, H, T, D] by `rope_rotation`'s angles, in float32."""
     D = x.shape[-1]
@@ -135,6 +143,9 @@ class TransformerState:
     positions: torch.Tensor  # [B] long: absolute position of each row's next step
     key_positions: torch.Tensor  # [B, capacity] long: position held by each ring slot, -1 if empty
     caches: list[KVCache | Fp8KVCache]
+    # [B] long: ring slots 0..pinned-1 keep the row's first steps for good (a persona prompt,
+    # `agent.model.kv_cache.Visibility`); None: a ring that never pins, attended as upstream's.
+    pinned: torch.Tensor | None = None
 
     @property
     def capacity(self) -> int:
@@ -144,6 +155,16 @@ class TransformerState:
         """Make the rows selected by the bool mask `rows` [B] as new (their keys become invisible)."""
         self.positions.masked_fill_(rows, 0)
         self.key_positions.masked_fill_(rows[:, None], -1)
+        if self.pinned is not None:
+            self.pinned.masked_fill_(rows, 0)
+
+    def write_index(self, positions: torch.Tensor) -> torch.Tensor:
+        """The ring slots [B, T] of positions [B, T]: position % capacity, or, past a row's pinned
+        slots, pinned + (position - pinned) % (capacity - pinned), so the pinned slots stay."""
+        if self.pinned is None:
+            return positions % self.capacity
+        pinned = self.pinned[:, None]
+        return torch.where(positions < pinned, positions, pinned + (positions - pinned) % (self.capacity - pinned))
 
 
 class Attention(nn.Module):
@@ -155,23 +176,25 @@ class Attention(nn.Module):
         self.register_buffer("in_proj_scale", None)  # set when the weight is FP8, as Linear's scale
         self.out_proj = Linear(config.dim, steps * config.dim)
 
-    def forward(self, x: torch.Tensor, rotation: tuple[torch.Tensor, torch.Tensor] | None,
-                visibility: Visibility, cache: KVCache | Fp8KVCache | None, write_index: torch.Tensor | None,
-                step: int) -> torch.Tensor:
-        # x: [B, T, D]; rotation: rope's (cos, sin); visibility: of the ring's S slots, or of the T steps without a cache
+    def forward(self, x: torch.Tensor, rotation: Rotation | None, visibility: Visibility,
+                cache: KVCache | Fp8KVCache | None, write_index: torch.Tensor | None, step: int) -> torch.Tensor:
+        # x: [B, T, D]; rotation: rope's; visibility: of the ring's S slots, or of the T steps without a cache
         cfg = self.config
         B, T, D = x.shape
         steps = cfg.weights_per_step or 1
         qkv = step_linear(x, self.in_proj_weight, self.in_proj_scale, steps, step)
         qkv = qkv.view(B, T, 3, cfg.num_heads, D // cfg.num_heads).permute(2, 0, 3, 1, 4)  # [3, B, H, T, Dh]
+        q_pinned = None
         if rotation is not None:
-            q, k = apply_rope(qkv[:2], *rotation)  # queries and keys rotated together
+            q, k = apply_rope(qkv[:2], *rotation.steps)  # queries and keys rotated together
             v = qkv[2]
+            if rotation.pinned is not None:
+                q_pinned = apply_rope(qkv[0], *rotation.pinned)
         else:
             q, k, v = qkv
         if cache is not None:
             cache.write(write_index, k, v)
-            y = cache.attend(q, visibility)
+            y = cache.attend(q, visibility, q_pinned)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=visibility.mask)  # [B, H, T, Dh]
         y = y.transpose(1, 2).reshape(B, T, D)
@@ -241,11 +264,14 @@ class Transformer(nn.Module):
                     module.weight, module.scale = quantize_weight(module.weight)
 
     def init_state(self, batch_size: int, device=None, dtype=None, capacity: int | None = None,
-                   kv_dtype: KVDtype = "bf16") -> TransformerState:
+                   kv_dtype: KVDtype = "bf16", pinnable: bool = False) -> TransformerState:
         """A fresh state. A smaller `capacity` than the config's suits a state that never holds more
         than that many steps (a prompt's prefill): its steps are then the same, with less memory.
         `dtype` is the activations' (default: the norms', which FP8 weights leave as they are);
-        `kv_dtype` the ring's."""
+        `kv_dtype` the ring's. A `pinnable` state's rows may pin their first steps
+        (`TransformerState.pinned`, none pinned at first)."""
+        if pinnable and not (self.config.rope and self.config.ring_hides_oldest):
+            raise ValueError("only a rotary ring that hides its oldest slot (PersonaPlex's) pins steps")
         cfg = self.config
         param = next(self.layers[0].norm1.parameters())
         device, dtype = device or param.device, dtype or param.dtype
@@ -256,6 +282,7 @@ class Transformer(nn.Module):
             positions=torch.zeros(batch_size, dtype=torch.long, device=device),
             key_positions=torch.full((batch_size, capacity), -1, dtype=torch.long, device=device),
             caches=caches,
+            pinned=torch.zeros(batch_size, dtype=torch.long, device=device) if pinnable else None,
         )
 
     def forward(self, x: torch.Tensor, state: TransformerState | None = None, step: int = 0) -> torch.Tensor:
@@ -273,12 +300,18 @@ class Transformer(nn.Module):
             if T > state.capacity:
                 raise ValueError(f"{T} steps at once exceed the KV ring of {state.capacity}")
             positions = state.positions[:, None] + offsets  # [B, T]
-            write_index = positions % state.capacity
+            write_index = state.write_index(positions)
             state.key_positions.scatter_(1, write_index, positions)
             hides_oldest = state.capacity if self.config.ring_hides_oldest else None
-            visibility = Visibility(positions, state.key_positions, hides_oldest, self.config.context)
+            visibility = Visibility(positions, state.key_positions, hides_oldest, self.config.context, state.pinned)
         cfg = self.config
-        rotation = rope_rotation(positions, cfg.dim // cfg.num_heads, cfg.max_period) if cfg.rope else None
+        rotation = None
+        if cfg.rope:
+            head_dim = cfg.dim // cfg.num_heads
+            pinned = None
+            if state is not None and state.pinned is not None:
+                pinned = rope_rotation(visibility.pinned_positions, head_dim, cfg.max_period)
+            rotation = Rotation(rope_rotation(positions, head_dim, cfg.max_period), pinned)
         for i, layer in enumerate(self.layers):
             cache = state.caches[i] if state is not None else None
             x = layer(x, rotation, visibility, cache, write_index, step)

@@ -1,5 +1,6 @@
 """The batched engine against the upstream reference session (greedy, float32, CPU)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 from agent.engine.backend import CallSetup, SamplingSettings
 from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrompt
+from agent.model.persona_prompt import prefill_persona
 from agent.model.checkpoint import load_lm
 from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
@@ -150,3 +152,77 @@ def test_the_whole_step_turns_caller_audio_into_agent_audio(models, reference_ca
     assert out.pcm.shape == (2, 1920) and out.pcm.dtype == torch.float32
     assert out.ready.tolist() == [False, True]
     assert torch.isfinite(out.pcm).all() and out.pcm[1].abs().max() > 0
+
+
+# -- pinned personas: the prompt kept in the ring past the context ------------------------------
+
+def pinned(call: CallSetup) -> CallSetup:
+    return dataclasses.replace(call, keep_persona="pinned")
+
+
+def steps_until_full(backend: ModelBackend, slot: int) -> int:
+    """Steps a slot takes, just after its join, before its ring stops showing its whole prompt:
+    those at positions P..context-2 (a full ring hides its oldest slot)."""
+    return backend.lm.config.context - 1 - int(backend.lm_state.transformer.positions[slot])
+
+
+def run_codes(backend: ModelBackend, slot: int, steps: int, seed: int) -> torch.Tensor:
+    """Step random caller codes (the same in `slot` whatever the seed of the others) -> tokens [17, steps]."""
+    own, others = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    tokens = []
+    for _ in range(steps):
+        codes = random_codes(others, backend.num_slots)
+        codes[slot] = random_codes(own, 1)[0]
+        out, _ = backend.generate(codes)
+        tokens.append(out[slot])
+    return torch.stack(tokens, dim=1)
+
+
+@pytest.mark.parametrize("neighbours", [0, 3])
+def test_a_pinned_slot_matches_the_reference_until_its_ring_is_full(models, golden, reference_call, neighbours):
+    backend = ModelBackend(*models, num_slots=1 + neighbours)
+    for slot in range(1, 1 + neighbours):
+        call = other_call((5 + slot,) * slot, seed=slot)
+        backend.join(slot, pinned(call) if slot % 2 else call)
+    backend.join(0, pinned(reference_call))
+    steps = steps_until_full(backend, 0)
+    assert 0 < steps < golden["lm16_tokens"].shape[2]  # the reference call outlasts the context
+    tokens = run_reference(backend, 0, golden)
+    assert torch.equal(tokens[:, :steps], golden["lm16_tokens"][0, :, :steps])
+
+
+def test_a_pinned_slot_past_its_context_is_unchanged_by_its_neighbours(models, reference_call):
+    steps = 3 * models[1].config.context
+    alone = ModelBackend(*models, num_slots=1)
+    alone.join(0, pinned(reference_call))
+    crowded = ModelBackend(*models, num_slots=4)
+    crowded.join(0, other_call((7, 8), seed=1))
+    crowded.join(3, pinned(other_call((9,), seed=2)))
+    run_codes(crowded, 1, 17, seed=5)  # the neighbours at other offsets
+    crowded.join(1, pinned(reference_call))
+    crowded.join(2, other_call((10, 11, 12), seed=3))
+    assert torch.equal(run_codes(alone, 0, steps, seed=9), run_codes(crowded, 1, steps, seed=9))
+
+
+def test_a_cached_persona_restored_pinned_equals_a_fresh_prefill_in_the_slot(models, reference_call):
+    backend = ModelBackend(*models, num_slots=2)
+    backend.join(1, pinned(reference_call))  # the prefix, prefilled in a scratch ring
+    backend.join(0, pinned(reference_call))  # restored from the cache
+    assert backend.prefixes.hits == 1
+    stream = backend.stream
+    fresh = stream.init_state(1, pinnable=True)
+    prompt = reference_call.prompt
+    prefill_persona(stream, fresh, prompt.voice, prompt.text_tokens, prompt.silence_frames)
+    fresh.transformer.pinned.copy_(fresh.transformer.positions)  # pin the prompt it just stepped
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(3 * models[1].config.context):
+        codes = random_codes(generator, 2)
+        restored, _ = backend.generate(codes)
+        assert torch.equal(restored[0], stream.step(fresh, codes[:1]).tokens[0])
+
+
+def test_a_pinned_call_needs_a_ring_that_pins(models, reference_call):
+    backend = ModelBackend(*models, num_slots=1, pin_personas=False)
+    backend.join(0, reference_call)
+    with pytest.raises(ValueError, match="cannot pin"):
+        backend.join(0, pinned(reference_call))

@@ -17,7 +17,7 @@ from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrompt
 from agent.model.checkpoint import dummy_lm
 from agent.model.fp8 import fp8_linear, quantize_rows, scaled_mm_fits
-from agent.model.kv_cache import Fp8KVCache, Visibility
+from agent.model.kv_cache import Fp8KVCache, KVCache, Visibility, attend_pinned
 from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
 
@@ -71,6 +71,61 @@ def test_the_decode_kernel_is_the_reference_attention(block_s, num_warps, dtype,
         assert torch.equal(cache.attend(q, visibility), out)
 
 
+def pinned_ring(B: int, S: int, generator: torch.Generator) -> Visibility:
+    """One query per row of rows that pinned a prompt (or none) and stepped on, some far past the wrap."""
+    pinned = torch.randint(1, S // 2, (B,), generator=generator)
+    pinned[1] = 0
+    positions = pinned + torch.randint(0, 3 * S, (B,), generator=generator)
+    positions[0] = pinned[0] + 3  # before the ring is full
+    key_positions = torch.full((B, S), -1)
+    for row, (position, count) in enumerate(zip(positions.tolist(), pinned.tolist())):
+        steps = torch.arange(position + 1)
+        slots = torch.where(steps < count, steps, count + (steps - count) % (S - count))
+        key_positions[row].scatter_(0, slots, steps)
+    return Visibility(positions[:, None].cuda(), key_positions.cuda(), S, S, pinned.cuda())
+
+
+def rotated_queries(shape: tuple[int, ...], generator: torch.Generator, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return tuple(torch.randn(shape, generator=generator).cuda().to(dtype) * 2 for _ in range(2))
+
+
+@pytest.mark.parametrize("B, H, S, D", [(6, 32, 3000, 128), (5, 8, 250, 64)])
+def test_the_merged_pinned_attention_on_cuda_is_the_direct_softmax(B, H, S, D):
+    """One memory-efficient attention for both queries, merged by log-sum-exp, against one softmax."""
+    generator = torch.Generator().manual_seed(S + D)
+    cache = KVCache(B, H, S, D, "cuda", torch.bfloat16)
+    k, v = (torch.randn(B, H, S, D, generator=generator).cuda().bfloat16() * 2 for _ in range(2))
+    cache.write(torch.arange(S, device="cuda").expand(B, S), k, v)
+    visibility = pinned_ring(B, S, generator)
+    q, q_pinned = rotated_queries((B, H, 1, D), generator, torch.bfloat16)
+    out = cache.attend(q, visibility, q_pinned)
+    cpu = Visibility(*(t.cpu() for t in (visibility.positions, visibility.key_positions)), S, S,
+                     visibility.pinned.cpu())
+    reference = attend_pinned(q.float().cpu(), q_pinned.float().cpu(), k.float().cpu(), v.float().cpu(), cpu)
+    assert out.dtype == torch.bfloat16 and relative_error(out.cpu(), reference) < 1e-2
+
+
+@pytest.mark.parametrize("block_s, num_warps", [(128, 4), (32, 8)])
+def test_the_decode_kernel_scores_pinned_slots_with_their_query(block_s, num_warps):
+    B, H, S, D = 5, 8, 250, 64
+    generator = torch.Generator().manual_seed(7)
+    cache = Fp8KVCache(B, H, S, D, "cuda")
+    k, v = (torch.randn(B, H, S, D, generator=generator).cuda().bfloat16() * 2 for _ in range(2))
+    cache.write(torch.arange(S, device="cuda").expand(B, S), k, v)
+    visibility = pinned_ring(B, S, generator)
+    q, q_pinned = rotated_queries((B, H, 1, D), generator, torch.bfloat16)
+    out = ring_decode_attention(q, cache.k, cache.v, cache.k_scale, cache.v_scale, *visibility.window,
+                                block_s=block_s, num_warps=num_warps, pinned=(q_pinned, visibility.pinned.int()))
+    k_ref, v_ref = (values.float() * scale[..., None] for values, scale in ((cache.k, cache.k_scale),
+                                                                             (cache.v, cache.v_scale)))
+    reference = attend_pinned(q.float().cpu(), q_pinned.float().cpu(), k_ref.cpu(), v_ref.cpu(),
+                              Visibility(visibility.positions.cpu(), visibility.key_positions.cpu(), S, S,
+                                         visibility.pinned.cpu()))
+    assert relative_error(out.cpu(), reference) < 1e-2
+    if block_s == 128:  # what the FP8 ring's own attention runs on CUDA
+        assert torch.equal(cache.attend(q, visibility, q_pinned), out)
+
+
 def test_the_quantising_kernel_is_the_reference_quantisation():
     x = torch.randn(80, 11264, device="cuda") * torch.logspace(-2, 2, 80, device="cuda")[:, None]
     values, scales = quantize_rows_fp8(x.bfloat16())
@@ -113,10 +168,11 @@ def test_the_step_is_captured_as_a_cuda_graph(kv_dtype, weights):
     pcm = torch.randn(4, 1920, generator=torch.Generator().manual_seed(0)) * 0.1
     active = torch.ones(4, dtype=torch.bool)
     call = CallSetup(prompt=PersonaPrompt(voice=None, text_tokens=(5, 6, 7)), sampling=GREEDY)
-    for slot in range(4):
-        eager.join(slot, call)
-        graphed.join(slot, call)
-    for _ in range(12):
+    for slot in range(4):  # half of them pinning their persona
+        setup = dataclasses.replace(call, keep_persona="pinned" if slot % 2 else "window")
+        eager.join(slot, setup)
+        graphed.join(slot, setup)
+    for _ in range(lm.config.context + 12):  # past the ring's wrap
         expected, out = eager.step(pcm, active), graphed.step(pcm, active)
         assert torch.equal(out.text, expected.text)
         torch.testing.assert_close(out.pcm, expected.pcm)
