@@ -48,7 +48,8 @@ class PromptBuilder:
         s = persona.sampling
         sampling = SamplingSettings(s.text.temperature, s.text.top_k, s.audio.temperature, s.audio.top_k)
         seed = seed if seed is not None else s.seed if s.seed is not None else 0
-        return CallSetup(prompt=self.prompt(persona), sampling=sampling, seed=seed)
+        return CallSetup(prompt=self.prompt(persona), sampling=sampling, seed=seed,
+                         keep_persona=persona.keep_persona)
 
     def _voice_from_wav(self, wav: Path) -> VoicePrompt:
         """Upstream's voice file for a WAV: Mimi codes of the loudness-normalised audio, stepped by the LM."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -11,6 +12,11 @@ from voices.released import RELEASED_VOICES
 TEXT_CARD = 32_000  # text vocabulary of PersonaPlex
 AUDIO_CARD = 2_048  # entries of each Mimi codebook
 VOICE_FILE_SUFFIXES = (".wav", ".pt")
+# keep_persona's default: "window", upstream's behaviour. "pinned" costs almost nothing per step
+# (bench/pinned-h200.json) and keeps the prompt at the distances the model saw in training, but whether
+# it keeps the role and the voice better was measured only on dummy weights, where it means nothing;
+# `plexline eval long-call --model hf` on the real weights decides before it becomes the default.
+KEEP_PERSONA_DEFAULT = "window"
 
 
 class _Strict(BaseModel):
@@ -39,6 +45,10 @@ class Persona(_Strict):
     role: str = Field(min_length=1, max_length=6000)
     voice: str  # a released voice name (NATF2), or a .wav/.pt path inside the voices folder
     sampling: Sampling = Sampling()
+    # What a call longer than the model's 3000-frame context (240 s) does with this prompt:
+    # "pinned" keeps it in the KV ring at the head of the window, "window" lets it slide out
+    # as upstream's ring does (the agent then forgets its role and voice). See KEEP_PERSONA_DEFAULT.
+    keep_persona: Literal["pinned", "window"] = KEEP_PERSONA_DEFAULT
 
     @field_validator("role")
     @classmethod
