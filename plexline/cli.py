@@ -100,6 +100,36 @@ def eval_precision(args: argparse.Namespace) -> None:
     print(table(report) + (" -- DUMMY MODEL, RANDOM WEIGHTS" if models.dummy else ""))
 
 
+def eval_long_call(args: argparse.Namespace) -> None:
+    import dataclasses
+    import json
+
+    from agent.audio_file import AudioFileError, read_audio
+    from agent.contracts.audio import SAMPLE_RATE
+    from agent.engine.prefix import PromptTooLong
+    from agent.long_call import generated_caller, run_long_call, table
+    from agent.model.checkpoint import dummy_lm
+    from personas.loader import PersonaError
+    from voices.catalog import VoiceError
+
+    if not args.persona.is_file():
+        raise CommandError(f"{args.persona}: no such persona file")
+    models = load_models(args)
+    if args.context is not None:
+        if not models.dummy:
+            raise CommandError("--context shortens the ring of a dummy model only")
+        weight = models.lm.text_linear.weight
+        models.lm = dummy_lm(dataclasses.replace(models.lm.config, context=args.context), weight.device, weight.dtype)
+    try:
+        caller = read_audio(args.input, SAMPLE_RATE) if args.input else generated_caller(args.minutes * 60)
+        result = run_long_call(models, args.persona, caller, args.voices_dir or args.persona.parent / "voices",
+                               args.cache_dir, period_seconds=args.period, recent_seconds=args.recent)
+    except (AudioFileError, PersonaError, VoiceError, PromptTooLong, ValueError) as error:
+        raise CommandError(str(error)) from error
+    args.json.write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+    print(table(result))
+
+
 def bench_engine(args: argparse.Namespace) -> None:
     from bench.engine import bench_engine as run
     from bench.engine import table, write_json
@@ -424,6 +454,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_flag(p)
     p.set_defaults(run=offline)
+
+    evals = commands.add_parser("eval", help="evaluations of the model's behaviour").add_subparsers(
+        dest="eval", required=True)
+    p = evals.add_parser("long-call", help="a call past the context, persona pinned and window, per minute: "
+                                           "text agreement with a fresh session, speaker similarity, step time")
+    p.add_argument("--persona", type=Path, required=True, help="a persona YAML file")
+    caller = p.add_mutually_exclusive_group()
+    caller.add_argument("--input", type=Path, default=None, help="the caller's audio (any rate; default: generated)")
+    caller.add_argument("--minutes", type=float, default=6.0, help="length of the generated caller")
+    p.add_argument("--period", type=float, default=60.0, help="seconds per reported period")
+    p.add_argument("--recent", type=float, default=60.0,
+                   help="seconds of caller audio the fresh session of each period hears before it")
+    p.add_argument("--context", type=int, default=None,
+                   help="frames of the ring of a dummy model (a short one wraps in seconds: a smoke test)")
+    p.add_argument("--voices-dir", type=Path, default=None,
+                   help="folder of the persona's voice files (default: voices/ beside the persona)")
+    p.add_argument("--json", type=Path, default=Path("long-call.json"))
+    add_model_flag(p)
+    p.set_defaults(run=eval_long_call)
 
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("engine", help="whole-frame latency per batch size, time to ready (GPU)")
