@@ -6,13 +6,18 @@ whole step: caller PCM to the device, Mimi encode, LM step with the depformer, M
 PCM back. The KV rings are allocated at full context, and attention reads all of them every step
 whatever a call's age, so the numbers hold for calls at any point of their 240 s context.
 Prints a table last and writes JSON.
+
+`bench_keep_persona` times one batch size with each way of keeping the persona side by side in one
+process, alternating them in rounds: upstream's ring (a ring that cannot pin, PyTorch's attention),
+window calls in a ring that can pin, and pinned calls (`agent.model.kv_cache`: one extra query per
+row). Attention reads every slot whatever a call's age, so the calls need not be past the wrap.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -106,8 +111,8 @@ def time_ready(models: Models, call: CallSetup, kv_dtype: KVDtype = "bf16") -> t
 
 
 def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup,
-              kv_dtype: KVDtype = "bf16") -> tuple[list[float], dict]:
-    backend = ModelBackend(models.mimi, models.lm, num_slots=batch, kv_dtype=kv_dtype)
+              kv_dtype: KVDtype = "bf16", pin_personas: bool = True) -> tuple[list[float], dict]:
+    backend = ModelBackend(models.mimi, models.lm, num_slots=batch, kv_dtype=kv_dtype, pin_personas=pin_personas)
     backend.warm_up()
     for slot in range(batch):
         backend.join(slot, call)
@@ -210,3 +215,64 @@ def table(result: EngineBench) -> str:
 def write_json(result: EngineBench, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+
+
+# (name, the engine's ring can pin, the calls' keep_persona)
+KEEP_PERSONA_SETTINGS = (("window", False, "window"), ("window, ring that pins", True, "window"),
+                         ("pinned", True, "pinned"))
+
+
+@dataclass
+class KeepPersonaRow:
+    setting: str
+    p50_ms: float
+    p99_ms: float
+    lm_ms: float  # p50 of the LM step alone, over the rounds
+
+
+@dataclass
+class KeepPersonaBench:
+    device: str
+    model: str
+    weights: str
+    kv_dtype: str
+    batch: int
+    steps: int  # timed steps per setting and round
+    rounds: int
+    prompt_frames: int
+    rows: list[KeepPersonaRow] = field(default_factory=list)
+    pinned_over_window: float = 0.0  # frame p50 of pinned calls over upstream's ring
+
+
+def bench_keep_persona(models: Models, batch: int, steps: int, warmup: int, rounds: int,
+                       kv_dtype: KVDtype = "bf16", progress=print) -> KeepPersonaBench:
+    call = CallSetup(prompt=bench_prompt(models), seed=7)
+    result = KeepPersonaBench(device=torch.cuda.get_device_name(models.device), model=models.name,
+                              weights=models.weights, kv_dtype=kv_dtype, batch=batch, steps=steps, rounds=rounds,
+                              prompt_frames=call.prompt.frames)
+    times: dict[str, list[float]] = {name: [] for name, _, _ in KEEP_PERSONA_SETTINGS}
+    lm: dict[str, list[float]] = {name: [] for name, _, _ in KEEP_PERSONA_SETTINGS}
+    for round_ in range(rounds):
+        for name, pin_personas, keep_persona in KEEP_PERSONA_SETTINGS:
+            torch.cuda.empty_cache()
+            frame, parts = run_batch(models, batch, steps, warmup, replace(call, keep_persona=keep_persona),
+                                     kv_dtype, pin_personas=pin_personas)
+            times[name] += frame
+            lm[name].append(parts["lm_ms"])
+            progress(f"round {round_ + 1}, {name}: frame p50 {percentile(frame, 0.5):.2f} ms, "
+                     f"LM {parts['lm_ms']:.2f} ms")
+    for name, _, _ in KEEP_PERSONA_SETTINGS:
+        result.rows.append(KeepPersonaRow(name, percentile(times[name], 0.5), percentile(times[name], 0.99),
+                                          percentile(lm[name], 0.5)))
+    result.pinned_over_window = result.rows[-1].p50_ms / result.rows[0].p50_ms
+    return result
+
+
+def keep_persona_table(result: KeepPersonaBench) -> str:
+    lines = [f"{result.device}, {result.model}, weights {result.weights}, KV {result.kv_dtype}, {result.batch} calls, "
+             f"{result.rounds} rounds of {result.steps} steps, {result.prompt_frames}-frame persona prompt",
+             "setting                | frame p50 ms | p99 ms | LM ms"]
+    for r in result.rows:
+        lines.append(f"{r.setting:<22} | {r.p50_ms:>12.2f} | {r.p99_ms:>6.2f} | {r.lm_ms:>5.2f}")
+    lines.append(f"pinned / window frame p50: {result.pinned_over_window:.4f}")
+    return "\n".join(lines)
