@@ -57,6 +57,12 @@ def persona_prompt(call: CallSetup) -> PersonaPrompt:
     return call.prompt
 
 
+def check_keep_persona(call: CallSetup, pinnable: bool) -> None:
+    """Refuse a pinned call on a ring that cannot pin, before it waits for anything."""
+    if call.keep_persona == "pinned" and not pinnable:
+        raise ValueError("this engine's KV ring cannot pin a persona (made without pin_personas)")
+
+
 class ModelBackend:
     def __init__(self, mimi: Mimi, lm: LM, num_slots: int, prefix_cache_bytes: int = PREFIX_CACHE_BYTES,
                  depformer_steps: int = AGENT_CODEBOOKS, cuda_graph: bool | None = None,
@@ -89,6 +95,7 @@ class ModelBackend:
         For offline runs, tests and benchmarks; the clock uses `begin_join`, which never delays a step.
         """
         prompt = persona_prompt(call)
+        check_keep_persona(call, self.lm_state.transformer.pinned is not None)
         prefix = self.prefixes.get(prompt.key)
         if prefix is None:
             prefix = PersonaPrefill(self.stream, prompt).run(chunk_frames=prompt.frames)
@@ -102,6 +109,7 @@ class ModelBackend:
         A call whose persona is already being prefilled waits for that prefill.
         """
         prompt = persona_prompt(call)
+        check_keep_persona(call, self.lm_state.transformer.pinned is not None)
         key = prompt.key
         if key not in self._prefills:
             prefix = self.prefixes.get(key)
