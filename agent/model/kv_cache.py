@@ -130,8 +130,9 @@ def attend_pinned(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: t
     """One softmax over the ring k, v [B, H, S, D]: the slots of `visibility.mask` scored with q
     [B, H, T, D], the pinned slots with q_pinned (the query rotated at `pinned_positions`).
 
-    On CUDA one memory-efficient attention reads the ring once for both queries (2T query rows) and
-    the two halves are merged by their log-sum-exps; elsewhere the scores are computed directly.
+    On CUDA one cuDNN attention (the kernel PyTorch's own attention picks for the window ring on
+    Hopper) reads the ring once for both queries (2T query rows) and the two halves are merged by
+    their log-sum-exps; elsewhere the scores are computed directly.
     """
     if q.is_cuda:
         return _attend_pinned_merged(q, q_pinned, k, v, visibility)
@@ -150,9 +151,9 @@ def _attend_pinned_merged(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tens
     bias = torch.zeros(B, 1, 2 * T, -(-S // 16) * 16, dtype=q.dtype, device=q.device)[..., :S]
     seen = torch.cat([visibility.mask, visibility.pinned_mask], dim=2)  # [B, 1, 2T, S]
     bias.masked_fill_(~seen, float("-inf"))
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(
+    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(
         torch.cat([q, q_pinned], dim=2), k, v, bias.expand(B, H, 2 * T, S), True)[:2]
-    lse = lse[:, :, :2 * T, None].float()  # natural log of each row's softmax denominator
+    lse = lse.reshape(B, H, -1)[:, :, :2 * T, None].float()  # natural log of each row's softmax denominator
     share = torch.sigmoid(lse[:, :, T:] - lse[:, :, :T])  # the pinned slots' part of the whole softmax
     merged = out[:, :, :T] + share.to(q.dtype) * (out[:, :, T:] - out[:, :, :T])
     has_pinned = visibility.pinned[:, None, None, None] > 0  # a row pinning nothing: its pinned half is empty
