@@ -73,7 +73,7 @@ CPU_SLOTS = 4
 
 def load_worker_model(spec: str, num_slots: int | None, device: str | None, voices_root: Path,
                       cache_dir: Path, stt: str | None = None, capacity_file: Path | None = None,
-                      weights: str = "bf16", kv_dtype: str = "bf16") -> WorkerModel:
+                      weights: str = "bf16", kv_dtype: str = "bf16", pin_personas: bool = False) -> WorkerModel:
     """`echo`, or a model spec of `agent.model.loading` on a batched model backend.
 
     `num_slots` None is `--slots auto`: `default_slots`, capped by `capacity_file`'s rating if given.
@@ -82,7 +82,8 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     files when `voices_root` is the persona folder), so no tenant can name another's voices; the
     released voices (NATF2, ...) need no file. `stt`, a spec of `agent.model.stt_loading`, runs the
     caller's recogniser beside the agent, on the codes of the agent's Mimi. `weights` and
-    `kv_dtype` (bf16 or fp8) are the LM's linear layers and KV ring.
+    `kv_dtype` (bf16 or fp8) are the LM's linear layers and KV ring; `pin_personas` lets lines keep
+    their persona past the context (`agent.engine.engine`).
     """
     if spec == "echo":
         return echo_model(num_slots or CPU_SLOTS)
@@ -105,7 +106,7 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
             builders[call.tenant] = PromptBuilder(models, voices_root / call.tenant / "voices", cache_dir)
         return builders[call.tenant].call(call.persona, seed=call_seed(call.persona))
 
-    backend = ModelBackend(models.mimi, models.lm, num_slots, kv_dtype=kv_dtype)
+    backend = ModelBackend(models.mimi, models.lm, num_slots, kv_dtype=kv_dtype, pin_personas=pin_personas)
     caller_words = None
     if recogniser is not None:
         backend = RecognisingBackend(backend, SttBackend(recogniser.lm, num_slots))

@@ -62,6 +62,11 @@ class EngineSettings(BaseSettings):
     kv_dtype: Literal["bf16", "fp8"] = Field("bf16", description="the LM's KV ring: the LM's dtype, or fp8 (e4m3 "
                                                                  "with a scale per key and head: half the "
                                                                  "memory, so about twice the slots)")
+    pin_personas: bool = Field(False, description="a KV ring that can keep a persona past the context, for "
+                                                  "lines with keep_persona: pinned (else they keep the "
+                                                  "window); every step then scores each call with a second "
+                                                  "query: 30% slower at 80 calls on an H200 "
+                                                  "(bench/pinned-h200.json)")
     slots: int | None = Field(None, ge=1, description="concurrent calls on the engine: a number, or auto: as "
                                                      "many as GPU memory holds at full context on CUDA (beside "
                                                      "the persona cache and one prefill), at most what "

@@ -111,7 +111,7 @@ def time_ready(models: Models, call: CallSetup, kv_dtype: KVDtype = "bf16") -> t
 
 
 def run_batch(models: Models, batch: int, steps: int, warmup: int, call: CallSetup,
-              kv_dtype: KVDtype = "bf16", pin_personas: bool = True) -> tuple[list[float], dict]:
+              kv_dtype: KVDtype = "bf16", pin_personas: bool = False) -> tuple[list[float], dict]:
     backend = ModelBackend(models.mimi, models.lm, num_slots=batch, kv_dtype=kv_dtype, pin_personas=pin_personas)
     backend.warm_up()
     for slot in range(batch):

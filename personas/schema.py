@@ -12,10 +12,12 @@ from voices.released import RELEASED_VOICES
 TEXT_CARD = 32_000  # text vocabulary of PersonaPlex
 AUDIO_CARD = 2_048  # entries of each Mimi codebook
 VOICE_FILE_SUFFIXES = (".wav", ".pt")
-# keep_persona's default: "window", upstream's behaviour. "pinned" costs almost nothing per step
-# (bench/pinned-h200.json) and keeps the prompt at the distances the model saw in training, but whether
-# it keeps the role and the voice better was measured only on dummy weights, where it means nothing;
-# `plexline eval long-call --model hf` on the real weights decides before it becomes the default.
+# keep_persona's default: "window", upstream's behaviour, from what was measured. Pinning keeps the
+# prompt at the distances the model saw in training, but an engine that can pin scores every call with
+# a second query: at 80 calls on an H200 the step took 63.4 ms against 48.6 (bench/pinned-h200.json:
+# PyTorch's attention offers no one-pass kernel for it), so workers pin only with pin_personas set.
+# Whether pinning keeps the role and the voice better was measured on dummy weights alone, where it
+# means nothing: `plexline eval long-call --model hf` on the real weights decides that.
 KEEP_PERSONA_DEFAULT = "window"
 
 

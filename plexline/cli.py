@@ -176,7 +176,7 @@ def _worker_model(engine, voices_root: Path):
     try:
         return load_worker_model(engine.model, engine.slots, engine.device, voices_root, engine.cache_dir,
                                  stt=engine.stt, capacity_file=engine.capacity_file, weights=engine.weights,
-                                 kv_dtype=engine.kv_dtype)
+                                 kv_dtype=engine.kv_dtype, pin_personas=engine.pin_personas)
     except (ModelFilesError, ModelSpecError) as error:
         raise CommandError(str(error)) from error
 
@@ -455,25 +455,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flag(p)
     p.set_defaults(run=offline)
 
-    evals = commands.add_parser("eval", help="evaluations of the model's behaviour").add_subparsers(
-        dest="eval", required=True)
-    p = evals.add_parser("long-call", help="a call past the context, persona pinned and window, per minute: "
-                                           "text agreement with a fresh session, speaker similarity, step time")
-    p.add_argument("--persona", type=Path, required=True, help="a persona YAML file")
-    caller = p.add_mutually_exclusive_group()
-    caller.add_argument("--input", type=Path, default=None, help="the caller's audio (any rate; default: generated)")
-    caller.add_argument("--minutes", type=float, default=6.0, help="length of the generated caller")
-    p.add_argument("--period", type=float, default=60.0, help="seconds per reported period")
-    p.add_argument("--recent", type=float, default=60.0,
-                   help="seconds of caller audio the fresh session of each period hears before it")
-    p.add_argument("--context", type=int, default=None,
-                   help="frames of the ring of a dummy model (a short one wraps in seconds: a smoke test)")
-    p.add_argument("--voices-dir", type=Path, default=None,
-                   help="folder of the persona's voice files (default: voices/ beside the persona)")
-    p.add_argument("--json", type=Path, default=Path("long-call.json"))
-    add_model_flag(p)
-    p.set_defaults(run=eval_long_call)
-
     bench = commands.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("engine", help="whole-frame latency per batch size, time to ready (GPU)")
     p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8, 16, 24, 32, 40, 48])
@@ -512,6 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     add_model_flag(p)
     p.set_defaults(run=eval_precision)
+
+    p = evaluate.add_parser("long-call", help="a call past the context, persona pinned and window, per minute: "
+                                           "text agreement with a fresh session, speaker similarity, step time")
+    p.add_argument("--persona", type=Path, required=True, help="a persona YAML file")
+    caller = p.add_mutually_exclusive_group()
+    caller.add_argument("--input", type=Path, default=None, help="the caller's audio (any rate; default: generated)")
+    caller.add_argument("--minutes", type=float, default=6.0, help="length of the generated caller")
+    p.add_argument("--period", type=float, default=60.0, help="seconds per reported period")
+    p.add_argument("--recent", type=float, default=60.0,
+                   help="seconds of caller audio the fresh session of each period hears before it")
+    p.add_argument("--context", type=int, default=None,
+                   help="frames of the ring of a dummy model (a short one wraps in seconds: a smoke test)")
+    p.add_argument("--voices-dir", type=Path, default=None,
+                   help="folder of the persona's voice files (default: voices/ beside the persona)")
+    p.add_argument("--json", type=Path, default=Path("long-call.json"))
+    add_model_flag(p)
+    p.set_defaults(run=eval_long_call)
 
     try:
         add_serving_commands(commands)

@@ -161,8 +161,8 @@ def test_the_step_is_captured_as_a_cuda_graph(kv_dtype, weights):
     if weights == "fp8":
         lm.to_fp8_weights()
     mimi = Mimi.dummy(MimiConfig.tiny(), device="cuda")
-    eager = ModelBackend(mimi, lm, num_slots=4, kv_dtype=kv_dtype, cuda_graph=False)
-    graphed = ModelBackend(mimi, lm, num_slots=4, kv_dtype=kv_dtype)
+    eager = ModelBackend(mimi, lm, num_slots=4, kv_dtype=kv_dtype, cuda_graph=False, pin_personas=True)
+    graphed = ModelBackend(mimi, lm, num_slots=4, kv_dtype=kv_dtype, pin_personas=True)
     eager.warm_up()
     graphed.warm_up()  # captures the step on CUDA
     pcm = torch.randn(4, 1920, generator=torch.Generator().manual_seed(0)) * 0.1
