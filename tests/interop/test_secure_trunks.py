@@ -217,3 +217,30 @@ async def test_sipp_over_tls_places_a_call_whose_speech_echoes_back(tls_service,
     offset = round((returned[0][0] - sent[0].at) * 8000)
     audio = mulaw([p.payload for _, p, _ in returned])
     check_echo(pcm, np.concatenate([np.zeros(max(offset, 0), np.int16), audio]), low=0.16, high=0.4)
+
+
+async def test_over_tls_the_services_bye_goes_over_the_callers_connection_with_a_tls_via(tls_service, certificates):
+    port = tls_service.plane.sip.transport.tls_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                   ssl=ssl.create_default_context(cafile=certificates.ca))
+    call_id = secrets.token_hex(8)
+    try:
+        writer.write(invite(ACME, "TLS", port, "sip", call_id))
+        ok = await read_final(reader)
+        assert ok.startswith("SIP/2.0 200"), ok
+        writer.write((f"ACK sip:{ACME}@127.0.0.1:{port};transport=tls SIP/2.0\r\n"
+                      f"Via: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+                      f"From: <sip:pbx@127.0.0.1>;tag=1\r\nTo: {header(ok, 'To')}\r\nCall-ID: {call_id}\r\n"
+                      "CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode())
+        [record] = await tls_service.registry.calls()
+        await tls_service.plane.router.end(record, "ended by an admin")
+        bye = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+        assert bye.startswith("BYE sip:pbx@127.0.0.1:5099 SIP/2.0"), bye
+        assert header(bye, "Via").startswith(f"SIP/2.0/TLS 127.0.0.1:{port};"), bye
+        assert header(bye, "Contact") == f"<sip:{ACME}@127.0.0.1:{port};transport=tls>", bye
+        vias = "".join(f"Via: {v}\r\n" for v in re.findall(r"(?im)^via:\s*(.+?)\r$", bye))
+        writer.write((f"SIP/2.0 200 OK\r\n{vias}From: {header(bye, 'From')}\r\nTo: {header(bye, 'To')}\r\n"
+                      f"Call-ID: {call_id}\r\nCSeq: {header(bye, 'CSeq')}\r\nContent-Length: 0\r\n\r\n").encode())
+    finally:
+        writer.close()
+    await tls_service.wait_idle()
