@@ -161,7 +161,8 @@ def _run(models: Models, call: CallSetup, setting: KeepPersona, pcm: torch.Tenso
         text[i] = out.text[0] if out.ready[0] else NO_TOKEN
         fresh_text[i] = out.text[compared] if out.ready[compared] else NO_TOKEN
         agent_audio[i] = out.pcm[0].numpy() if out.ready[0] else 0.0
-        fresh_audio[i // period].append(out.pcm[compared].numpy() if out.ready[compared] else np.zeros(FRAME_SIZE, np.float32))
+        silence = np.zeros(FRAME_SIZE, np.float32)
+        fresh_audio[i // period].append(out.pcm[compared].numpy() if out.ready[compared] else silence)
         if (i + 1) % period == 0:
             progress(f"{setting}: {(i + 1) * FRAME_SECONDS:.0f} s of {frames * FRAME_SECONDS:.0f}")
     return _Run(text, fresh_text, agent_audio, [np.concatenate(audio) for audio in fresh_audio], step_ms)
@@ -195,9 +196,10 @@ def _voice_wav(persona: Persona, voices_dir: Path) -> Path | None:
 
 
 def table(result: LongCallResult) -> str:
-    lines = [f"{result.model}, {result.persona}: {result.seconds:.0f} s call, context {result.context_seconds:.0f} s, "
-             f"prompt {result.prompt_frames} frames, fresh sessions from {result.recent_seconds:.0f} s before "
-             f"each {result.period_seconds:.0f} s period; speaker reference: {result.speaker_reference}",
+    lines = [(f"{result.model}, {result.persona}: {result.seconds:.0f} s call, "
+              f"context {result.context_seconds:.0f} s, prompt {result.prompt_frames} frames, fresh sessions from "
+              f"{result.recent_seconds:.0f} s before each {result.period_seconds:.0f} s period; "
+              f"speaker reference: {result.speaker_reference}"),
              "period | " + " | ".join(f"{s}: text agr, speaker sim, step ms" for s in result.settings)]
     periods = len(next(iter(result.settings.values())))
     for index in range(periods):

@@ -269,8 +269,9 @@ def bench_keep_persona(models: Models, batch: int, steps: int, warmup: int, roun
 
 
 def keep_persona_table(result: KeepPersonaBench) -> str:
-    lines = [f"{result.device}, {result.model}, weights {result.weights}, KV {result.kv_dtype}, {result.batch} calls, "
-             f"{result.rounds} rounds of {result.steps} steps, {result.prompt_frames}-frame persona prompt",
+    lines = [(f"{result.device}, {result.model}, weights {result.weights}, KV {result.kv_dtype}, "
+              f"{result.batch} calls, {result.rounds} rounds of {result.steps} steps, "
+              f"{result.prompt_frames}-frame persona prompt"),
              "setting                | frame p50 ms | p99 ms | LM ms"]
     for r in result.rows:
         lines.append(f"{r.setting:<22} | {r.p50_ms:>12.2f} | {r.p99_ms:>6.2f} | {r.lm_ms:>5.2f}")

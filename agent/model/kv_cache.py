@@ -144,7 +144,7 @@ def attend_pinned(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: t
 
 def _attend_pinned_merged(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           visibility: Visibility) -> torch.Tensor:
-    B, H, T, D = q.shape
+    B, H, T, _ = q.shape
     S = k.shape[2]
     # An additive bias of the query's dtype whose rows start 16-element aligned, as PyTorch's own
     # attention prepares a mask for this kernel.

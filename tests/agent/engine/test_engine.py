@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from agent.engine.backend import CallSetup, SamplingSettings
 from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrompt
-from agent.model.persona_prompt import prefill_persona
 from agent.model.checkpoint import load_lm
 from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
+from agent.model.persona_prompt import prefill_persona
 
 GREEDY = SamplingSettings(text_temperature=0, text_top_k=0, audio_temperature=0, audio_top_k=0)
 
