@@ -285,8 +285,7 @@ def bench_churn(models: Models, sizes: list[int | str], seconds: float, mean_cal
                         weights=models.weights, kv_dtype=kv_dtype, recogniser=None,
                         mean_call_seconds=mean_call_seconds, cold_share=cold_share, memory_bound_calls=bound)
     progress(f"memory bound (--slots auto): {bound} calls")
-    for size in sizes:
-        calls = bound if size == "auto" else int(size)
+    for calls in dict.fromkeys(bound if size == "auto" else int(size) for size in sizes):  # in order, once each
         try:
             row = churn_size(models, calls, seconds, mean_call_seconds, cold_share, kv_dtype, personas, rng)
         except torch.OutOfMemoryError:
