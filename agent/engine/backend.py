@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
@@ -23,6 +23,8 @@ class StepOutput:
     ready: torch.Tensor  # [S] bool: the slot produced output (False while its model delay fills)
     caller_text: torch.Tensor | None = None  # [S] long: the recogniser's text token of the caller's frame
     caller_heads: torch.Tensor | None = None  # [S, heads, classes] float32: its semantic VAD
+    # Joins whose prefill the step's `prefill_seconds` finished, by slot: None when ready, else the error.
+    joined: dict[int, Exception | None] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -30,17 +32,15 @@ class Backend(Protocol):
 
     def begin_join(self, slot: int, call: "CallSetup") -> bool:
         """Make `slot` a fresh call: True when it is ready now (its persona prompt applied), False
-        when its prompt must be prefilled first, by `prefill`, before the slot may be stepped."""
-
-    def prefill(self, seconds: float) -> dict[int, Exception | None]:
-        """Prefill work queued by `begin_join`, about `seconds` of it, without waiting for the device;
-        the joins that finished, by slot: None when ready, the error when the prefill failed."""
+        when its prompt must be prefilled first, by later steps' `prefill_seconds`, before the slot
+        may be stepped."""
 
     def leave(self, slot: int) -> None:
         """Free `slot`; the other slots are not disturbed."""
 
-    def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
-        """One frame for every slot: pcm [S, FRAME_SIZE] float32, active [S] bool."""
+    def step(self, pcm: torch.Tensor, active: torch.Tensor, prefill_seconds: float = 0.0) -> StepOutput:
+        """One frame for every slot: pcm [S, FRAME_SIZE] float32, active [S] bool; then about
+        `prefill_seconds` of device time of the prefills `begin_join` queued (`StepOutput.joined`)."""
 
 
 @dataclass(frozen=True)

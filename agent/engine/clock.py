@@ -3,8 +3,9 @@
 Calls push caller audio (24 kHz mono float32, any chunk size) into their `CallSlot` and read
 agent frames back. The clock owns the backend: joins, leaves and steps all run, in order, on one
 worker thread, so the event loop keeps serving sockets while the GPU works. A call whose persona
-is not cached waits for its prefill, which runs in chunks after each tick's step, in the time left
-before the next tick (`Backend.prefill`): running calls are never delayed by a join. A slot whose caller
+is not cached waits for its prefill, which runs in chunks behind each tick's step, in the device
+time the step leaves before the next tick (`Backend.step`'s `prefill_seconds`): running calls are
+never delayed by a join. A slot whose caller
 frame is missing at a tick gets silence (zero PCM through the codec, so its streams stay aligned)
 and the gap is counted; a step that overruns its 80 ms budget is counted and logged, and the
 schedule skips ahead rather than bunching steps.
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from agent.contracts.audio import FRAME_SECONDS, FRAME_SIZE
-from agent.engine.backend import Backend, CallSetup, StepOutput
+from agent.engine.backend import Backend, CallSetup
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class EngineClock:
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             if self._slots:
-                await self._tick(next_tick)
+                await self._tick()
             next_tick += self.period
             late = loop.time() - next_tick
             if late > 0:
@@ -200,19 +201,7 @@ class EngineClock:
                                                                      "active": len(self._slots)})
                 next_tick = loop.time()
 
-    def _step_then_prefill(self, pcm: torch.Tensor, active: torch.Tensor, deadline: float | None
-                           ) -> tuple[StepOutput | None, float, dict[int, Exception | None]]:
-        """On the engine thread: the step of the active slots, then, when `deadline` is given (the
-        next tick, `time.monotonic()`), prefill work for the time left before it less `PREFILL_MARGIN`."""
-        start = time.monotonic()
-        out = self.backend.step(pcm, active) if bool(active.any()) else None
-        step_seconds = time.monotonic() - start
-        finished = {}
-        if deadline is not None:
-            finished = self.backend.prefill(deadline - time.monotonic() - PREFILL_MARGIN)
-        return out, step_seconds, finished
-
-    async def _tick(self, tick: float) -> None:
+    async def _tick(self) -> None:
         slots = {index: slot for index, slot in self._slots.items() if index not in self._joining}
         pcm = torch.zeros(self.backend.num_slots, FRAME_SIZE)
         active = torch.zeros(self.backend.num_slots, dtype=torch.bool)
@@ -224,10 +213,12 @@ class EngineClock:
                 slot.stats.concealed += 1
             else:
                 pcm[index] = torch.from_numpy(frame)
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + tick + self.period - loop.time() if self._joining else None
-        out, step_seconds, finished = await self._on_engine_thread(self._step_then_prefill, pcm, active, deadline)
-        for index, error in finished.items():
+        # The prefill of joins runs on the device after the step, in what the last step left of the period.
+        prefill_seconds = self.period - self.stats.last_step_seconds - PREFILL_MARGIN if self._joining else 0.0
+        start = time.monotonic()
+        out = await self._on_engine_thread(self.backend.step, pcm, active, prefill_seconds)
+        step_seconds = time.monotonic() - start
+        for index, error in out.joined.items():
             joined = self._joining.pop(index, None)
             if joined is None or joined.done():
                 continue
@@ -235,8 +226,6 @@ class EngineClock:
                 joined.set_result(None)
             else:
                 joined.set_exception(error)
-        if out is None:
-            return
         self.stats.last_step_seconds = step_seconds
         self.stats.step_seconds.append(step_seconds)
         self.stats.steps += 1

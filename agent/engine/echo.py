@@ -23,14 +23,11 @@ class EchoBackend:
         self._primed[slot] = False
         return True
 
-    def prefill(self, seconds: float) -> dict[int, Exception | None]:
-        return {}
-
     def leave(self, slot: int) -> None:
         self._previous[slot] = 0
         self._primed[slot] = False
 
-    def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
+    def step(self, pcm: torch.Tensor, active: torch.Tensor, prefill_seconds: float = 0.0) -> StepOutput:
         out = self._previous.clone()
         ready = self._primed & active
         self._previous = torch.where(active[:, None], pcm, 0.0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +82,7 @@ class ModelBackend:
         self._use_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         self._graph: torch.cuda.CUDAGraph | None = None
         self._outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._host_outputs: tuple[torch.Tensor, ...] | None = None  # pinned buffers for the step's outputs
         # The callers' codes of the last step [S, Mimi's codebooks], on the device. A Mimi loaded with
         # 32 codebooks gives the recogniser its input from this one encode (the LM reads the first 8).
         self.caller_codes = torch.zeros(num_slots, mimi.config.num_codebooks, dtype=torch.long, device=self.device)
@@ -122,7 +124,7 @@ class ModelBackend:
         None when the slot is ready, the error when its persona's prefill failed.
 
         At least one chunk runs while any prefill waits, so joins progress even when steps leave no
-        time. Nothing here waits for the device: the work is queued before the next step.
+        time. Nothing here waits for the device: the work is queued, to run before the next step.
         """
         finished: dict[int, Exception | None] = {}
         self.pacer.begin()
@@ -146,7 +148,6 @@ class ModelBackend:
                 for slot, call in pending.calls.items():
                     self._start(slot, call, prefix)
                     finished[slot] = None
-        self.pacer.end()
         return finished
 
     def _start(self, slot: int, call: CallSetup, prefix: PersonaPrefix) -> None:
@@ -185,10 +186,37 @@ class ModelBackend:
     # -- the step ------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
+    def step(self, pcm: torch.Tensor, active: torch.Tensor, prefill_seconds: float = 0.0) -> StepOutput:
+        """One frame of every slot, then `prefill_seconds` of queued prefills (`StepOutput.joined`).
+
+        The prefill's kernels are launched while the device runs the step, queued behind the step's
+        outputs, and the one sync waits for those outputs only: the prefill runs on the device in
+        the time after the step, and the host's launches are hidden behind the step.
+        """
         pcm_out, text, valid = self.step_on_device(pcm)
-        pcm_out, text, valid = pcm_out.float().cpu(), text.cpu(), valid.cpu()  # the one sync per step
-        return StepOutput(pcm=pcm_out, text=text, ready=valid & active)
+        outputs = self._outputs_to_host(pcm_out, text, valid)
+        joined = self.prefill(prefill_seconds) if self._prefills else {}
+        pcm_out, text, valid = outputs()  # the one sync per step
+        return StepOutput(pcm=pcm_out, text=text, ready=valid & active, joined=joined)
+
+    def _outputs_to_host(self, *tensors: torch.Tensor) -> Callable[[], tuple[torch.Tensor, ...]]:
+        """Queue the copies of a step's outputs to the host; the returned call waits for them alone."""
+        if self.device.type != "cuda":
+            host = tuple(t.float().cpu() if t.is_floating_point() else t.cpu() for t in tensors)
+            return lambda: host
+        if self._host_outputs is None:
+            self._host_outputs = tuple(torch.empty(t.shape, dtype=torch.float32 if t.is_floating_point() else t.dtype,
+                                                   pin_memory=True) for t in tensors)
+        for buffer, t in zip(self._host_outputs, tensors):
+            buffer.copy_(t, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+
+        def wait() -> tuple[torch.Tensor, ...]:
+            copied.synchronize()
+            return tuple(buffer.clone() for buffer in self._host_outputs)
+
+        return wait
 
     @torch.no_grad()
     def step_on_device(self, pcm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -106,22 +106,23 @@ class RecognisingBackend:
             self.stt.join(slot)
         return ready
 
-    def prefill(self, seconds: float) -> dict[int, Exception | None]:
-        finished = self.agent.prefill(seconds)
-        for slot, error in finished.items():
-            if error is None:
-                self.stt.join(slot)
-        return finished
-
     def leave(self, slot: int) -> None:
         self.agent.leave(slot)
         self.stt.leave(slot)
 
-    def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
+    def step(self, pcm: torch.Tensor, active: torch.Tensor, prefill_seconds: float = 0.0) -> StepOutput:
+        """The agent's step and the recogniser's, then the agent's prefills (after the sync: their
+        launches are not hidden behind the step here)."""
         pcm_out, text, valid = self.agent.step_on_device(pcm)
         caller_text, caller_heads = self.stt.advance(self.agent.caller_codes)
-        return StepOutput(pcm=pcm_out.float().cpu(), text=text.cpu(), ready=valid.cpu() & active,
-                          caller_text=caller_text.cpu(), caller_heads=caller_heads.cpu())
+        out = StepOutput(pcm=pcm_out.float().cpu(), text=text.cpu(), ready=valid.cpu() & active,
+                         caller_text=caller_text.cpu(), caller_heads=caller_heads.cpu())
+        if prefill_seconds > 0:
+            out.joined = self.agent.prefill(prefill_seconds)
+            for slot, error in out.joined.items():
+                if error is None:
+                    self.stt.join(slot)
+        return out
 
     def warm_up(self) -> None:
         self.agent.warm_up()

@@ -41,8 +41,8 @@ class TalkingEcho(EchoBackend):
         self.steps[slot] = 0
         return super().begin_join(slot, call)
 
-    def step(self, pcm: torch.Tensor, active: torch.Tensor) -> StepOutput:
-        out = super().step(pcm, active)
+    def step(self, pcm: torch.Tensor, active: torch.Tensor, prefill_seconds: float = 0.0) -> StepOutput:
+        out = super().step(pcm, active, prefill_seconds)
         text = torch.tensor([HELLO[min(int(s), len(HELLO) - 1)] for s in self.steps])
         self.steps += out.ready.long()
         return StepOutput(out.pcm, torch.where(out.ready, text, -1), out.ready)

@@ -130,3 +130,12 @@ def test_a_call_that_leaves_while_its_persona_is_prefilled_is_not_started(models
     for _ in range(reference_call.prompt.frames):
         finished.update(backend.prefill(3.0))
     assert finished == {} and len(backend.prefixes) == 1  # the prefill went on: the persona is cached
+
+
+def test_a_step_given_prefill_time_reports_the_join_it_finished(models, reference_call):
+    backend = paced(ModelBackend(*models, num_slots=2))
+    assert not backend.begin_join(1, reference_call)
+    pcm, idle = torch.zeros(2, 1920), torch.tensor([True, False])
+    steps = -(-(reference_call.prompt.frames - 1) // 8)  # 8 prompt steps behind each step
+    joined = [backend.step(pcm, idle, prefill_seconds=8.0).joined for _ in range(steps)]
+    assert joined == [{}] * (steps - 1) + [{1: None}]

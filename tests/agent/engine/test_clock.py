@@ -143,13 +143,14 @@ def test_a_wait_that_comes_and_goes_with_jitter_is_kept():
 
 
 class ColdPersonas(EchoBackend):
-    """The echo, where a call with a prompt waits for a prefill of `PREFILL_CALLS` prefill calls."""
+    """The echo, where a call with a prompt is ready after `PREFILL_STEPS` steps (as the model's backend,
+    each step runs some prefill while one is queued, whatever the time it is given)."""
 
-    PREFILL_CALLS = 3
+    PREFILL_STEPS = 3
 
     def __init__(self, num_slots: int):
         super().__init__(num_slots)
-        self.waiting: dict[int, int] = {}  # slot: prefill calls left
+        self.waiting: dict[int, int] = {}  # slot: prefilling steps left
         self.actives: list[list[bool]] = []
         self.budgets: list[float] = []
 
@@ -157,25 +158,24 @@ class ColdPersonas(EchoBackend):
         super().begin_join(slot, call)
         if call.prompt is None:
             return True
-        self.waiting[slot] = self.PREFILL_CALLS
+        self.waiting[slot] = self.PREFILL_STEPS
         return False
 
     def leave(self, slot):
         super().leave(slot)
         self.waiting.pop(slot, None)
 
-    def prefill(self, seconds):
-        self.budgets.append(seconds)
-        for slot in self.waiting:
-            self.waiting[slot] -= 1
-        done = [slot for slot, left in self.waiting.items() if left == 0]
-        for slot in done:
-            del self.waiting[slot]
-        return {slot: None for slot in done}
-
-    def step(self, pcm, active):
+    def step(self, pcm, active, prefill_seconds=0.0):
         self.actives.append(active.tolist())
-        return super().step(pcm, active)
+        out = super().step(pcm, active)
+        if self.waiting:
+            self.budgets.append(prefill_seconds)
+            for slot in self.waiting:
+                self.waiting[slot] -= 1
+            out.joined = {slot: None for slot, left in self.waiting.items() if left == 0}
+            for slot in out.joined:
+                del self.waiting[slot]
+        return out
 
 
 def test_a_cold_join_waits_for_its_prefill_while_the_running_call_is_stepped_each_tick():
@@ -189,11 +189,11 @@ def test_a_cold_join_waits_for_its_prefill_while_the_running_call_is_stepped_eac
         return cold, clock.stats.steps - steps_before
 
     cold, steps_while_joining = asyncio.run(run_clock(2, body, backend))
-    waits = ColdPersonas.PREFILL_CALLS
+    waits = ColdPersonas.PREFILL_STEPS
     assert cold.index == 1 and len(backend.budgets) == waits
     assert steps_while_joining >= waits  # the running call was stepped at every tick meanwhile
     assert [active[1] for active in backend.actives[-steps_while_joining:][:waits]] == [False] * waits
-    assert all(budget < PERIOD - PREFILL_MARGIN for budget in backend.budgets)  # what the tick's step left
+    assert all(budget < PERIOD - PREFILL_MARGIN for budget in backend.budgets)  # what the last step left
 
 
 def test_a_join_given_up_while_its_persona_is_prefilled_frees_its_slot():
