@@ -67,6 +67,8 @@ class ControlPlane:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.history is not None:
+            await self.history.recover()  # calls a crash cut off (embedded mode) get their call.ended first
         if self.local_worker is not None:
             await self.local_worker.start()
         if self.sip is not None:
