@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 HEARTBEATS_PER_TTL = 3
 RECORDING_FLUSH_SECONDS = 1.0  # a crash loses at most about this much of a recording
 CALLER_SPEECH_TIMEOUT = 10.0  # seconds a caller recogniser may take to finish a call's words
+FIRST_MEDIA_TIMEOUT = 10.0  # seconds from admission to the caller's first audio before the call is ended
 
 
 @dataclass(frozen=True)
@@ -153,10 +155,15 @@ class Worker:
     def __init__(self, model: WorkerModel, *, worker_id: str, address: str, version: str,
                  registry: Registration | None = None, heartbeat_ttl: float = 3.0,
                  reporter: CallReporter | None = None, recordings: Path | None = None,
-                 recognizer: CallerRecognizer | None = None, ice_servers: Sequence[IceServer] = ()):
+                 recognizer: CallerRecognizer | None = None, ice_servers: Sequence[IceServer] = (),
+                 first_media_timeout: float = FIRST_MEDIA_TIMEOUT):
         """`reporter` sends the calls' events; `recordings` is where lines that record write their
         calls; `recognizer` (optional, the deployment's) puts the caller's words in transcripts;
-        `ice_servers` are the STUN and TURN servers of its WebRTC peers."""
+        `ice_servers` are the STUN and TURN servers of its WebRTC peers. A call whose caller sends
+        no audio within `first_media_timeout` seconds of its admission is ended as failed: a
+        caller that never connects (ICE that never completes, RTP that never comes, a call placed
+        by the API and never joined) must not hold a slot for the line's maximum duration."""
+        self.first_media_timeout = first_media_timeout
         self.model = model
         self.reporter = reporter
         self.recordings = recordings
@@ -325,8 +332,15 @@ class Worker:
 
     async def _watch(self, session: Session) -> None:
         flusher = asyncio.get_running_loop().create_task(self._flush_recording(session), name=f"rec-{session.id}")
+        first_audio = min(self.first_media_timeout, session.call.max_call_seconds)
         try:
-            await asyncio.wait_for(session.end_requested.wait(), session.call.max_call_seconds)
+            await asyncio.wait_for(_caller_heard(session), first_audio)
+        except TimeoutError:
+            if first_audio < session.call.max_call_seconds:
+                session.request_end(f"no audio from the caller within {first_audio:g} s of answering", "failed")
+        try:
+            left = session.call.max_call_seconds - (time.time() - session.started_at)
+            await asyncio.wait_for(session.end_requested.wait(), max(0.0, left))
         except TimeoutError:
             session.request_end("the call reached its maximum duration")
         try:
@@ -373,3 +387,13 @@ class Worker:
                 await asyncio.to_thread(session.recorder.close)
             except OSError as error:
                 log.error("recording not closed", extra={"call": session.id, "error": repr(error)})
+
+
+async def _caller_heard(session: Session) -> None:
+    """Returns once the caller's first audio reached the call's slot, or the call is ending."""
+    waits = [asyncio.ensure_future(session.end_requested.wait()), asyncio.ensure_future(session.slot.heard.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

@@ -329,7 +329,7 @@ def serve(args: argparse.Namespace) -> None:
     worker = Worker(model, worker_id=engine.worker_id or f"{socket.gethostname()}-{listen.http_port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
                     reporter=CallReporter(history), recordings=settings.recordings_folder,
-                    ice_servers=settings.ice_servers())
+                    ice_servers=settings.ice_servers(), first_media_timeout=settings.first_media_timeout)
     secret = settings.worker_secret.get_secret_value()
     media_host = settings.media_host or settings.sip_host or listen.host
     legs = _rtp_legs(media_host, settings)
@@ -377,7 +377,7 @@ def worker(args: argparse.Namespace) -> None:
     worker = Worker(model, worker_id=engine.worker_id or f"{socket.gethostname()}-{listen.http_port}", address=address,
                     version=_version(), registry=registry, heartbeat_ttl=settings.heartbeat_ttl,
                     reporter=CallReporter(history), recordings=settings.recordings_dir,
-                    ice_servers=settings.ice_servers())
+                    ice_servers=settings.ice_servers(), first_media_timeout=settings.first_media_timeout)
     legs = _rtp_legs(settings.media_host or listen.host, settings)
     app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace, legs)
     serve_http(app, listen)

@@ -38,6 +38,9 @@ class MediaSettings(BaseSettings):
     media_advertised_host: str | None = Field(None, description="the address SDP answers name for RTP when "
                                                                 "callers reach the worker through a NAT or "
                                                                 "published container ports (default: media_host)")
+    first_media_timeout: float = Field(10.0, gt=0, description="seconds from a call's admission to the caller's "
+                                                               "first audio: a call without it is ended as failed "
+                                                               "and its slot freed (ICE or RTP that never comes)")
     rtp_port_min: int = Field(20000, ge=1024, le=65535, description="lowest UDP port of RTP legs (SIP calls)")
     rtp_port_max: int = Field(29999, ge=1024, le=65535, description="highest UDP port of RTP legs; each call "
                                                                      "takes two (RTP and RTCP)")

@@ -81,12 +81,15 @@ class CallSlot:
     _pending_samples: int = 0
     _excess_steps: int = 0
     closed: bool = False
+    heard: asyncio.Event = field(default_factory=asyncio.Event)  # set by the caller's first audio
 
     def push(self, pcm: np.ndarray) -> None:
         """Add caller audio: 24 kHz mono float32 samples, any length."""
         if self.closed:
             return
         self._pending.append(np.asarray(pcm, dtype=np.float32).reshape(-1))
+        if self._pending[-1].size:
+            self.heard.set()
         self._pending_samples += self._pending[-1].size
         while self._pending_samples > MAX_BUFFERED_FRAMES * FRAME_SIZE:
             self._drop(FRAME_SIZE)

@@ -297,3 +297,21 @@ async def test_as_many_calls_as_slots_can_start_at_once():
     finally:
         await worker.stop()
     assert sorted(s.slot.index for s in sessions) == [0, 1, 2, 3]
+
+
+async def test_a_call_whose_caller_never_sends_audio_is_ended_and_its_slot_freed():
+    worker = Worker(echo_model(2), worker_id="w1", address="http://127.0.0.1:9", version="test",
+                    first_media_timeout=0.4)
+    await worker.start()
+    try:
+        silent = await worker.create_session(details("silent"))
+        speaking = await worker.create_session(details("speaking"))
+        for _ in range(10):
+            speaking.slot.push(np.zeros(FRAME_SIZE // 4, np.float32))  # the caller's audio arrives
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+
+        assert worker.free_slots == 1 and [s.id for s in worker.sessions] == ["speaking"]
+        assert silent.end_outcome == "failed" and "no audio from the caller" in silent.end_reason
+    finally:
+        await worker.stop()
