@@ -28,6 +28,7 @@ from telephony.control.api import (
     workers,
 )
 from telephony.control.api.errors import add_error_handlers
+from telephony.control.api.openapi import document_common_answers
 from telephony.control.console import pages as console
 from telephony.control.control_plane import ControlPlane
 
@@ -54,6 +55,7 @@ def create_app(control_plane: ControlPlane) -> FastAPI:
                   docs_url=None, redoc_url=None)  # served by `docs`, from the package's files
     app.state.control_plane = control_plane
     add_error_handlers(app, control_plane.settings.retry_after_seconds)
+    document_common_answers(app)
     for module in (tenants, lines, voices, calls, call_records, recordings, webhooks, whip, dialer, twiml, workers,
                    health, docs, console):
         app.include_router(module.router)

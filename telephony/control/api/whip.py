@@ -100,7 +100,9 @@ async def _session(control_plane: ControlPlane, tenant: str, line: str, call_id:
     return record
 
 
-@router.delete("/{call_id}", responses={404: {"description": "no such call on this line"}})
+@router.delete("/{call_id}", response_class=Response,
+               responses={200: {"content": None, "description": "hung up (no body)"},
+                          404: {"description": "no such call on this line"}})
 async def hang_up(line: LineId, call_id: str, entry: TenantDep, control_plane: ControlPlaneDep) -> Response:
     """End the call (nothing to do if it has ended already)."""
     record = await _session(control_plane, entry.id, line, call_id)

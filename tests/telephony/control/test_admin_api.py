@@ -416,3 +416,11 @@ def test_a_garbage_offer_is_refused_before_any_call_is_placed(client, offer, rea
 
     assert answer.status_code == 400 and reason in answer.json()["detail"]
     assert admitted.labels(tenant="acme")._value.get() == 0
+
+
+def test_the_openapi_says_whip_delete_answers_no_body_and_lists_the_common_answers(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    delete = paths["/tenants/{tenant}/lines/{line}/whip/{call_id}"]["delete"]
+    assert "content" not in delete["responses"]["200"]
+    assert {"401", "404", "429"} <= set(delete["responses"])
+    assert {"401", "413", "422", "429"} <= set(paths["/tenants/{tenant}/lines/{line}"]["put"]["responses"])
