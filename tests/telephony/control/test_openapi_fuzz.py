@@ -1,0 +1,37 @@
+"""The OpenAPI document is true: schemathesis sends generated requests to every operation (a bounded
+number each, so this runs in seconds) and checks that each answer is one the document lists, in the
+shape it gives."""
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from telephony.control.app import create_app
+from tests.telephony.control.test_admin_api import OPERATOR, bearer, make_control_plane, personas_dir  # noqa: F401
+
+EXAMPLES = 10  # per operation
+CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+def test_every_answer_is_one_the_openapi_documents(personas_dir):  # noqa: F811
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(make_control_plane(personas_dir)))
+    failures = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case):
+            case.call_and_validate(headers=bearer(OPERATOR), checks=CHECKS)
+
+        try:
+            check()
+        except BaseException as error:  # noqa: BLE001 - hypothesis raises a group; each finding is listed at the end
+            if isinstance(error, KeyboardInterrupt | SystemExit):
+                raise
+            failures[operation.label] = [line.strip() for line in str(error).splitlines() if line.strip().startswith(("- ST", "Received", "Documented"))][:6]
+    assert not failures, "\n".join(f"{label}: {found}" for label, found in failures.items())
