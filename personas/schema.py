@@ -45,7 +45,11 @@ class Persona(_Strict):
     # e.g. "You work for ... and your name is ... Information: ...". At most about 1500 tokens, so the
     # prompt leaves most of the model's 3000-frame context to the conversation.
     role: str = Field(min_length=1, max_length=6000)
-    voice: str  # a released voice name (NATF2), or a .wav/.pt path inside the voices folder
+    voice: str = Field(  # a released voice name (NATF2), or a .wav/.pt path inside the voices folder
+        description="a released voice, or a .wav or .pt file inside the tenant's voices folder (a relative "
+                    "path, no '..', no control characters; the file must exist when the line is saved)",
+        json_schema_extra={"anyOf": [{"enum": sorted(RELEASED_VOICES)},
+                                     {"pattern": r"^(?!/)(?!(.*/)?\.\.(/|$))[^\\\x00-\x1f\x7f]*\.(wav|pt)$"}]})
     sampling: Sampling = Sampling()
     # What a call longer than the model's 3000-frame context (240 s) does with this prompt:
     # "pinned" keeps it in the KV ring at the head of the window, "window" lets it slide out

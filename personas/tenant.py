@@ -54,7 +54,9 @@ def _check_address(address: str) -> str:
     return address
 
 
-Address = Annotated[str, BeforeValidator(_no_bare_number), AfterValidator(_check_address)]
+Address = Annotated[str, BeforeValidator(_no_bare_number), AfterValidator(_check_address),
+                    Field(description="an E.164 number (+14155550100) or a SIP user (support)",
+                          json_schema_extra={"pattern": rf"^({_E164.pattern[1:-1]}|{_SIP_USER.pattern[1:-1]})$"})]
 TokenHash = Annotated[str, AfterValidator(check_hash_format)]
 
 
@@ -164,7 +166,10 @@ Greeting = Literal["agent_first", "caller_first"]
 class Line(_Strict):
     """One phone line: the addresses it answers and how the agent behaves on it."""
 
-    answers: Annotated[list[Address], Field(min_length=1), AfterValidator(_unique)]
+    answers: Annotated[list[Address], Field(min_length=1, description="the addresses this line answers, each "
+                                                                     "once: each one of the tenant's addresses, "
+                                                                     "none answered by another of its lines"),
+                       AfterValidator(_unique)]
     persona: Persona
     # agent_first: the agent speaks as soon as the call is answered (PersonaPlex greets on its own);
     # caller_first: the agent stays silent until the caller has spoken.
