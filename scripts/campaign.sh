@@ -1,0 +1,6 @@
+#!/bin/sh
+# The hostile-input and limits campaign of issue 19 (bench/campaign.py), on loopback; its table goes
+# in docs/campaign.md. Exits non-zero when a row fails.
+set -e
+cd "$(dirname "$0")/.."
+exec python -m bench.campaign --json bench/campaign.json "$@"

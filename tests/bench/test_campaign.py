@@ -1,0 +1,15 @@
+"""The campaign's short version (fewer connections and guesses): every row passes."""
+
+import argparse
+
+import pytest
+
+from bench.campaign import campaign, table
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_every_row_of_the_short_campaign_passes():
+    rows = await campaign(argparse.Namespace(slowloris=150, wrong_tokens=30))
+    assert len(rows) == 7
+    assert all(row.passed for row in rows), table(rows)
