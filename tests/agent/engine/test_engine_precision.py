@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from agent.engine.backend import CallSetup, SamplingSettings
 from agent.engine.engine import ModelBackend
@@ -17,16 +16,12 @@ GREEDY = SamplingSettings(text_temperature=0, text_top_k=0, audio_temperature=0,
 
 
 @pytest.fixture(scope="module")
-def fp8_backend_parts(reference_dir):
+def fp8_backend_parts(reference_dir, golden, reference_call):
     config = json.loads((reference_dir / "config.json").read_text())
     mimi = Mimi.from_safetensors(reference_dir / "mimi.safetensors", MimiConfig.from_upstream(config["mimi"]))
     lm = load_lm(reference_dir / "lm16.safetensors", LMConfig.from_upstream(config["lm"]), dtype=torch.float32)
-    lm.to_fp8_weights()
-    golden = load_file(reference_dir / "lm_golden.safetensors")
-    scenario = json.loads((reference_dir / "scenario.json").read_text())
-    prompt = PersonaPrompt(voice=golden["voice_codes"][0], text_tokens=tuple(scenario["text_prompt_tokens"]),
-                           silence_frames=scenario["silence_frames"])
-    return mimi, lm, golden["user_codes"][0], CallSetup(prompt=prompt, sampling=GREEDY)
+    lm.to_fp8_weights()  # a model of its own: the shared one stays in float32
+    return mimi, lm, golden["user_codes"][0], reference_call
 
 
 def conversation(backend: ModelBackend, slot: int, user: torch.Tensor) -> torch.Tensor:
