@@ -33,8 +33,9 @@ import torch
 
 from agent.contracts.audio import FRAME_SIZE
 from agent.engine.backend import CallSetup, StepOutput
-from agent.engine.noise import uniform_noise
 from agent.engine.capacity import PREFIX_CACHE_BYTES
+from agent.engine.graphs import capture
+from agent.engine.noise import uniform_noise
 from agent.engine.pacer import PrefillPacer
 from agent.engine.prefix import PersonaCache, PersonaPrefill, PersonaPrefix, PersonaPrompt
 from agent.model.kv_cache import KVDtype
@@ -250,30 +251,14 @@ class ModelBackend:
         self.counters.add_(1)
         return out.tokens, out.valid
 
-    def _capture(self) -> None:
-        """Record the step once as a CUDA graph (after warm-up steps on a side stream), to replay it.
-
-        Warm-up and capture advance the states like real steps, so they happen in `warm_up`, before
-        any call joins; `warm_up` then resets every row.
-        """
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._outputs = self._step()
-
     def warm_up(self) -> None:
         """Run (and on CUDA capture) the step before the first call, so no caller waits for it.
 
         Until then steps run eagerly, which is correct but slow on a GPU.
         """
         self._pcm_in.zero_()
-        if self._use_graph:
-            self._capture()
+        if self._use_graph:  # warm-up and capture advance the states: every row is reset below
+            self._graph, self._outputs = capture(self._step)
         else:
             self._step()
         if self.device.type == "cuda":

@@ -16,6 +16,7 @@ import torch
 
 from agent.engine.backend import CallSetup, StepOutput
 from agent.engine.engine import ModelBackend
+from agent.engine.graphs import capture
 from agent.model.stt import StreamingStt, SttLM
 
 
@@ -67,15 +68,7 @@ class SttBackend:
         """Run (and on CUDA capture) the step before the first call joins; then every row is fresh."""
         self._codes_in.zero_()
         if self._use_graph:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self._step()
-            torch.cuda.current_stream().wait_stream(side)
-            self._graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self._graph):
-                self._outputs = self._step()
+            self._graph, self._outputs = capture(self._step)
         else:
             self._step()
         self.state.reset(torch.ones(self.num_slots, dtype=torch.bool, device=self.device))
