@@ -261,8 +261,9 @@ class ModelBackend:
             self._graph, self._outputs = capture(self._step)
         else:
             self._step()
-        if self.device.type == "cuda":
-            self.pacer.calibrate(self._calibration_forward)
+        if self.device.type == "cuda":  # timed prompts of up to 1024 steps, and never beyond the context
+            large = min(1024, self.lm.config.context - 2)
+            self.pacer.calibrate(self._calibration_forward, small=min(64, large // 2), large=large)
         all_rows = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
         self.lm_state.reset(all_rows)
         self.encoder_state.reset(all_rows)
