@@ -27,7 +27,7 @@ import yaml
 from personas.tokens import hash_token
 from tests.interop.chromium import Page, chromium
 from tests.interop.serving import OPERATOR, Server, free_port, serving
-from tests.interop.test_webrtc_browser import speech_wav
+from tests.interop.test_webrtc_browser import TALK_SECONDS, speech_wav
 
 EXAMPLE_ACME = Path(__file__).parents[2] / "personas" / "examples" / "tenants" / "acme"
 ACME, GLOBEX = "acme-console-token", "globex-console-token"
@@ -438,3 +438,33 @@ def test_the_operator_sees_every_tenant_and_the_api_docs_render_offline(server, 
 
     assert landed == "/console/tenants" and rows == ["acme", "globex"]
     assert operations > 20 and menu > 20
+
+
+def test_a_test_call_shows_the_callers_words_as_they_are_heard(tmp_path):
+    """With the recogniser on (tiny dummy models: its words are noise), the line page shows the data
+    channel's "caller" words during the call."""
+    async def drive(page: Page, server: Server):
+        await sign_in(page, server, ACME, "acme")
+        await go(page, server.url + "/console/tenants/acme/lines/support")
+        await page.evaluate("document.getElementById('call').click()")
+        await page.wait_for("testCall.state === 'connected'", 30)
+        await asyncio.sleep(TALK_SECONDS)
+        heard = await page.evaluate("testCall.messages.filter((m) => m.type === 'caller').map((m) => m.text)")
+        shown = await page.evaluate("document.getElementById('caller-words').textContent")
+        await page.evaluate("document.getElementById('hang-up').click()")
+        await page.wait_for("testCall.state.startsWith('ended')", 10)
+        return heard, shown
+
+    async def call(server: Server):
+        async with chromium(tmp_path / "profile", speech_wav(tmp_path), tmp_path / "chromium.log") as page:
+            await page.send("Page.enable")
+            return await drive(page, server)
+
+    folder = tmp_path / "stt"
+    folder.mkdir()
+    with serving("dummy", 2, folder, tenants(folder / "tenants"), stt="dummy:tiny",
+                 env={"PLEXLINE_DATA_DIR": str(folder / "data")}) as server:
+        heard, shown = asyncio.run(call(server))
+
+    assert heard, "random weights still write words: some caller word is expected"
+    assert shown.split()[:len(heard)] == heard

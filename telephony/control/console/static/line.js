@@ -123,6 +123,7 @@ function lines(document, differs, path = "", depth = 0) {
 
 function startTestCall() {
   const words = $("agent-words");
+  const callerWords = $("caller-words");
   const call = window.testCall = new TestCall(`${linePath}/whip`, (message) => {
     if (message.type === "call") {
       call.maxSeconds = message.max_call_seconds;
@@ -130,6 +131,8 @@ function startTestCall() {
         ` (longest ${message.max_call_seconds} s)`);
     } else if (message.type === "text") {
       words.textContent += message.text;
+    } else if (message.type === "caller") {  // the recogniser's words, as each one is complete
+      callerWords.textContent = `${callerWords.textContent} ${message.text}`.trimStart();
     }
   }, (state) => {
     $("call-state").textContent = state;
@@ -139,7 +142,7 @@ function startTestCall() {
     if (state.startsWith("ended")) showRecord(call.callId);
   });
   $("call").onclick = () => {
-    words.textContent = "";
+    words.textContent = callerWords.textContent = "";
     call.start($("agent-audio"));
   };
   $("hang-up").onclick = () => call.hangUp();
@@ -158,7 +161,7 @@ async function showRecord(callId) {
     if (response.ok) {
       const record = await response.json();
       const caller = record.transcript.items.filter((i) => i.kind === "speech" && i.speaker === "caller");
-      $("caller-words").textContent = caller.length ? caller.map((t) => t.text).join("\n")
+      $("caller-words").textContent = caller.length ? caller.map((t) => t.text).join("\n")  // the turns, final
                                                     : "No words of the caller's were recognised in this call.";
       $("call-link").replaceChildren(el("a", { href: page(`/calls/${encodeURIComponent(callId)}`) },
                                         "The call's record: timeline, recording, outcome"));
