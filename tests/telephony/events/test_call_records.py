@@ -28,7 +28,8 @@ async def store(request, tmp_path, redis_prefix):
         records = SqliteCallRecords(tmp_path / "calls.sqlite3")
     else:
         client = redis.Redis.from_url(request.getfixturevalue("redis_url"), decode_responses=True)
-        records = RedisCallRecords(client, prefix=redis_prefix, retention_seconds=3600)
+        # A day: the records are made minutes before NOW, which was read when the module was collected.
+        records = RedisCallRecords(client, prefix=redis_prefix, retention_seconds=86_400)
     yield records
     await records.close()
 
