@@ -24,6 +24,7 @@ from telephony.sip.message import SipParseError, frame_length
 
 log = logging.getLogger(__name__)
 
+PORT_ATTEMPTS = 20  # free port numbers tried when the UDP one the OS chose is taken for TCP
 MAX_CONNECTIONS = 1024
 MAX_PER_SOURCE = 32  # stream connections from one address (one source cannot hold them all)
 IDLE_SECONDS = 600.0  # a TCP connection with no message for this long is closed
@@ -90,11 +91,21 @@ class SipTransport:
         self._readers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """UDP and TCP on one port; port 0 takes a number free for both (the OS picks it for UDP, and
+        another is tried when its TCP twin is taken)."""
         loop = asyncio.get_running_loop()
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.handler), local_addr=(self.host, self.port))
-        if self.port == 0:
+        wanted = self.port
+        for attempt in range(PORT_ATTEMPTS if wanted == 0 else 1):
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self.handler),
+                                                               local_addr=(self.host, wanted))
             self.port = self._udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._accept_tcp, self.host, self.port)
+            try:
+                self._tcp = await asyncio.start_server(self._accept_tcp, self.host, self.port)
+                break
+            except OSError:
+                self._udp.close()
+                if wanted != 0 or attempt == PORT_ATTEMPTS - 1:
+                    raise
         if self.tls is not None:
             self._tls = await asyncio.start_server(self._accept_tls, self.host, self.tls_port, ssl=self.tls,
                                                    ssl_handshake_timeout=10.0)
