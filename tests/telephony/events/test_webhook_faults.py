@@ -90,7 +90,7 @@ def test_a_control_plane_killed_mid_delivery_is_restarted_and_delivers_the_rest(
             kill_mid_delivery(first, receiver, after=15)
         before = len(receiver.accepted())
         with command(args, env, tmp_path / "second.log") as second:
-            got = receiver.wait_for(60, timeout=30)
+            got = receiver.wait_for(60, timeout=60)  # the restart itself takes seconds on a loaded machine
             second.terminate()
             second.wait()
 
@@ -118,7 +118,7 @@ def test_plexline_serve_killed_mid_delivery_resumes_from_its_journal(tmp_path, f
             kill_mid_delivery(first, receiver, after=8)
         before = len(receiver.accepted())
         with command(args, env, tmp_path / "second.log") as second:
-            got = receiver.wait_for(30, timeout=30)
+            got = receiver.wait_for(30, timeout=60)  # the restart itself takes seconds on a loaded machine
             second.terminate()
             second.wait()
 
