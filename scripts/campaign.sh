@@ -1,5 +1,5 @@
 #!/bin/sh
-# The hostile-input and limits campaign of issue 19 (bench/campaign.py), on loopback; its table goes
+# The reliability and security campaign of issue 19 (bench/campaign/), on loopback; its table goes
 # in docs/campaign.md. Exits non-zero when a row fails.
 set -e
 cd "$(dirname "$0")/.."

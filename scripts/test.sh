@@ -24,6 +24,6 @@ fi
 
 # pytest exits 5 when no test was collected (for example a -m filter that matches nothing).
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest --durations=20 "$@" || status=$?
 [ "$status" -eq 5 ] && status=0
 exit "$status"

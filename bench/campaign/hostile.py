@@ -1,25 +1,18 @@
-"""The hostile-input and limits campaign against `plexline serve`'s app (embedded: control plane and
-an echo worker in one process, under uvicorn as `plexline serve` runs it, on loopback).
+"""The campaign's hostile-input and limits rows, against `plexline serve`'s app (embedded: control
+plane and an echo worker in one process, under uvicorn as `plexline serve` runs it, on loopback).
 
-    python -m bench.campaign [--json bench/campaign.json] [--slowloris 300] [--wrong-tokens 40]
-
-Each row attacks one limit and asserts its outcome; the table says what was sent, what came back,
-and whether the row passes. Prints a table; writes JSON. The load, soak and fault rows of issue 19
-(1.5x capacity over SIP and WebRTC, worker SIGKILL/SIGSTOP, Redis and control-plane restarts,
-netem loss) are not in it yet.
+Each row attacks one limit and asserts its outcome.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import resource
 import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
@@ -28,6 +21,7 @@ import yaml
 from pydantic import SecretStr
 
 from agent.worker import Worker, echo_model
+from bench.campaign.row import Row
 from personas import EXAMPLE_TENANTS
 from personas.store import TenantStore
 from personas.tokens import hash_token
@@ -41,14 +35,6 @@ from telephony.control.worker_client import HttpWorkerClient
 
 OPERATOR, ACME, GLOBEX = "campaign-operator", "campaign-acme-token", "campaign-globex-token"
 FIRST_MEDIA_TIMEOUT = 2.0
-
-
-@dataclass
-class Row:
-    attack: str
-    sent: str
-    outcome: str
-    passed: bool
 
 
 def tenants(root: Path) -> Path:
@@ -199,7 +185,12 @@ async def yaml_bombs(root: Path, plane: ControlPlane, url: str) -> Row:
                served == 200 and len(problems) == 3)
 
 
-async def campaign(args: argparse.Namespace) -> list[Row]:
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slowloris", type=int, default=300, help="connections that never finish their headers")
+    parser.add_argument("--wrong-tokens", type=int, default=40, help="admin token guesses from one source")
+
+
+async def run(args: argparse.Namespace) -> list[Row]:
     folder = Path(tempfile.mkdtemp(prefix="plexline-campaign-"))
     root = tenants(folder / "tenants")
     registry = MemoryRegistry()
@@ -229,26 +220,3 @@ async def campaign(args: argparse.Namespace) -> list[Row]:
         await task
         shutil.rmtree(folder, ignore_errors=True)
     return rows
-
-
-def table(rows: list[Row]) -> str:
-    lines = ["| attack | sent | outcome | pass |", "|---|---|---|---|"]
-    lines += [f"| {r.attack} | {r.sent} | {r.outcome} | {'yes' if r.passed else 'NO'} |" for r in rows]
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--slowloris", type=int, default=300)
-    parser.add_argument("--wrong-tokens", type=int, default=40)
-    args = parser.parse_args()
-    rows = asyncio.run(campaign(args))
-    print(table(rows))
-    if args.json is not None:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2) + "\n")
-    raise SystemExit(0 if all(r.passed for r in rows) else 1)
-
-
-if __name__ == "__main__":
-    main()
