@@ -228,11 +228,12 @@ def _control_plane(settings, registry, workers, history, http_host: str, local_w
     from personas.store import TenantStore
     from telephony.control.control_plane import ControlPlane
     from telephony.control.metrics import Metrics
-    from telephony.control.routing import CallRouter
+    from telephony.control.routing import Admission, CallRouter
     from telephony.sip.server import SipConfig, SipServer
 
     store = TenantStore(settings.personas_dir)
-    router = CallRouter(registry, workers, Metrics(), settings.route_attempts, refusals=history)
+    router = CallRouter(registry, workers, Metrics(), settings.route_attempts, refusals=history,
+                        admission=Admission.of(settings, store))
     tls = None
     if settings.sip_tls_certificate is not None:
         from telephony.sip.transport import server_tls_context

@@ -15,7 +15,7 @@ from personas.tenant import Webhook
 from telephony.control.auth import Authenticator
 from telephony.control.metrics import Metrics
 from telephony.control.registry import CallRecord, Registry
-from telephony.control.routing import CallRouter
+from telephony.control.routing import Admission, CallRouter
 from telephony.control.settings import Settings
 from telephony.control.worker_client import WorkerClient
 from telephony.events.call_history import CallHistory
@@ -55,7 +55,8 @@ class ControlPlane:
         self.store = store
         self.registry = registry
         self.workers = workers
-        self.router = router or CallRouter(registry, workers, Metrics(), settings.route_attempts, refusals=history)
+        self.router = router or CallRouter(registry, workers, Metrics(), settings.route_attempts, refusals=history,
+                                           admission=Admission.of(settings, store))
         self.metrics = self.router.metrics
         self.history = history
         self.sip = sip

@@ -7,7 +7,7 @@ end without awaiting, so on one event loop each is as atomic as a Lua script in 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -43,6 +43,9 @@ class MemoryRegistry:
         self._workers: dict[str, _Worker] = {}
         self._calls: dict[str, CallRecord] = {}
         self._active: defaultdict[str, set[str]] = defaultdict(set)  # tenant -> call ids in progress
+        self._from: defaultdict[str, set[str]] = defaultdict(set)  # source -> call ids in progress
+        self._source_of: dict[str, str] = {}  # call id in progress -> its source, where it has one
+        self._attempts: OrderedDict[str, tuple[int, float]] = OrderedDict()  # source -> (attempts, window ends)
         self._expires: dict[str, float] = {}  # finished call id -> forgotten at (monotonic)
         self._dialogs: dict[str, tuple[str, float]] = {}  # SIP dialog -> (call id, forgotten at)
 
@@ -94,19 +97,37 @@ class MemoryRegistry:
         self._forget_expired()
         if call.call_id in self._calls:
             raise DuplicateCall(call.call_id)
-        if len(self._active[call.tenant]) >= call.tenant_limit:
+        held = len(self._active[call.tenant])
+        if held >= call.tenant_limit:
             raise TenantLimitReached(call.tenant)
+        if call.source and len(self._from[call.source]) >= call.source_limit:
+            raise call.source_refusal()
         now = time.monotonic()
-        candidates = [w for i, w in self._workers.items()
-                      if i not in exclude and w.alive_until > now and not w.draining and len(w.calls) < w.info.slots]
+        live = [(i, w) for i, w in self._workers.items() if w.alive_until > now and not w.draining]
+        candidates = [w for i, w in live if i not in exclude and len(w.calls) < w.info.slots]
         if not candidates:
             raise NoCapacity("no worker has a free slot")
+        slots = sum(w.info.slots for _, w in live)
+        free = sum(max(w.info.slots - len(w.calls), 0) for _, w in live)
+        if call.over_fair_share(held, slots, free):
+            raise call.fair_share_refusal(held, slots, free)
         best = min(candidates, key=_load_order)
         best.calls[call.call_id] = now
         self._active[call.tenant].add(call.call_id)
+        if call.source:
+            self._from[call.source].add(call.call_id)
+            self._source_of[call.call_id] = call.source
         self._calls[call.call_id] = CallRecord(call.call_id, call.tenant, call.line, best.info.id, "reserved",
                                                call.caller, call.callee, time.time())
         return best.info
+
+    async def count_attempt(self, source: str, window: float) -> tuple[int, float]:
+        now = time.monotonic()
+        while self._attempts and next(iter(self._attempts.values()))[1] <= now:  # windows end in order
+            self._attempts.popitem(last=False)
+        attempts, ends = self._attempts.get(source, (0, now + window))
+        self._attempts[source] = (attempts + 1, ends)
+        return attempts + 1, ends - now
 
     async def activate(self, call_id: str) -> bool:
         record = self._calls.get(call_id)
@@ -143,6 +164,11 @@ class MemoryRegistry:
 
     def _free_slot(self, record: CallRecord) -> None:
         self._active[record.tenant].discard(record.call_id)
+        source = self._source_of.pop(record.call_id, None)
+        if source is not None:
+            self._from[source].discard(record.call_id)
+            if not self._from[source]:
+                del self._from[source]
         worker = self._workers.get(record.worker)
         if worker is not None:
             worker.calls.pop(record.call_id, None)

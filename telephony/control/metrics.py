@@ -21,7 +21,8 @@ class Metrics:
         r = self.registry
         self.calls_active = Gauge("plexline_calls_active", "Calls in progress, cluster-wide", ["tenant"], registry=r)
         self.calls_admitted = Counter("plexline_calls_admitted", "Calls placed on a worker", ["tenant"], registry=r)
-        self.calls_refused = Counter("plexline_calls_refused", "Calls refused (no_capacity, tenant_limit, registry_unavailable)",
+        self.calls_refused = Counter("plexline_calls_refused", "Calls refused (no_capacity, tenant_limit, fair_share, source_limit, "
+                                     "registry_unavailable)",
                                      ["tenant", "reason"], registry=r)
         self.calls_failed = Counter("plexline_calls_failed", "Calls failed because their worker was lost",
                                     ["tenant"], registry=r)

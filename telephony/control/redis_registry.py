@@ -10,6 +10,8 @@ and a reaped worker's calls are failed exactly once. Keys (under a prefix, `plex
     call:<id>                hash: the call record; expires a while after the call finishes
     calls                    set of the call ids in progress
     tenant:<id>:calls        set of the tenant's call ids in progress
+    source:<addr>:calls      set of the call ids in progress from one source (a caller's address)
+    source:<addr>:attempts   the source's call attempts in its current window; expires with it
     sip-dialog:<dialog>      the call id of a SIP dialog (Call-ID and our tag), while the call lasts
 
 Times come from Redis (`TIME`), so the control planes' clocks need not agree. The scripts name
@@ -67,11 +69,12 @@ local function now_ms()
 end
 local function finish(p, call_id, state, reason, now, ttl_ms)
   local key = p .. 'call:' .. call_id
-  local rec = redis.call('HMGET', key, 'state', 'tenant', 'worker')
+  local rec = redis.call('HMGET', key, 'state', 'tenant', 'worker', 'source')
   if rec[1] ~= 'reserved' and rec[1] ~= 'active' then return 0 end
   redis.call('HDEL', p .. 'worker:' .. rec[3] .. ':calls', call_id)
   redis.call('SREM', p .. 'calls', call_id)
   redis.call('SREM', p .. 'tenant:' .. rec[2] .. ':calls', call_id)
+  if rec[4] then redis.call('SREM', p .. 'source:' .. rec[4] .. ':calls', call_id) end
   if state == 'cancelled' then
     redis.call('DEL', key)
   else
@@ -93,24 +96,30 @@ local function remove_worker(p, id, reason, ttl_ms)
 end
 """
 
-# ARGV: prefix, call id, tenant, line, caller, callee, tenant limit, excluded worker ids...
+# ARGV: prefix, call id, tenant, line, caller, callee, tenant limit, tenants, reserve percent, source,
+# source limit, excluded worker ids... (the limits are NewCall's)
 _RESERVE = _FINISH + """
-local p, call_id, tenant = ARGV[1], ARGV[2], ARGV[3]
+local p, call_id, tenant, source = ARGV[1], ARGV[2], ARGV[3], ARGV[10]
 local excluded = {}
-for i = 8, #ARGV do excluded[ARGV[i]] = true end
+for i = 12, #ARGV do excluded[ARGV[i]] = true end
 local call_key = p .. 'call:' .. call_id
 if redis.call('EXISTS', call_key) == 1 then return {'duplicate'} end
 local tenant_key = p .. 'tenant:' .. tenant .. ':calls'
-if redis.call('SCARD', tenant_key) >= tonumber(ARGV[7]) then return {'tenant_limit'} end
+local held = redis.call('SCARD', tenant_key)
+if held >= tonumber(ARGV[7]) then return {'tenant_limit'} end
+local source_key = p .. 'source:' .. source .. ':calls'
+if source ~= '' and redis.call('SCARD', source_key) >= tonumber(ARGV[11]) then return {'source_limit'} end
 local best, best_used, best_slots
+local total, free = 0, 0  -- the cluster's: live, undrained workers
 for _, id in ipairs(redis.call('SMEMBERS', p .. 'workers')) do
   local w = p .. 'worker:' .. id
-  if not excluded[id] and redis.call('EXISTS', w .. ':alive') == 1 then
+  if redis.call('EXISTS', w .. ':alive') == 1 then
     local info = redis.call('HMGET', w, 'slots', 'draining')
     local slots = tonumber(info[1])
     if slots and info[2] ~= '1' then
       local used = redis.call('HLEN', w .. ':calls')
-      if used < slots then
+      total, free = total + slots, free + math.max(slots - used, 0)
+      if used < slots and not excluded[id] then
         local better = best == nil
         if not better then
           -- least loaded: lowest used/slots, then most free slots, then lowest id
@@ -124,14 +133,29 @@ for _, id in ipairs(redis.call('SMEMBERS', p .. 'workers')) do
   end
 end
 if best == nil then return {'no_capacity'} end
+-- the fair share (NewCall.over_fair_share): the reserve is the percent of the slots, rounded up
+local reserve = math.floor((total * tonumber(ARGV[9]) + 99) / 100)
+if free <= reserve and held * tonumber(ARGV[8]) >= total then return {'fair_share', held, total, free} end
 local now = now_ms()
 redis.call('HSET', p .. 'worker:' .. best .. ':calls', call_id, now)
 redis.call('HSET', call_key, 'tenant', tenant, 'line', ARGV[4], 'worker', best, 'state', 'reserved',
            'caller', ARGV[5], 'callee', ARGV[6], 'created_ms', now)
 redis.call('SADD', p .. 'calls', call_id)
 redis.call('SADD', tenant_key, call_id)
+if source ~= '' then
+  redis.call('HSET', call_key, 'source', source)
+  redis.call('SADD', source_key, call_id)
+end
 local w = redis.call('HMGET', p .. 'worker:' .. best, 'address', 'slots', 'model', 'version')
 return {'ok', best, w[1], w[2], w[3], w[4]}
+"""
+
+# ARGV: prefix, source, window ms
+_COUNT_ATTEMPT = """
+local key = ARGV[1] .. 'source:' .. ARGV[2] .. ':attempts'
+local attempts = redis.call('INCR', key)
+if attempts == 1 then redis.call('PEXPIRE', key, ARGV[3]) end
+return {attempts, redis.call('PTTL', key)}
 """
 
 # ARGV: prefix, call id
@@ -208,6 +232,7 @@ class RedisRegistry:
         self._finished_ms = int(finished_call_ttl * 1000)
         self._grace_ms = int(reservation_grace * 1000)
         self._reserve = client.register_script(_RESERVE)
+        self._count_attempt = client.register_script(_COUNT_ATTEMPT)
         self._activate = client.register_script(_ACTIVATE)
         self._release = client.register_script(_RELEASE)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -262,7 +287,8 @@ class RedisRegistry:
     @_reachable
     async def reserve(self, call: NewCall, exclude: Collection[str] = ()) -> WorkerInfo:
         reply = await self._reserve(args=[self.prefix, call.call_id, call.tenant, call.line, call.caller,
-                                          call.callee, call.tenant_limit, *exclude])
+                                          call.callee, call.tenant_limit, call.tenants, call.reserve_percent,
+                                          call.source, call.source_limit, *exclude])
         match reply[0]:
             case "ok":
                 worker_id, address, slots, model, version = reply[1:]
@@ -271,8 +297,17 @@ class RedisRegistry:
                 raise NoCapacity("no worker has a free slot")
             case "tenant_limit":
                 raise TenantLimitReached(call.tenant)
+            case "source_limit":
+                raise call.source_refusal()
+            case "fair_share":
+                raise call.fair_share_refusal(*map(int, reply[1:]))
             case _:
                 raise DuplicateCall(call.call_id)
+
+    @_reachable
+    async def count_attempt(self, source: str, window: float) -> tuple[int, float]:
+        attempts, left_ms = await self._count_attempt(args=[self.prefix, source, max(1, int(window * 1000))])
+        return int(attempts), max(int(left_ms), 0) / 1000
 
     @_reachable
     async def activate(self, call_id: str) -> bool:

@@ -2,8 +2,9 @@
 
 Workers heartbeat with a time to live; a control plane reserves a slot for each call atomically
 on the least loaded live worker that is not draining (fewest used slots for its size, then most
-free slots, then the lowest id), within the tenant's limit of concurrent calls. A worker whose
-heartbeat stops is reaped: it is removed and its calls are failed with the reason.
+free slots, then the lowest id), within the limits of `NewCall` (the tenant's, its fair share when
+the cluster is nearly full, the caller's source's). A worker whose heartbeat stops is reaped: it is
+removed and its calls are failed with the reason.
 
 Two implementations behave the same: `telephony.control.redis_registry.RedisRegistry` (any number of
 control planes and workers, sharing nothing but Redis) and `telephony.control.memory_registry.MemoryRegistry`
@@ -40,18 +41,61 @@ class TenantLimitReached(RegistryError):
     pass
 
 
+class FairShareExceeded(RegistryError):
+    """The cluster is nearly full and the caller's tenant holds its fair share or more (see `NewCall`)."""
+
+
+class SourceLimitReached(RegistryError):
+    """One source holds its limit of calls in progress, or has made its limit of attempts this minute.
+
+    `repeat`: not the first refusal of this source in its minute (counted, not recorded, so that a
+    flood cannot fill the call history)."""
+
+    def __init__(self, message: str, retry_after: int | None = None, repeat: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until the source may try again, where known
+        self.repeat = repeat
+
+
 class DuplicateCall(RegistryError):
     pass
 
 
 @dataclass(frozen=True)
 class NewCall:
+    """A call to reserve a slot for, and the limits it is admitted under, checked in one atomic step:
+
+    - the tenant holds fewer than `tenant_limit` calls;
+    - fair share: when no more than `reserve_percent` of the cluster's slots (rounded up) are free,
+      the call is admitted only while its tenant holds fewer than its fair share, the cluster's slots
+      divided by `tenants` (the tenants in the store). So one tenant's burst leaves the last slots to
+      the others, while a tenant alone (`tenants` 1) may take every slot;
+    - `source` (the address of a caller open to strangers, "" for one authenticated per call) holds
+      fewer than `source_limit` calls.
+    """
+
     call_id: str
     tenant: str
     line: str
     caller: str
     callee: str
     tenant_limit: int  # the tenant's maximum of concurrent calls
+    tenants: int = 1
+    reserve_percent: int = 0
+    source: str = ""
+    source_limit: int = 0
+
+    def over_fair_share(self, held: int, slots: int, free: int) -> bool:
+        """Whether the tenant, holding `held` calls, is refused when `free` of the cluster's `slots` are free."""
+        reserve = -(-slots * self.reserve_percent // 100)
+        return free <= reserve and held * self.tenants >= slots
+
+    def fair_share_refusal(self, held: int, slots: int, free: int) -> FairShareExceeded:
+        return FairShareExceeded(f"the cluster is nearly full ({free} of {slots} slots free) and tenant "
+                                 f"{self.tenant} holds its fair share or more ({held} calls, {self.tenants} tenants)")
+
+    def source_refusal(self) -> SourceLimitReached:
+        return SourceLimitReached(f"{self.source} holds {self.source_limit} calls, the most one source may hold")
 
 
 @dataclass(frozen=True)
@@ -84,8 +128,12 @@ class Registry(Registration, Protocol):
     async def reserve(self, call: NewCall, exclude: Collection[str] = ()) -> WorkerInfo:
         """Hold a slot for `call` on the least loaded eligible worker not in `exclude`.
 
-        Raises NoCapacity, TenantLimitReached or DuplicateCall.
+        Raises NoCapacity, TenantLimitReached, FairShareExceeded, SourceLimitReached or DuplicateCall.
         """
+
+    async def count_attempt(self, source: str, window: float) -> tuple[int, float]:
+        """Count a call attempt from `source` in its window (one of `window` seconds that starts at its
+        first attempt): the attempts in it, this one included, and the seconds until it ends."""
 
     async def activate(self, call_id: str) -> bool:
         """The worker took the call; False if it is no longer reserved (reaped meanwhile)."""

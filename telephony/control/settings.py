@@ -40,6 +40,16 @@ class Settings(MediaSettings):
                                                           "before it is refused (429) without a check")
     auth_failure_rate: float = Field(1.0, gt=0, description="failed authentications per second one address may "
                                                             "make after its burst")
+    fair_share_reserve: int = Field(10, ge=0, le=100, description="percent of the cluster's slots (rounded up) "
+                                                               "kept for tenants below their fair share (the "
+                                                               "slots divided by the tenants): once no more are "
+                                                               "free, a tenant holding its share is refused (503)")
+    source_max_calls: int = Field(5, ge=1, description="calls in progress from one address on the entry points "
+                                                       "open to strangers (WHIP, POST /calls with a tenant's "
+                                                       "token); beyond it 429")
+    source_calls_per_minute: int = Field(30, ge=1, description="call attempts one address may make on those "
+                                                               "entry points in a minute; beyond it 429 until "
+                                                               "the minute (from its first attempt) ends")
     worker_timeout: float = Field(5.0, gt=0, description="seconds to wait for a worker to take a call")
     route_attempts: int = Field(3, ge=1, description="workers tried for one call before refusing it")
     shutdown_grace: float = Field(30.0, ge=0, description="seconds a stopping worker lets its calls finish before "

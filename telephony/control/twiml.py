@@ -23,8 +23,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from agent.contracts.media import stream_token
 from telephony.control.api.bodies import read_body
 from telephony.control.api.deps import ControlPlaneDep
-from telephony.control.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
-from telephony.control.routing import Caller
+from telephony.control.routing import REFUSED, Caller
 
 MAX_FORM_BYTES = 16 * 1024
 TWIML = "application/xml"
@@ -59,7 +58,7 @@ async def voice(request: Request, control_plane: ControlPlaneDep) -> Response:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the request is not signed for a line that takes media streams")
     try:
         record = await control_plane.router.place(route, Caller(params.get("From", ""), params.get("To", "")))
-    except (NoCapacity, TenantLimitReached, RegistryUnavailable):
+    except REFUSED:
         return _twiml('<Reject reason="busy"/>')
     worker = next((w.info for w in await control_plane.registry.workers() if w.info.id == record.worker), None)
     if worker is None:

@@ -3,8 +3,9 @@
 An INVITE is checked, then answered 100 Trying: the line from the Request-URI (or To)
 user in the tenant store (404), the tenant's trust (source networks: 403; digest: 401 challenge),
 the SDP offer (488, also where the trunk requires SRTP and the offer is plain RTP). A worker
-slot is reserved through the call router (no slot: 503 with Retry-After; the tenant's limit: 486
-with Retry-After; either is refused without ringing, and the router records the refusal); then
+slot is reserved through the call router (no slot, or the tenant over its fair share of a nearly
+full cluster: 503 with Retry-After; the tenant's limit: 486 with Retry-After; each is refused
+without ringing, and the router records the refusal; a trunk is not limited per source); then
 180 Ringing goes out while the worker opens the RTP leg; the
 200 OK carries the worker's media address, and is resent over UDP until the ACK (64 x T1 without
 one ends the call). CANCEL before the answer ends the attempt with 487. BYE from the caller ends
@@ -48,15 +49,8 @@ from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress, RtpLegSp
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantStore
 from personas.tenant import SipTrunk
-from telephony.control.registry import (
-    IN_PROGRESS,
-    CallRecord,
-    NoCapacity,
-    Registry,
-    RegistryUnavailable,
-    TenantLimitReached,
-)
-from telephony.control.routing import Caller, CallRouter
+from telephony.control.registry import IN_PROGRESS, CallRecord, Registry, RegistryUnavailable, TenantLimitReached
+from telephony.control.routing import REFUSED, Caller, CallRouter
 from telephony.control.worker_client import WorkerClient, WorkerRefused
 from telephony.sip.dialog import Dialog, new_tag
 from telephony.sip.digest import DigestAuthenticator
@@ -389,7 +383,7 @@ class SipServer:
                 call.record = await self.router.place(call.route, caller)
             except TenantLimitReached as error:
                 return self._refuse(call, 486, str(error), retry_after=True)
-            except (NoCapacity, RegistryUnavailable) as error:
+            except REFUSED as error:  # no slot, the tenant's fair share, the registry unreachable
                 return self._refuse(call, 503, str(error), retry_after=True)
             ringing = response_to(request, 180, to_tag=local_tag)  # only once a slot is held
             self._dialog_headers(ringing, request, call)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from personas.store import TenantEntry
-from telephony.control.api.deps import ControlPlaneDep, OperatorDep, TenantDep, TokenDep, source
+from telephony.control.api.deps import ControlPlaneDep, OperatorDep, TenantDep, TokenDep, call_source, source
 from telephony.control.api.errors import CallFinished, UnknownAddress, UnknownCall
 from telephony.control.api.models import CallPublic, CallRequest
 from telephony.control.control_plane import ControlPlane
@@ -18,7 +18,9 @@ router = APIRouter(tags=["calls"])
 
 @router.post("/calls", status_code=status.HTTP_201_CREATED, response_model=CallPublic,
              responses={404: {"description": "no line answers this address"},
-                        503: {"description": "no free slot, or the tenant's limit is reached (see Retry-After)"}})
+                        429: {"description": "too many calls from this address (see Retry-After)"},
+                        503: {"description": "no free slot, the tenant's limit or its fair share is reached "
+                                             "(see Retry-After)"}})
 async def place_call(body: CallRequest, token: TokenDep, control_plane: ControlPlaneDep,
                      request: Request) -> CallPublic:
     """Place a call to a line: the operator's token, or the admin token of the line's tenant."""
@@ -27,7 +29,8 @@ async def place_call(body: CallRequest, token: TokenDep, control_plane: ControlP
                                       source(request))
     if route is None or not allowed:
         raise UnknownAddress(f"no line answers {body.to!r}")
-    return CallPublic.of(await control_plane.router.place(route, Caller(body.from_, body.to)))
+    caller = Caller(body.from_, body.to, call_source(request, token, control_plane))
+    return CallPublic.of(await control_plane.router.place(route, caller))
 
 
 @router.get("/calls", response_model=list[CallPublic], dependencies=[OperatorDep])

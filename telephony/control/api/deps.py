@@ -48,6 +48,12 @@ def source(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def call_source(request: Request, token: str, control_plane: ControlPlane) -> str:
+    """The source a call placed over HTTP is limited by (`routing.Admission`): the client's address,
+    or none for the operator."""
+    return "" if control_plane.auth.is_operator(token) else source(request)
+
+
 def get_tenant(tenant: Annotated[str, Path(pattern=ID_PATTERN.pattern)], token: TokenDep,
                control_plane: ControlPlaneDep, request: Request) -> TenantEntry:
     """The tenant named in the path, as of this request (sync: scrypt runs on a thread)."""

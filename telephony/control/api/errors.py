@@ -9,7 +9,13 @@ from fastapi.responses import JSONResponse
 from personas.loader import PersonaError
 from personas.store import InvalidLine, LineExists, UnknownLine, UnknownTenant, UnknownWebhook
 from telephony.control.auth import TooManyFailures
-from telephony.control.registry import NoCapacity, RegistryUnavailable, TenantLimitReached
+from telephony.control.registry import (
+    FairShareExceeded,
+    NoCapacity,
+    RegistryUnavailable,
+    SourceLimitReached,
+    TenantLimitReached,
+)
 
 
 class UnknownAddress(Exception):
@@ -49,7 +55,17 @@ def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
                                                  "no free slot on any worker: try again later"))
     app.add_exception_handler(TenantLimitReached, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry,
                                                         "the tenant's limit of concurrent calls is reached"))
+    app.add_exception_handler(FairShareExceeded, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry,
+                                                       "the cluster is nearly full and this tenant holds its "
+                                                       "fair share of it: try again later"))
     app.add_exception_handler(RegistryUnavailable, plain(status.HTTP_503_SERVICE_UNAVAILABLE, retry))
+
+    async def source_limited(request: Request, error: SourceLimitReached) -> JSONResponse:
+        wait = error.retry_after or retry_after_seconds
+        return JSONResponse({"detail": "too many calls from this address: try again later"}, status_code=429,
+                            headers={"Retry-After": str(wait)})
+
+    app.add_exception_handler(SourceLimitReached, source_limited)
     app.add_exception_handler(InvalidLine, _invalid_line)
     app.add_exception_handler(TooManyFailures, _too_many_failures)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -20,7 +20,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantEntry, UnknownLine
 from telephony.control.api.bodies import read_body
-from telephony.control.api.deps import ControlPlaneDep, TenantDep
+from telephony.control.api.deps import ControlPlaneDep, TenantDep, TokenDep, call_source
 from telephony.control.api.errors import UnknownCall
 from telephony.control.api.lines import LineId
 from telephony.control.control_plane import ControlPlane
@@ -69,13 +69,17 @@ async def _worker(control_plane: ControlPlane, worker_id: str) -> WorkerInfo:
                         400: {"description": "the offer cannot be answered"},
                         404: {"description": "no such line"},
                         415: {"description": "not application/sdp"},
-                        503: {"description": "no free slot, or the tenant's limit is reached (see Retry-After)"}})
-async def call_line(line: LineId, request: Request, entry: TenantDep, control_plane: ControlPlaneDep) -> Response:
+                        429: {"description": "too many calls from this address (see Retry-After)"},
+                        503: {"description": "no free slot, the tenant's limit or its fair share is reached "
+                                             "(see Retry-After)"}})
+async def call_line(line: LineId, request: Request, entry: TenantDep, token: TokenDep,
+                    control_plane: ControlPlaneDep) -> Response:
     """Call the line from a browser or app: the body is the SDP offer, the answer comes back."""
     route = _route(entry, line)
     offer = await _offer(request)
     caller = f"webrtc:{request.client.host}" if request.client else "webrtc"
-    record = await control_plane.router.place(route, Caller(caller, route.line.answers[0]))
+    record = await control_plane.router.place(route, Caller(caller, route.line.answers[0],
+                                                            call_source(request, token, control_plane)))
     try:
         answer = await control_plane.workers.answer_webrtc(await _worker(control_plane, record.worker),
                                                            record.call_id, offer)
