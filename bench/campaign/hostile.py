@@ -154,17 +154,66 @@ async def bad_offers(url: str, plane: ControlPlane) -> Row:
 
 
 async def silent_calls(url: str, worker: Worker) -> Row:
-    async with httpx.AsyncClient() as client:
-        placed = [(await client.post(url + "/calls", json={"to": "+15555550100", "from": f"+1555555090{i}"},
-                                     headers={"Authorization": f"Bearer {ACME}"})) for i in range(2)]
+    async with httpx.AsyncClient() as client:  # one call of each tenant: one tenant is held to its fair share
+        placed = [(await client.post(url + "/calls", json={"to": to, "from": "+15555550900"},
+                                     headers={"Authorization": f"Bearer {token}"}))
+                  for to, token in (("+15555550100", ACME), ("+15555550200", GLOBEX))]
         full = worker.free_slots
         await asyncio.sleep(FIRST_MEDIA_TIMEOUT + 1.0)
         call = placed[0].json()
         ended = (await client.get(url + f"/tenants/acme/calls/{call['call_id']}",
                                   headers={"Authorization": f"Bearer {ACME}"})).json()
-    return Row("calls that never send audio", "2 calls placed with POST /calls, no media",
+    return Row("calls that never send audio", "2 calls placed with POST /calls (one a tenant), no media",
                f"free slots {full} -> {worker.free_slots} after {FIRST_MEDIA_TIMEOUT:g} s; reason: {ended.get('reason')}",
                worker.free_slots == 2 and "no audio" in str(ended.get("reason")))
+
+
+async def place(client: httpx.AsyncClient, url: str, to: str, token: str) -> httpx.Response:
+    return await client.post(url + "/calls", json={"to": to, "from": "+15555550900"},
+                             headers={"Authorization": f"Bearer {token}"})
+
+
+async def hang_up(client: httpx.AsyncClient, url: str, tenant: str, token: str, answers: list[httpx.Response]) -> None:
+    for answer in answers:
+        if answer.status_code == 201:
+            await client.delete(url + f"/tenants/{tenant}/calls/{answer.json()['call_id']}",
+                                headers={"Authorization": f"Bearer {token}"})
+
+
+def local(address: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=address))
+
+
+async def tenant_burst(url: str, slots: int) -> Row:
+    """acme's calls at once, more than the cluster has slots, from addresses of their own; then globex's."""
+    async with local("127.0.0.9") as acme, local("127.0.0.10") as globex:
+        burst = await asyncio.gather(*(place(acme, url, "+15555550100", ACME) for _ in range(slots + 2)))
+        other = await place(globex, url, "+15555550200", GLOBEX)
+        await hang_up(acme, url, "acme", ACME, list(burst))
+        await hang_up(globex, url, "globex", GLOBEX, [other])
+    statuses = sorted(r.status_code for r in burst)
+    refused = [r for r in burst if r.status_code == 503]
+    fair = all("fair share" in r.json()["detail"] and r.headers.get("Retry-After") for r in refused)
+    return Row("one tenant's burst", f"acme: {len(burst)} POST /calls at once on {slots} slots, then globex: 1",
+               f"acme {statuses.count(201)} admitted, {len(refused)} refused 503 (fair share); globex "
+               f"{other.status_code}", statuses.count(201) == slots - 1 and fair and other.status_code == 201)
+
+
+async def source_flood(url: str, attempts: int, per_minute: int) -> Row:
+    """POST /calls one after another from one address (each admitted call hung up), then one from another."""
+    async with local("127.0.0.7") as flooder, local("127.0.0.8") as elsewhere:
+        flood = []
+        for _ in range(attempts):
+            flood.append(answer := await place(flooder, url, "+15555550200", GLOBEX))
+            await hang_up(flooder, url, "globex", GLOBEX, [answer])
+        other = await place(elsewhere, url, "+15555550200", GLOBEX)
+        await hang_up(elsewhere, url, "globex", GLOBEX, [other])
+    statuses = [r.status_code for r in flood]
+    retry = flood[-1].headers.get("Retry-After")
+    return Row("one source's flood", f"{attempts} POST /calls from one address, then 1 from another",
+               f"{statuses.count(201)} admitted, {statuses.count(429)} refused 429 (Retry-After {retry}); "
+               f"the other address {other.status_code}",
+               statuses == [201] * per_minute + [429] * (attempts - per_minute) and other.status_code == 201)
 
 
 async def yaml_bombs(root: Path, plane: ControlPlane, url: str) -> Row:
@@ -210,7 +259,9 @@ async def run(args: argparse.Namespace) -> list[Row]:
     attacks: list[Callable[[], Awaitable[Row]]] = [
         lambda: slowloris(url, "127.0.0.1", port, args.slowloris), lambda: huge_body("127.0.0.1", port),
         lambda: wrong_tokens(url, args.wrong_tokens), lambda: cross_tenant(url), lambda: bad_offers(url, plane),
-        lambda: silent_calls(url, worker), lambda: yaml_bombs(root, plane, url)]
+        lambda: silent_calls(url, worker), lambda: tenant_burst(url, worker.free_slots),
+        lambda: source_flood(url, settings.source_calls_per_minute + 10, settings.source_calls_per_minute),
+        lambda: yaml_bombs(root, plane, url)]
     rows = []
     try:
         for attack in attacks:
