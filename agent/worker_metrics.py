@@ -1,4 +1,5 @@
-"""Prometheus metrics of one worker, read from the worker when scraped: its slots, its engine's steps.
+"""Prometheus metrics of one worker, read from the worker when scraped: its slots, its engine's steps,
+and its process (memory, open files: prometheus_client's `process_*`; the event loop's tasks).
 
 They carry no tenant or caller data (the same counts `/readyz` shows), so the worker serves them
 without a secret, for scraping by pod annotations. `plexline_engine_slots{state="free"}` is what
@@ -8,9 +9,10 @@ plane's `plexline_worker_slots` is.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -57,7 +59,28 @@ def _gauge(name: str, documentation: str, worker_id: str, value: float) -> Gauge
     return gauge
 
 
+class EventLoopCollector(Collector):
+    """The tasks of the event loop that serves the scrape (the process's one loop): a count that grows
+    call after call is a task that nobody ends (the soak watches it, bench/campaign/soak.py)."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped from a thread without a loop: nothing to count
+            return
+        yield GaugeMetricFamily("plexline_event_loop_tasks", "asyncio tasks of the process's event loop",
+                                value=tasks)
+
+
+def register_worker_metrics(registry: CollectorRegistry, worker: Worker) -> None:
+    """The worker's metrics, its process's and its event loop's, in `registry` (the worker's own, or the
+    control plane's in `plexline serve`, which serves both on one /metrics)."""
+    registry.register(WorkerCollector(worker))
+    ProcessCollector(registry=registry)
+    registry.register(EventLoopCollector())
+
+
 def worker_registry(worker: Worker) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(WorkerCollector(worker))
+    register_worker_metrics(registry, worker)
     return registry

@@ -12,6 +12,7 @@ from agent.media.rtp_legs import NoMediaPort, RtpLegs
 from agent.media.webrtc import OfferError
 from agent.worker import Worker
 from agent.worker_api import router as worker_router
+from agent.worker_metrics import register_worker_metrics
 from telephony.control.app import create_app
 from telephony.control.control_plane import ControlPlane
 from telephony.control.worker_client import OfferRejected, WorkerClient, WorkerRefused
@@ -66,7 +67,8 @@ class LocalWorkerClient:
 
 def create_embedded_app(control_plane: ControlPlane, worker: Worker, rtp_legs: RtpLegs | None = None) -> FastAPI:
     """The control plane's app with its own worker's internal API (other control planes may place calls on
-    it) and the carriers' media streams to that worker's calls."""
+    it) and the carriers' media streams to that worker's calls; its /metrics has the worker's too."""
+    register_worker_metrics(control_plane.metrics.registry, worker)
     app = create_app(control_plane)
     app.state.worker = worker
     app.state.worker_secret = control_plane.settings.worker_secret.get_secret_value()

@@ -68,3 +68,13 @@ def test_readiness_is_lost_while_draining_and_back_after(client):
 
     assert (drained.status_code, drained.json()["draining"]) == (503, True)
     assert client.get("/readyz").status_code == 200
+
+
+def test_the_process_and_its_event_loop_are_exported(client):
+    idle = scrape(client)
+    client.post("/worker/sessions", json=call("c1"), headers=AUTH)
+    busy = scrape(client)
+
+    assert idle[("process_resident_memory_bytes", ())] > 10 * 2**20
+    assert idle[("process_open_fds", ())] > 0
+    assert busy[("plexline_event_loop_tasks", ())] > idle[("plexline_event_loop_tasks", ())] > 0  # the call's own

@@ -6,7 +6,7 @@ import numpy as np
 
 from bench.webrtc_caller import PACKET, RATE, Received
 from bench.webrtc_latency import ENGINE_SECONDS, click_train, measure, measure_call
-from tests.interop.serving import OPERATOR, serving
+from bench.serving import OPERATOR, serving
 
 
 def test_the_measure_finds_a_known_delay_through_noisy_stamps():

@@ -26,7 +26,7 @@ import yaml
 
 from personas.tokens import hash_token
 from tests.interop.chromium import Page, chromium
-from tests.interop.serving import OPERATOR, Server, free_port, serving
+from bench.serving import OPERATOR, Server, free_port, serving
 from tests.interop.test_webrtc_browser import TALK_SECONDS, speech_wav
 
 EXAMPLE_ACME = Path(__file__).parents[2] / "personas" / "examples" / "tenants" / "acme"

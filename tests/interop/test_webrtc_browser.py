@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.chromium import chromium
-from tests.interop.serving import OPERATOR, serving
+from bench.serving import OPERATOR, serving
 
 SPEECH = "Hello, I would like to check the status of my order. The order number is four two seven one."
 TALK_SECONDS = 6

@@ -4,7 +4,7 @@ the caller's words live, as the data channel's "caller" messages bring them (noi
 import asyncio
 
 from tests.interop.chromium import chromium
-from tests.interop.serving import OPERATOR, serving
+from bench.serving import OPERATOR, serving
 from tests.interop.test_webrtc_browser import TALK_SECONDS, speech_wav
 
 

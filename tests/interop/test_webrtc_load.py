@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench.webrtc_caller import PACKET, RATE, WhipCall
-from tests.interop.serving import OPERATOR, serving
+from bench.serving import OPERATOR, serving
 
 CALLS = 8
 SECONDS = 60

@@ -9,7 +9,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from bench.webrtc_caller import RATE, WhipCall
-from tests.interop.serving import OPERATOR, serving
+from bench.serving import OPERATOR, serving
 
 WHIP = "/tenants/acme/lines/support/whip"
 SDP = {"Content-Type": "application/sdp"}

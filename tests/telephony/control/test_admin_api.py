@@ -355,7 +355,10 @@ def test_the_embedded_app_serves_its_workers_api_too(personas_dir):
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/calls", "/worker/sessions"} <= set(paths)
         sessions = client.get("/worker/sessions", headers=bearer("worker-secret"))
+        metrics = client.get("/metrics", headers=bearer(OPERATOR)).text
     assert sessions.status_code == 200 and sessions.json() == []
+    assert 'plexline_engine_slots{state="free",worker="local"} 3.0' in metrics  # the worker's metrics too
+    assert "plexline_calls_admitted_total" in metrics and "process_open_fds" in metrics
 
 
 def test_the_operator_reads_the_problems_of_every_tenant(client, personas_dir):

@@ -1,4 +1,4 @@
-"""`plexline serve` as an operator runs it, in a subprocess on a free loopback port."""
+"""`plexline serve` as an operator runs it, in a subprocess on a free loopback port (for benchmarks and tests)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[1]
 OPERATOR = "interop-operator-token"
 WORKER_SECRET = "interop-worker-secret"
 
