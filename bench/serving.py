@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).parents[1]
 OPERATOR = "interop-operator-token"
@@ -24,6 +25,7 @@ class Server:
     url: str
     process: subprocess.Popen
     log: Path
+    sip_port: int  # UDP and TCP
 
     @property
     def operator(self) -> dict[str, str]:
@@ -43,10 +45,25 @@ class Server:
         return httpx.get(f"{self.url}/tenants/{tenant}/calls/{call_id}", headers=self.operator).json()
 
     def rss_bytes(self) -> int:
+        return self._status("VmRSS") * 1024
+
+    def threads(self) -> int:
+        return self._status("Threads")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
+    def metrics(self) -> dict[str, float]:
+        """Its /metrics, each sample by its name and labels as Prometheus writes them: `name{a="b"}`."""
+        text = httpx.get(self.url + "/metrics", headers=self.operator).text
+        return {s.name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items())) + "}" if s.labels else ""):
+                s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def _status(self, field: str) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no {field} in /proc/{self.process.pid}/status")
 
 
 def free_port() -> int:
@@ -66,8 +83,8 @@ def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
                         "PLEXLINE_REDIS_URL": "", "PLEXLINE_DATA_DIR": str(folder / "data"),
                         "OMP_NUM_THREADS": "1"  # tiny models: threads cost more than they give
                         } | (env or {})
-    args = ["serve", "--model", model, "--slots", str(slots), "--http-port", str(port),
-            "--sip-port", str(free_port())]
+    sip_port = free_port()
+    args = ["serve", "--model", model, "--slots", str(slots), "--http-port", str(port), "--sip-port", str(sip_port)]
     if personas is not None:
         args += ["--personas", str(personas)]
     if stt is not None:
@@ -75,7 +92,7 @@ def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "plexline", "-v", *args], cwd=ROOT, env=env,
                                    stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log)
+    server = Server(f"http://127.0.0.1:{port}", process, log, sip_port)
     try:
         _wait_until_up(server)
         yield server

@@ -76,9 +76,13 @@ class Received:
 
 
 class WhipCall:
-    """One call: `start()` sends the offer and sets the answer; `hang_up()` deletes the session."""
+    """One call: `start()` sends the offer and sets the answer; `hang_up()` deletes the session.
 
-    def __init__(self, base_url: str, token: str, tenant: str, line: str, signal: np.ndarray):
+    `local_address`: the address its HTTP requests come from (the line records the caller as
+    webrtc:ADDRESS, so callers from different addresses can be told apart)."""
+
+    def __init__(self, base_url: str, token: str, tenant: str, line: str, signal: np.ndarray,
+                 local_address: str | None = None):
         self.url = f"{base_url.rstrip('/')}/tenants/{tenant}/lines/{line}/whip"
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -92,16 +96,27 @@ class WhipCall:
         self._arrivals: dict[int, float] = {}  # RTP timestamp -> loop time
         self._first_rtp: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.local_address = local_address
 
-    async def start(self) -> httpx.Response:
-        """Offer, and on 201 answer; returns the WHIP response (the caller checks its status)."""
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=30, transport=httpx.AsyncHTTPTransport(local_address=self.local_address))
+
+    async def prepare(self) -> None:
+        """Make the offer (its ICE candidates gathered), so that `start` only sends it: callers
+        prepared first then arrive together."""
+        if self.pc.localDescription is not None:
+            return
         self.pc.addTrack(self.source)
         channel = self.pc.createDataChannel("call")
         channel.on("message", self._on_message)
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        async with httpx.AsyncClient(timeout=30) as client:
+
+    async def start(self) -> httpx.Response:
+        """Offer, and on 201 answer; returns the WHIP response (the caller checks its status)."""
+        await self.prepare()
+        async with self._client() as client:
             response = await client.post(self.url, content=self.pc.localDescription.sdp,
                                          headers=self.headers | {"Content-Type": "application/sdp"})
         if response.status_code == 201:
@@ -116,7 +131,7 @@ class WhipCall:
 
     async def hang_up(self, wait_for_end: float = 5.0) -> httpx.Response:
         """DELETE the session, wait for the line's "ended" message, close."""
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with self._client() as client:
             response = await client.delete(self.session_url, headers=self.headers)
         try:
             await asyncio.wait_for(self.ended.wait(), wait_for_end)

@@ -8,10 +8,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.campaign import hostile
+from bench.campaign import hostile, load
 from bench.campaign.row import Row, table
 
-GROUPS = {"hostile": hostile}
+GROUPS = {"hostile": hostile, "load": load}
 
 
 async def campaign(args: argparse.Namespace) -> list[Row]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -11,6 +11,7 @@ class Row:
     sent: str
     outcome: str
     passed: bool
+    figures: dict[str, float] = field(default_factory=dict)  # the outcome's numbers, for the JSON
 
 
 def table(rows: list[Row]) -> str:

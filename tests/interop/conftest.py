@@ -14,7 +14,6 @@ why; none is skipped. Servers and browsers that a test starts inherit the namesp
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,9 @@ import pytest
 from _pytest.reports import TestReport
 from sip_service import service  # noqa: F401  (the SIP tests' fixture: a control plane and a worker)
 
-INSIDE = "PLEXLINE_LOOPBACK_NAMESPACE"  # set in the pytest that runs inside the namespace
+from bench.loopback import INSIDE, inside, namespace_command, namespace_problem
+
 HERE = Path(__file__).parent
-SETUP = "ip link set lo up && ip addr add 127.0.0.2/8 dev lo"
 MODULE_TIMEOUT = 900  # seconds for one module's tests inside the namespace
 
 
@@ -37,28 +36,6 @@ class Outcome:
     outcome: str  # passed, failed or skipped
     message: str
     seconds: float
-
-
-def inside() -> bool:
-    return os.environ.get(INSIDE) == "1"
-
-
-def namespace_command(*command: str) -> list[str]:
-    """`command` inside a new loopback-only network namespace."""
-    return ["unshare", "-rn", "sh", "-c", f'{SETUP} && exec "$@"', "sh", *command]
-
-
-def namespace_problem() -> str | None:
-    """Why the namespace cannot be made here, or None."""
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (packages util-linux and iproute2)"
-    probe = subprocess.run(namespace_command("true"), capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return (f"`unshare -rn` failed ({probe.stderr.strip() or probe.returncode}): the interop tests need user "
-                "and network namespaces (a kernel that allows them, e.g. sysctl kernel.unprivileged_userns_clone=1 "
-                "and no seccomp profile that forbids unshare)")
-    return None
 
 
 class NamespaceRunner:
