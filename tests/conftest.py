@@ -1,9 +1,7 @@
 import os
 import shutil
 import socket
-import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import pytest
 import sentencepiece
 import torch
+from redis_server import start_redis
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -98,36 +97,13 @@ def free_port() -> Callable[[], int]:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server of the tests' own on loopback: no persistence, a folder of its own."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed: scripts/test.sh installs it (Debian package redis-server)")
     port = _free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--logfile", str(folder / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_redis(tmp_path_factory.mktemp("redis"), port, "--appendonly", "no")
     try:
-        _wait_for_pong(port, server)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         server.terminate()
         server.wait(timeout=10)
-
-
-def _wait_for_pong(port: int, server: subprocess.Popen, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"redis-server exited with status {server.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail("redis-server did not answer PING within 10 s")
 
 
 @pytest.fixture

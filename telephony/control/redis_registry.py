@@ -43,6 +43,7 @@ from telephony.control.registry import (
     WorkerStatus,
     worker_lost_reason,
 )
+from telephony.redis_client import redis_client
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -242,7 +243,7 @@ class RedisRegistry:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "plexline:", **kwargs) -> RedisRegistry:
-        return cls(redis.Redis.from_url(url, decode_responses=True), prefix, **kwargs)
+        return cls(redis_client(url), prefix, **kwargs)
 
     # -- workers --------------------------------------------------------------------------------
 

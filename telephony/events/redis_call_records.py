@@ -15,6 +15,7 @@ import redis.asyncio as redis
 
 from agent.contracts.events import CallEndedData
 from telephony.events.call_records import CallQuery
+from telephony.redis_client import redis_client
 
 PAGE = 200
 
@@ -27,7 +28,7 @@ class RedisCallRecords:
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisCallRecords:
-        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
+        return cls(redis_client(url), **kwargs)
 
     async def save(self, record: CallEndedData) -> None:
         ttl = int(record.answered_at.timestamp() + self.retention_seconds - datetime.now(timezone.utc).timestamp())

@@ -32,6 +32,7 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from telephony.events.outbox import SENT_MEMORY_SECONDS, Claim, DeadLetter, OutboxEvent, Undelivered
+from telephony.redis_client import block_limit, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,9 @@ def _claim(event_id: str, fields: Sequence[str]) -> Claim:
 class RedisOutbox:
     def __init__(self, client: redis.Redis, prefix: str = "plexline:", lease: float = 60.0,
                  reclaim_idle: float = 30.0, consumer: str | None = None):
-        """`client` must decode responses. `reclaim_idle`: seconds after which a stream entry read
-        by a consumer that never took it is read again by another."""
+        """`client` must decode responses; a claim's wait is cut into blocking reads shorter than its
+        timeout (`block_limit`). `reclaim_idle`: seconds after which a stream entry read by a
+        consumer that never took it is read again by another."""
         self._redis = client
         self._p = f"{prefix}outbox:"
         self.lease = lease
@@ -149,10 +151,11 @@ class RedisOutbox:
             ("retry", _RETRY), ("replay", _REPLAY))}
         self._group_ready = False
         self._last_reclaim = 0.0
+        self._block_limit = block_limit(client) or float("inf")
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisOutbox:
-        return cls(redis.Redis.from_url(url, decode_responses=True), **kwargs)
+        return cls(redis_client(url), **kwargs)
 
     async def append(self, events: Sequence[OutboxEvent]) -> int:
         args: list[str | float] = [self._p, time.time()]
@@ -172,7 +175,8 @@ class RedisOutbox:
             if len(claims) < limit:
                 block = None
                 if not claims and deadline > now:  # wait for a new event, or until one is due
-                    block = max(1, int(1000 * min(deadline - now, await self._until_next_due(now))))
+                    wait_ms = 1000 * min(deadline - now, await self._until_next_due(now), self._block_limit)
+                    block = max(1, int(wait_ms))
                 claims += await self._read_stream(limit - len(claims), block)
             if claims or time.time() >= deadline:
                 return claims

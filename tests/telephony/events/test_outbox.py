@@ -158,6 +158,21 @@ async def test_redis_an_entry_read_by_a_lost_consumer_is_reclaimed(redis_url, re
         await outbox.close()
 
 
+async def test_redis_a_claim_may_wait_longer_than_the_clients_timeout(redis_url, redis_prefix):
+    """XREADGROUP BLOCK is timed as any reply is: the outbox never asks Redis to block that long."""
+    outbox = RedisOutbox(redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=1.0),
+                         prefix=redis_prefix)
+    try:
+        await outbox.claim(1, wait=0)
+        waiting = asyncio.ensure_future(outbox.claim(1, wait=4))
+        await asyncio.sleep(2)
+        await outbox.append([event(1)])
+        assert await ids(await waiting) == ["msg_1"]
+        assert await outbox.claim(1, wait=2) == []
+    finally:
+        await outbox.close()
+
+
 async def test_file_a_torn_last_line_is_cut_off(tmp_path):
     outbox = FileOutbox(tmp_path)
     await outbox.append([event(1)])

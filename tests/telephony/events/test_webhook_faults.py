@@ -4,17 +4,14 @@ restarted with its append-only file on."""
 
 import asyncio
 import json
-import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import pytest
 import yaml
 from redis.exceptions import RedisError
+from redis_server import start_redis
 from test_commands_e2e import command, wait_until_up
 from webhook_receiver import Answer, Receiver
 
@@ -128,21 +125,8 @@ def test_plexline_serve_killed_mid_delivery_resumes_from_its_journal(tmp_path, f
     assert any(n > 1 for n in Counter(d.msg_id for d in receiver.deliveries).values())
 
 
-def start_redis(folder: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(folder),
-         "--logfile", str(folder / "redis.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return server
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail("redis-server did not start")
+def start_aof_redis(folder: Path, port: int) -> subprocess.Popen:
+    return start_redis(folder, port, "--appendonly", "yes", "--appendfsync", "everysec")
 
 
 def test_redis_killed_and_restarted_with_its_append_only_file_loses_nothing(tmp_path, free_port):
@@ -174,7 +158,7 @@ def test_redis_killed_and_restarted_with_its_append_only_file_loses_nothing(tmp_
         delivered_before = len(receiver.accepted())
         late = asyncio.ensure_future(publish(range(20, 30)))  # calls that end while Redis is down
         await asyncio.sleep(1.0)
-        restarted.append(start_redis(folder, port))
+        restarted.append(start_aof_redis(folder, port))
         await late
         await receiver.until(90, timeout=30)
         await dispatcher.stop(grace=1)
@@ -185,7 +169,7 @@ def test_redis_killed_and_restarted_with_its_append_only_file_loses_nothing(tmp_
         assert pending == 0
         return delivered_before
 
-    redis_server = start_redis(folder, port)
+    redis_server = start_aof_redis(folder, port)
     restarted: list[subprocess.Popen] = []
     try:
         with Receiver(SECRET, lambda n, msg_id: Answer(delay=0.05)) as receiver:
