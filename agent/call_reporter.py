@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from agent.contracts import events as ev
 from agent.contracts.calls import CallOutcome
+from agent.contracts.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from agent.session import Session
@@ -104,8 +105,7 @@ class CallReporter:
         while self._queue and loop.time() < deadline and self._task is not None and not self._task.done():
             await asyncio.sleep(0.02)
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
+            await cancel_and_wait(self._task)
             self._task = None
         if self._queue:
             log.error("call events not reported: the call history was unreachable",

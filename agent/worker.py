@@ -33,6 +33,7 @@ from agent.contracts.calls import (
 )
 from agent.contracts.recordings import recording_path
 from agent.contracts.settings import IceServer
+from agent.contracts.tasks import cancel_and_wait
 from agent.contracts.workers import Registration, WorkerInfo
 from agent.engine.backend import Backend, CallSetup
 from agent.engine.clock import CallSlot, EngineClock, NoFreeSlot
@@ -220,8 +221,7 @@ class Worker:
         if self._watchers:
             await asyncio.wait(list(self._watchers.values()))
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.wait([self._heartbeat])
+            await cancel_and_wait(self._heartbeat)
             self._heartbeat = None
         if self.registry is not None:
             await self._tell_registry(self.registry.deregister(self.info.id, "the worker shut down"))

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from agent.contracts.tasks import cancel_and_wait
 from personas.store import TenantStore
 from personas.tenant import Webhook
 from telephony.control.auth import Authenticator
@@ -84,10 +85,7 @@ class ControlPlane:
     async def stop(self) -> None:
         if self.sip is not None:  # first: its calls are hung up while their workers still run
             await self.sip.stop()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         if self.local_worker is not None:
             await self.local_worker.stop(grace=self.settings.shutdown_grace)

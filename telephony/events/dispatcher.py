@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from agent.contracts.tasks import cancel_and_wait
 from personas.tenant import Webhook
 from telephony.events.outbox import Claim, Outbox, RetryPolicy
 from telephony.events.webhook_client import Attempt, WebhookClient
@@ -58,15 +59,11 @@ class WebhookDispatcher:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; let attempts in flight finish for `grace` seconds (the rest are retried later)."""
         if self._loop is not None:
-            self._loop.cancel()
-            await asyncio.wait([self._loop])
+            await cancel_and_wait(self._loop)
             self._loop = None
         if self._deliveries:
             _, late = await asyncio.wait(list(self._deliveries), timeout=grace)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late)
+            await cancel_and_wait(*late)
 
     async def _run(self) -> None:
         failures = 0

@@ -46,6 +46,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress, RtpLegSpec
+from agent.contracts.tasks import cancel_and_wait
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantStore
 from personas.tenant import SipTrunk
@@ -178,16 +179,12 @@ class SipServer:
         and the sockets."""
         await self.drain(self.config.drain_timeout)
         if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.wait([self._watcher])
+            await cancel_and_wait(self._watcher)
         hangups = [self._spawn(self._hang_up(c, "the service is shutting down"))
                    for c in list(self.calls.values()) if c.phase in (Phase.ANSWERED, Phase.CONFIRMED)]
         if hangups:
             await asyncio.wait(hangups, timeout=2.0)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
+        await cancel_and_wait(*self._tasks)
         self.transactions.close()
         await self.transport.stop()
 

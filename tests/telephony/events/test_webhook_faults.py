@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import subprocess
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -143,12 +144,16 @@ def test_redis_killed_and_restarted_with_its_append_only_file_loses_nothing(tmp_
         dispatcher.start()
 
         async def publish(calls: range) -> None:
+            """As a worker's reporter does: keep them until Redis takes them (here for a minute, not for ever)."""
+            deadline = time.monotonic() + 60
             for c in calls:
-                while True:  # as a worker's reporter does: keep them until Redis takes them
+                while True:
                     try:
                         await producer.append(call_events(c))
                         break
                     except (RedisError, OSError):
+                        if time.monotonic() > deadline:
+                            raise
                         await asyncio.sleep(0.1)
 
         await publish(range(20))
