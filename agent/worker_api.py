@@ -42,6 +42,7 @@ from agent.contracts.calls import (
     WorkerDraining,
     WorkerFull,
 )
+from agent.contracts.invalid_request import answer_invalid_requests_briefly
 from agent.contracts.media import MediaAddress, RtpLegSpec
 from agent.contracts.workers import ClockPublic, WorkerPublic
 from agent.session import Session
@@ -208,6 +209,7 @@ def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0,
             await worker.stop(grace=shutdown_grace)
 
     app = FastAPI(title="plexline worker", lifespan=lifespan)
+    answer_invalid_requests_briefly(app)
     app.state.worker, app.state.worker_secret = worker, secret
     app.state.rtp_legs = rtp_legs  # agent.media.rtp_legs.RtpLegs: media of calls answered over SIP
     app.include_router(router)

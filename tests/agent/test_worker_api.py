@@ -82,3 +82,13 @@ def test_a_bad_session_request_is_rejected_before_the_engine(client):
 
     assert response.status_code == 422
     assert {tuple(e["loc"]) for e in response.json()["detail"]} == {("body", "call_id"), ("body", "persona", "role")}
+
+
+def test_an_invalid_request_is_answered_without_echoing_it(client):
+    huge = call("c1") | {"caller": ["+15555550999"] * 50_000, "persona": {"role": ["x" * 100] * 2000, "voice": 7}}
+
+    response = client.post("/worker/sessions", json=huge, headers=AUTH)
+
+    assert response.status_code == 422
+    assert len(response.content) < 8192
+    assert all(set(problem) == {"type", "loc", "msg"} for problem in response.json()["detail"])

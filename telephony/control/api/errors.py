@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from agent.contracts.invalid_request import answer_invalid_requests_briefly
 from personas.loader import PersonaError
 from personas.store import InvalidLine, LineExists, UnknownLine, UnknownTenant, UnknownWebhook
 from telephony.control.auth import TooManyFailures
@@ -32,10 +32,6 @@ class CallFinished(Exception):
 
 class UnknownEvent(Exception):
     pass
-
-
-MAX_PROBLEMS = 20  # problems listed in one 422
-MAX_MESSAGE = 200  # characters of each problem's message
 
 
 def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
@@ -68,17 +64,11 @@ def add_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     app.add_exception_handler(SourceLimitReached, source_limited)
     app.add_exception_handler(InvalidLine, _invalid_line)
     app.add_exception_handler(TooManyFailures, _too_many_failures)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    answer_invalid_requests_briefly(app)
 
 
 async def _too_many_failures(request: Request, error: TooManyFailures) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=429, headers={"Retry-After": str(error.retry_after)})
-
-
-async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422 without the `input` it echoes: a request of a megabyte would get one back."""
-    detail = [{"type": e["type"], "loc": list(e["loc"]), "msg": e["msg"][:MAX_MESSAGE]} for e in error.errors()]
-    return JSONResponse({"detail": detail[:MAX_PROBLEMS]}, status_code=422)
 
 
 async def _invalid_line(request: Request, error: InvalidLine) -> JSONResponse:
