@@ -8,8 +8,11 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 from redis.exceptions import RedisError
 from redis_server import start_redis
@@ -19,7 +22,7 @@ from webhook_receiver import Answer, Receiver
 from personas.tenant import Webhook
 from telephony.events.dispatcher import WebhookDispatcher
 from telephony.events.file_outbox import FileOutbox
-from telephony.events.outbox import OutboxEvent, RetryPolicy
+from telephony.events.outbox import Outbox, OutboxEvent, RetryPolicy
 from telephony.events.redis_outbox import RedisOutbox
 from telephony.events.signature import new_secret
 from telephony.events.webhook_client import WebhookClient
@@ -70,60 +73,57 @@ ENV = {"PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_WORKER_SECRET": "faults-wo
        "PLEXLINE_WEBHOOK_RETRY_FIRST": "0.1", "PLEXLINE_WEBHOOK_RETRY_CAP": "0.5", "PLEXLINE_SHUTDOWN_GRACE": "0"}
 
 
-def test_a_control_plane_killed_mid_delivery_is_restarted_and_delivers_the_rest(
-        tmp_path, redis_url, redis_prefix, free_port):
+@dataclass(frozen=True)
+class Deliverer:
+    """A plexline process that delivers webhooks from a durable outbox, which the test fills first."""
+
+    args: list[str]
+    env: dict[str, str]
+    outbox: Callable[[], Outbox]
+    calls: int
+
+
+def control_plane_on_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Deliverer:
+    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+    return Deliverer(["control-plane"], {"PLEXLINE_REDIS_URL": url, "PLEXLINE_REDIS_PREFIX": prefix},
+                     lambda: RedisOutbox.from_url(url, prefix=prefix), calls=20)
+
+
+def serve_with_its_journal(tmp_path: Path, request: pytest.FixtureRequest) -> Deliverer:
+    return Deliverer(["serve", "--model", "echo", "--slots", "1"],
+                     {"PLEXLINE_REDIS_URL": "", "PLEXLINE_DATA_DIR": str(tmp_path / "data")},
+                     lambda: FileOutbox(tmp_path / "data" / "outbox"), calls=10)
+
+
+@pytest.mark.parametrize("make", [control_plane_on_redis, serve_with_its_journal], ids=lambda make: make.__name__)
+def test_killed_mid_delivery_and_restarted_it_delivers_the_rest(make, tmp_path, free_port, request):
+    deliverer = make(tmp_path, request)
+    total, kill_after = 3 * deliverer.calls, 3 * deliverer.calls // 4
+
     async def append():
-        outbox = RedisOutbox.from_url(redis_url, prefix=redis_prefix)
-        await outbox.append([e for c in range(20) for e in call_events(c)])  # as workers would
+        outbox = deliverer.outbox()
+        await outbox.append([e for c in range(deliverer.calls) for e in call_events(c)])  # as workers would
         await outbox.close()
 
     asyncio.run(append())
     with Receiver(SECRET, slow) as receiver:
-        env = ENV | {"PLEXLINE_REDIS_URL": redis_url, "PLEXLINE_REDIS_PREFIX": redis_prefix,
-                     "PLEXLINE_PERSONAS_DIR": str(personas(tmp_path / "tenants", receiver))}
+        env = ENV | deliverer.env | {"PLEXLINE_PERSONAS_DIR": str(personas(tmp_path / "tenants", receiver))}
         port = free_port()
-        args = ["control-plane", "--http-port", str(port)]
+        args = [*deliverer.args, "--http-port", str(port)]
         with command(args, env, tmp_path / "first.log") as first:
             wait_until_up(f"http://127.0.0.1:{port}", first, tmp_path / "first.log")
-            kill_mid_delivery(first, receiver, after=15)
+            kill_mid_delivery(first, receiver, after=kill_after)
         before = len(receiver.accepted())
         with command(args, env, tmp_path / "second.log") as second:
-            got = receiver.wait_for(60, timeout=60)  # the restart itself takes seconds on a loaded machine
+            got = receiver.wait_for(total, timeout=60)  # the restart itself takes seconds on a loaded machine
             second.terminate()
             second.wait()
 
-    assert 15 <= before < 60
-    assert sorted(d.msg_id for d in got) == all_ids(range(20))
+    assert kill_after <= before < total
+    assert sorted(d.msg_id for d in got) == all_ids(range(deliverer.calls))
     assert in_call_order(got)
     resent = [i for i, n in Counter(d.msg_id for d in receiver.deliveries).items() if n > 1]
     assert resent, "the kill came between deliveries: nothing was in flight"
-
-
-def test_plexline_serve_killed_mid_delivery_resumes_from_its_journal(tmp_path, free_port):
-    async def append():
-        outbox = FileOutbox(tmp_path / "data" / "outbox")
-        await outbox.append([e for c in range(10) for e in call_events(c)])
-        await outbox.close()
-
-    asyncio.run(append())
-    with Receiver(SECRET, slow) as receiver:
-        env = ENV | {"PLEXLINE_REDIS_URL": "", "PLEXLINE_DATA_DIR": str(tmp_path / "data"),
-                     "PLEXLINE_PERSONAS_DIR": str(personas(tmp_path / "tenants", receiver))}
-        port = free_port()
-        args = ["serve", "--model", "echo", "--http-port", str(port), "--slots", "1"]
-        with command(args, env, tmp_path / "first.log") as first:
-            wait_until_up(f"http://127.0.0.1:{port}", first, tmp_path / "first.log")
-            kill_mid_delivery(first, receiver, after=8)
-        before = len(receiver.accepted())
-        with command(args, env, tmp_path / "second.log") as second:
-            got = receiver.wait_for(30, timeout=60)  # the restart itself takes seconds on a loaded machine
-            second.terminate()
-            second.wait()
-
-    assert 8 <= before < 30
-    assert sorted(d.msg_id for d in got) == all_ids(range(10))
-    assert in_call_order(got)
-    assert any(n > 1 for n in Counter(d.msg_id for d in receiver.deliveries).values())
 
 
 def start_aof_redis(folder: Path, port: int) -> subprocess.Popen:
