@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sip_corpus import INVITE, MALFORMED
 from sip_service import (
     LoopbackCapture,
     check_echo,
@@ -28,6 +27,7 @@ from sip_service import (
 )
 from test_sipp import ACME, capturing, check_stream, mulaw, rtp_to
 
+from bench.sip_corpus import INVITE, MALFORMED
 from telephony.sip.rate_limit import SourceLimiter
 
 pytestmark = pytest.mark.anyio

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sip_corpus import invite
 from test_malformed import udp_from
+
+from bench.sip_corpus import invite
 
 pytestmark = pytest.mark.anyio
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from webhook_receiver import Answer, Receiver
 
 from agent.call_reporter import CallReporter
 from agent.contracts.events import event_schema
 from agent.contracts.workers import WorkerInfo
 from agent.worker import Worker, echo_model
+from bench.webhook_receiver import Answer, Receiver
 from personas.store import TenantStore
 from personas.tokens import hash_token
 from plexline.embedded import LocalWorkerClient

@@ -3,8 +3,8 @@
 import time
 
 import pytest
-from webhook_receiver import Answer, Receiver
 
+from bench.webhook_receiver import Answer, Receiver
 from personas.tenant import Webhook
 from telephony.events.signature import new_secret
 from telephony.events.webhook_client import WebhookClient, is_public

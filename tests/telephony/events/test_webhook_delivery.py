@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import pytest
 import redis.asyncio as redis
-from webhook_receiver import Answer, Receiver
 
+from bench.webhook_receiver import Answer, Receiver
 from personas.tenant import Webhook
 from telephony.events.dispatcher import WebhookDispatcher
 from telephony.events.file_outbox import FileOutbox

@@ -17,8 +17,8 @@ import yaml
 from redis.exceptions import RedisError
 from redis_server import start_redis
 from test_commands_e2e import command, wait_until_up
-from webhook_receiver import Answer, Receiver
 
+from bench.webhook_receiver import Answer, Receiver
 from personas.tenant import Webhook
 from telephony.events.dispatcher import WebhookDispatcher
 from telephony.events.file_outbox import FileOutbox

@@ -1,8 +1,8 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sip_corpus import INVITE, MALFORMED, SDP
 
+from bench.sip_corpus import INVITE, MALFORMED, SDP
 from telephony.sip.message import (
     MAX_HEADER_BYTES,
     NameAddr,

@@ -1,9 +1,9 @@
 import base64
 
 import pytest
-from sip_corpus import SDP
 
 from agent.contracts.media import SRTP_SUITES
+from bench.sip_corpus import SDP
 from telephony.sip.sdp import (
     Crypto,
     NotAcceptable,

@@ -1,7 +1,9 @@
-"""A real webhook receiver for the tests: an HTTP/1.1 server on 127.0.0.1 in a thread of its own.
+"""A real webhook receiver for the tests and the campaign: an HTTP/1.1 server on 127.0.0.1 in a thread
+of its own.
 
 It checks every delivery's signature with the Standard Webhooks reference library (not ours),
 records it, and answers as the test's `behaviour` says: a status, after a delay, with a body.
+`down()` closes its port (senders get connection refused) and `up()` listens on it again.
 """
 
 from __future__ import annotations
@@ -48,22 +50,34 @@ class Receiver:
         self.behaviour = behaviour
         self.deliveries: list[Delivery] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="receiver",
-                                        daemon=True)
+        self._server: ThreadingHTTPServer | None = self._listen(0)
+        self.port = self._server.server_address[1]
+
+    def _listen(self, port: int) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        server.daemon_threads = True
+        return server
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
+        return f"http://127.0.0.1:{self.port}/hooks"
 
     def __enter__(self) -> Receiver:
-        self._thread.start()
+        self.up()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> None:
+        if self._server is None:
+            self._server = self._listen(self.port)
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="receiver", daemon=True).start()
+
+    def down(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server = None
 
     def accepted(self) -> list[Delivery]:
         """Deliveries answered 2xx with a valid signature, the first of each id only (deduplicated)."""

@@ -1,4 +1,5 @@
-"""SIP messages as real peers send them, and broken ones: each with what the server must do with it.
+"""SIP messages as real peers send them, and broken ones: each with what the server must do with it
+(the tests' corpus, and the campaign's, which mutates it during live calls).
 
 `INVITE` is sipp's INVITE as captured on loopback. `MALFORMED` maps a name to (bytes, expected):
 the status the server answers, 0 when it must drop the message without a word (a response, bytes
