@@ -346,7 +346,10 @@ def _plan(offer: SessionDescription, media: Media) -> MediaPlan:
     offered = media.direction or offer.direction or "sendrecv"
     if host in ("0.0.0.0", "::"):  # RFC 2543 hold
         offered = "sendonly" if offered == "sendrecv" else "inactive" if offered == "recvonly" else offered
-    return MediaPlan(host, media.port, media.rtcp_port or media.port + 1, codec, payload_type, dtmf,
+    rtcp_port = media.rtcp_port or media.port + 1
+    if rtcp_port > 65535:
+        raise NotAcceptable("RTP on port 65535 leaves no port for RTCP (name one with a=rtcp)")
+    return MediaPlan(host, media.port, rtcp_port, codec, payload_type, dtmf,
                      _ANSWER_DIRECTION[offered], proto if srtp else "RTP/AVP", srtp)
 
 

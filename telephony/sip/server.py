@@ -575,28 +575,15 @@ class SipServer:
 
     async def _reinvite(self, call: SipCall, transaction: ServerTransaction) -> None:
         request = transaction.request
-        if request.body:
-            try:
-                plan = plan_for_offer(SessionDescription.parse(request.body), previous=call.plan)
-                if call.route.tenant.tenant.sip.require_srtp and plan.srtp is None:
-                    raise NotAcceptable(SRTP_REQUIRED)
-            except ValueError as error:
-                call.reinvite = None
-                transaction.respond(response_to(request, 488, warning=str(error)))
-                return
-            line = call.route.line
-            spec = rtp_leg(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
-                               self.config.jitter_packets)
-            try:
-                call.media = await self.workers.set_rtp(call.worker, call.record.call_id, spec)
-            except WorkerRefused as error:
-                call.reinvite = None
-                transaction.respond(response_to(request, 488, warning=str(error)))
-                return
-            call.plan = plan
-            call.answer = self._answer_sdp(call)
-            log.info("call media changed", extra={"call": call.record.call_id, "direction": plan.direction,
-                                                  "codec": plan.codec.name})
+        try:
+            refusal = await self._renegotiate(call, request) if request.body else None
+        except Exception:  # answered all the same: an unanswered re-INVITE would leave the call refusing the next
+            log.exception("re-INVITE failed", extra={"sip_call_id": call.dialog.call_id})
+            refusal = response_to(request, 500)
+        if refusal is not None:
+            call.reinvite = None
+            transaction.respond(refusal)
+            return
         ok = response_to(request, 200)
         self._dialog_headers(ok, request, call)
         ok.headers.add("Content-Type", "application/sdp")
@@ -604,6 +591,27 @@ class SipServer:
         call.acked.clear()
         transaction.respond(ok)
         await self._until_acked(call, transaction.peer, ok)
+
+    async def _renegotiate(self, call: SipCall, request: SipRequest) -> SipResponse | None:
+        """The re-INVITE's offer applied to the call's leg; the refusal to answer instead, if any."""
+        try:
+            plan = plan_for_offer(SessionDescription.parse(request.body), previous=call.plan)
+            if call.route.tenant.tenant.sip.require_srtp and plan.srtp is None:
+                raise NotAcceptable(SRTP_REQUIRED)
+        except ValueError as error:
+            return response_to(request, 488, warning=str(error))
+        line = call.route.line
+        spec = rtp_leg(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
+                       self.config.jitter_packets)
+        try:
+            call.media = await self.workers.set_rtp(call.worker, call.record.call_id, spec)
+        except WorkerRefused as error:
+            return response_to(request, 488, warning=str(error))
+        call.plan = plan
+        call.answer = self._answer_sdp(call)
+        log.info("call media changed", extra={"call": call.record.call_id, "direction": plan.direction,
+                                              "codec": plan.codec.name})
+        return None
 
     # -- calls ended elsewhere ------------------------------------------------------------------
 

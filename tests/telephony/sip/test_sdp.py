@@ -85,6 +85,16 @@ def test_what_cannot_be_served_is_not_acceptable(change, reason):
         plan_for_offer(SessionDescription.parse(BARESIP.replace(*change)))
 
 
+def test_the_last_port_is_served_only_with_an_rtcp_port_of_its_own():
+    """m=audio 65535 leaves no next port for RTCP: refused, not a leg that cannot be made (a
+    re-INVITE with it raised past the server and left the call refusing every later re-INVITE)."""
+    last = BARESIP.replace(b"m=audio 26000", b"m=audio 65535")
+    with pytest.raises(NotAcceptable, match="no port for RTCP"):
+        plan_for_offer(SessionDescription.parse(last.replace(b"a=rtcp:26001\r\n", b"")))
+    named = plan_for_offer(SessionDescription.parse(last.replace(b"a=rtcp:26001", b"a=rtcp:5000")))
+    assert rtp_leg(named, None, 30.0).remote_rtcp_port == 5000
+
+
 @pytest.mark.parametrize("data, message", [
     (b"hello", "SDP must start with v=0"),
     (b"v=0\r\nc=IN IP4 999.0.0.1\r\n", r"SDP line 2 \('c=IN IP4 999.0.0.1'\): '999.0.0.1' is not an IP address"),
