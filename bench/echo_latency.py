@@ -132,12 +132,14 @@ class RtpCaller(asyncio.DatagramProtocol):
         return start
 
     def received_audio(self) -> np.ndarray:
-        """The received stream decoded by timestamp (silence where packets are missing)."""
+        """The received stream decoded by timestamp (silence where packets are missing), from the
+        earliest timestamp (a network that reorders may deliver a later packet first)."""
         if not self.packets:
             return np.zeros(0, np.int16)
         decoder = codec_context(self.codec, "r")
         first = self.packets[0].timestamp
-        offsets = [((p.timestamp - first) & 0xFFFFFFFF) * self.packet // self.step for p in self.packets]
+        stamps = [((p.timestamp - first + (1 << 31)) & 0xFFFFFFFF) - (1 << 31) for p in self.packets]
+        offsets = [(stamp - min(stamps)) * self.packet // self.step for stamp in stamps]
         audio = np.zeros(max(offsets) + self.packet, np.int16)
         for offset, packet in zip(offsets, self.packets):
             samples = decode(decoder, packet.payload)

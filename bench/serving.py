@@ -74,8 +74,8 @@ def free_port() -> int:
 
 @contextmanager
 def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
-            stt: str | None = None, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`env`: more PLEXLINE_* settings for the run."""
+            stt: str | None = None, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> Iterator[Server]:
+    """`env`: more PLEXLINE_* settings for the run; `prefix`: a command that runs it (and execs it)."""
     port = free_port()
     log = folder / "serve.log"
     env = os.environ | {"PYTHONPATH": str(ROOT), "PLEXLINE_OPERATOR_TOKEN": OPERATOR,
@@ -90,7 +90,7 @@ def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
     if stt is not None:
         args += ["--stt", stt]
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "plexline", "-v", *args], cwd=ROOT, env=env,
+        process = subprocess.Popen([*prefix, sys.executable, "-m", "plexline", "-v", *args], cwd=ROOT, env=env,
                                    stdout=out, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", process, log, sip_port)
     try:

@@ -2,7 +2,9 @@
 real time (bench.echo_latency's RtpCaller, which stamps each packet that comes back), then BYE.
 
 A trunk's view of the call: what status the INVITE got (and its Retry-After, when refused), and what
-came back over RTP. The caller answers a BYE from the line with 200. Requests are sent again every
+came back over RTP. The caller answers a BYE from the line with 200. Its offer may name another port
+than its own (a relay that impairs the path), and inside the call it can offer again (re-INVITE) and
+send any request (the campaign's attacks on a call's own dialog). Requests are sent again every
 half second until answered (RFC 3261's timers A and E, simplified: loopback loses nothing, a busy
 server may answer late).
 """
@@ -11,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from bench.echo_latency import RATE, RtpCaller, codec_context, decode
-from telephony.sip.message import SipRequest, SipResponse, parse_message
+from telephony.sip.message import SipParseError, SipRequest, SipResponse, parse_message
 from telephony.sip.sdp import SessionDescription
 
 RETRANSMIT = 0.5  # seconds between copies of an unanswered request
@@ -41,7 +44,10 @@ class _Signalling(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr) -> None:
-        message = parse_message(data)
+        try:
+            message = parse_message(data)
+        except SipParseError:  # an answer to a request the campaign damaged on purpose
+            return
         if isinstance(message, SipResponse):
             self.responses.put_nowait(message)
         elif message.method == "BYE":
@@ -68,20 +74,23 @@ class SipCall:
         self._sip = _Signalling()
         self._transports: list[asyncio.BaseTransport] = []
         self._cseq = 1
+        self.media_port = 0  # the port its offer named
 
     @property
     def hung_up_by_line(self) -> asyncio.Event:
         return self._sip.hung_up_by_line
 
-    async def start(self) -> Refusal | None:
-        """INVITE and ACK; None when answered, else the refusal (the call is then closed)."""
+    async def start(self, media_port: int | None = None) -> Refusal | None:
+        """INVITE and ACK; None when answered, else the refusal (the call is then closed). The offer
+        names `media_port` (default: the caller's own RTP socket)."""
         loop = asyncio.get_running_loop()
         sip, _ = await loop.create_datagram_endpoint(lambda: self._sip, local_addr=(self.host, 0))
         rtp, _ = await loop.create_datagram_endpoint(lambda: self.media, local_addr=(self.host, 0))
         self._transports += [sip, rtp]
         self.port, rtp_port = sip.get_extra_info("sockname")[1], rtp.get_extra_info("sockname")[1]
+        self.media_port = media_port or rtp_port
         branch = self._branch()
-        final = await self._transact(self._invite(branch, rtp_port), "INVITE")
+        final = await self._transact(self._invite(branch, self.media_port), "INVITE", 1)
         self.to_tag = _to_tag(final)
         if final.status >= 300:
             self._send(self._request("ACK", branch=branch, cseq=1))  # the INVITE's own transaction
@@ -112,16 +121,32 @@ class SipCall:
         status = 200
         if not self.hung_up_by_line.is_set():
             self._cseq += 1
-            status = (await self._transact(self._request("BYE", branch=self._branch(), cseq=self._cseq), "BYE")).status
+            status = (await self._transact(self._request("BYE", branch=self._branch(), cseq=self._cseq), "BYE",
+                                           self._cseq)).status
         await self.close()
         return status
+
+    async def reinvite(self, sdp: bytes) -> int:
+        """Offer `sdp` (whatever it says) inside the call and acknowledge the answer; its status."""
+        self._cseq += 1
+        branch = self._branch()
+        request = self._request("INVITE", branch, self._cseq, ("Content-Type: application/sdp",), sdp)
+        final = await self._transact(request, "INVITE", self._cseq)
+        self._send(self._request("ACK", branch=branch if final.status >= 300 else self._branch(), cseq=self._cseq))
+        return final.status
+
+    def send(self, method: str, body: bytes = b"", damage: Callable[[bytes], bytes] | None = None) -> None:
+        """A request inside the call, its answer not awaited; `damage` mangles it first."""
+        self._cseq += 1
+        request = self._request(method, self._branch(), self._cseq, body=body)
+        self._send(damage(request) if damage else request)
 
     async def close(self) -> None:
         for transport in self._transports:
             transport.close()
         self._transports = []
 
-    async def _transact(self, request: bytes, method: str) -> SipResponse:
+    async def _transact(self, request: bytes, method: str, cseq: int) -> SipResponse:
         """Send `request` until a response, then wait for its final one."""
         loop = asyncio.get_running_loop()
         deadline, answered = loop.time() + GIVE_UP, False
@@ -132,7 +157,7 @@ class SipCall:
                 response = await asyncio.wait_for(self._sip.responses.get(), RETRANSMIT)
             except TimeoutError:
                 continue
-            if response.call_id != self.call_id or response.cseq[1] != method:
+            if response.call_id != self.call_id or response.cseq != (cseq, method):
                 continue
             answered = True
             if response.status >= 200:
@@ -156,10 +181,13 @@ class SipCall:
                  "Max-Forwards: 70", *extra, f"Content-Length: {len(body)}"]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
+    def offer(self, rtp_port: int) -> bytes:
+        """A PCMU offer with the media at `rtp_port` of the caller's address."""
+        return (f"v=0\r\no=bench 1 1 IN IP4 {self.host}\r\ns=-\r\nc=IN IP4 {self.host}\r\nt=0 0\r\n"
+                f"m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n").encode()
+
     def _invite(self, branch: str, rtp_port: int) -> bytes:
-        sdp = (f"v=0\r\no=bench 1 1 IN IP4 {self.host}\r\ns=-\r\nc=IN IP4 {self.host}\r\nt=0 0\r\n"
-               f"m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n").encode()
-        return self._request("INVITE", branch, 1, ("Content-Type: application/sdp",), sdp)
+        return self._request("INVITE", branch, 1, ("Content-Type: application/sdp",), self.offer(rtp_port))
 
 
 def _to_tag(response: SipResponse) -> str:

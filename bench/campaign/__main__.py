@@ -8,10 +8,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.campaign import hostile, load, soak
+from bench.campaign import hostile, live, load, network, soak
 from bench.campaign.row import Row, table
 
-GROUPS = {"hostile": hostile, "load": load, "soak": soak}
+GROUPS = {"hostile": hostile, "load": load, "soak": soak, "network": network, "live": live}
 
 
 async def campaign(args: argparse.Namespace) -> list[Row]:
