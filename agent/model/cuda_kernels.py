@@ -1,14 +1,18 @@
-"""Triton kernels of the CUDA path: attention of one step over an FP8 KV ring, and FP8 rows.
+"""Triton kernels of the CUDA path: attention of one step over a KV ring (FP8 or the model's dtype),
+and FP8 rows.
 
 Imported only where a CUDA tensor needs them (Triton comes with CUDA builds of torch); the CPU
-path and the tests' reference are `agent.model.kv_cache` and `agent.model.fp8` in plain PyTorch.
-Both kernels are memory-bound: each reads its input once, 16-byte loads along the contiguous
-head (or feature) dimension, and launches with static shapes, so they are captured in CUDA graphs.
+path and the tests' reference are `agent.model.kv_cache` and `agent.model.fp8` in plain PyTorch
+(scripts/check_kernels_interpreted.py runs these kernels on the CPU under Triton's interpreter
+against that reference). The kernels are memory-bound: each reads its input once, 16-byte loads
+along the contiguous head (or feature) dimension, and launches with static shapes, so they are
+captured in CUDA graphs.
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import torch
 import triton
@@ -17,20 +21,29 @@ import triton.language as tl
 LOG2E = 1.4426950408889634
 FP8_MAX = tl.constexpr(448.0)
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal: the scale of an all-zero row
+PROGRAMS_PER_MULTIPROCESSOR = 8  # split rows until the grid has this many programs per multiprocessor...
+MIN_BLOCKS_PER_SPLIT = 4  # ...but never into pieces of fewer blocks of slots than this
+MAX_SPLITS = 16
 
 
 @triton.jit
-def _ring_decode(q_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, key_positions_ptr, lowest_ptr, highest_ptr,
-                 q_pinned_ptr, pinned_ptr, out_ptr, S, qk_scale, H: tl.constexpr, D: tl.constexpr,
-                 BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, HAS_PINNED: tl.constexpr):
-    """One program per (row, head): an online softmax over the S ring slots, BLOCK_S at a time, in float32.
+def _ring_decode(q_ptr, q_pinned_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, key_positions_ptr, lowest_ptr,
+                 highest_ptr, pinned_ptr, out_ptr, part_ptr, top_ptr, total_ptr, S, split_slots, qk_scale,
+                 H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+                 SPLITS: tl.constexpr, SCALED: tl.constexpr, HAS_PINNED: tl.constexpr):
+    """One program per (row, head, split): an online softmax over the split's ring slots, BLOCK_S
+    at a time, in float32 (the scores in log2 units).
 
+    SPLITS == 1: the program normalises and writes the output. Else each split leaves its running
+    maximum, its sum of exponentials and its unnormalised output for `_merge_splits`.
+    SCALED: an FP8 ring, each slot's key and value times its float32 scale.
+    HAS_PINNED: the row's slots below pinned[b] are always seen and scored with its second query,
+    from the same loads of the keys, in the same softmax.
     (Both products on the tensor cores, the query padded to 16 columns, ran 1.4 to 2 times slower
     on an H200: one query per head leaves them idle, and the loads are what count.)
-    HAS_PINNED: the row's slots below pinned[b] are always seen and scored with its second query,
-    from the same loads of the keys.
     """
     bh = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
     b = bh // H
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
@@ -46,9 +59,11 @@ def _ring_decode(q_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, key_positions_pt
     m = tl.max(tl.full([BLOCK_S], -1e30, tl.float32), axis=0)  # running max (finite: no inf - inf)
     total = tl.sum(tl.zeros([BLOCK_S], tl.float32), axis=0)
     acc = tl.zeros([BLOCK_D], tl.float32)
-    for start in range(0, S, BLOCK_S):
+    first = split * split_slots
+    last = tl.minimum(first + split_slots, S)
+    for start in range(first, last, BLOCK_S):
         s = start + tl.arange(0, BLOCK_S)
-        s_ok = s < S
+        s_ok = s < last
         key_position = tl.load(key_positions_ptr + b * S + s, mask=s_ok, other=-1)
         pinned_slot = s < pinned
         seen = s_ok & (((key_position >= lowest) & (key_position <= highest)) | pinned_slot)
@@ -57,44 +72,104 @@ def _ring_decode(q_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, key_positions_pt
         k = tl.load(k_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
         scores = tl.sum(k * q[None, :], axis=1)
         if HAS_PINNED:
-            scores = tl.where(pinned_slot, tl.sum(k * q_pinned[None, :], axis=1), scores)
-        scores = scores * tl.load(k_scale_ptr + bh * S + s, mask=s_ok, other=0.0) * qk_scale  # log2 units
-        scores = tl.where(seen, scores, float("-inf"))
+            if start < pinned:  # only the blocks that hold pinned slots pay for the second product
+                scores = tl.where(pinned_slot, tl.sum(k * q_pinned[None, :], axis=1), scores)
+        if SCALED:
+            scores = scores * tl.load(k_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
+        scores = tl.where(seen, scores * qk_scale, float("-inf"))
         m_new = tl.maximum(m, tl.max(scores, axis=0))
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(scores - m_new)
         total = total * alpha + tl.sum(p, axis=0)
-        p = p * tl.load(v_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
+        if SCALED:
+            p = p * tl.load(v_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
         v = tl.load(v_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
         acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
         m = m_new
-    tl.store(out_ptr + bh * D + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_ok)
+    if SPLITS == 1:
+        tl.store(out_ptr + bh * D + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_ok)
+    else:
+        part = bh * SPLITS + split
+        tl.store(part_ptr + part * D + d, acc, mask=d_ok)
+        tl.store(top_ptr + part, m)
+        tl.store(total_ptr + part, total)
 
 
-def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_scale: torch.Tensor,
-                          v_scale: torch.Tensor, lowest: torch.Tensor, highest: torch.Tensor,
+@triton.jit
+def _merge_splits(part_ptr, top_ptr, total_ptr, out_ptr, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                  SPLITS: tl.constexpr, BLOCK_SPLITS: tl.constexpr):
+    """One program per (row, head): the splits' partial softmaxes as one, each weighted by
+    2^(its maximum - the largest); a split that saw no slot has weight 0."""
+    bh = tl.program_id(0).to(tl.int64)
+    i = tl.arange(0, BLOCK_SPLITS)
+    i_ok = i < SPLITS
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    top = tl.load(top_ptr + bh * SPLITS + i, mask=i_ok, other=-1e30)
+    weight = tl.where(i_ok, tl.exp2(top - tl.max(top, axis=0)), 0.0)
+    total = tl.sum(weight * tl.load(total_ptr + bh * SPLITS + i, mask=i_ok, other=0.0), axis=0)
+    parts = tl.load(part_ptr + (bh * SPLITS + i)[:, None] * D + d[None, :], mask=i_ok[:, None] & d_ok[None, :],
+                    other=0.0)
+    out = tl.sum(weight[:, None] * parts, axis=0) / total
+    tl.store(out_ptr + bh * D + d, out.to(out_ptr.dtype.element_ty), mask=d_ok)
+
+
+def decode_splits(programs: int, slots: int, block_s: int, multiprocessors: int) -> int:
+    """How many pieces each (row, head)'s ring is cut into (flash-decoding's split-K): enough for
+    PROGRAMS_PER_MULTIPROCESSOR programs on every multiprocessor when rows x heads alone are too
+    few (a handful of calls), none shorter than MIN_BLOCKS_PER_SPLIT blocks, at most MAX_SPLITS."""
+    wanted = -(-PROGRAMS_PER_MULTIPROCESSOR * multiprocessors // programs)
+    longest = max(1, slots // (MIN_BLOCKS_PER_SPLIT * block_s))
+    return max(1, min(wanted, longest, MAX_SPLITS))
+
+
+@cache
+def multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_scale: torch.Tensor | None,
+                          v_scale: torch.Tensor | None, lowest: torch.Tensor, highest: torch.Tensor,
                           key_positions: torch.Tensor, block_s: int = 128, num_warps: int = 4,
-                          num_stages: int = 2, pinned: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """Softmax attention of q [B, H, 1, D] over the FP8 ring k, v [B, H, S, D] -> [B, H, 1, D].
+                          num_stages: int = 2, pinned: tuple[torch.Tensor, torch.Tensor] | None = None,
+                          splits: int | None = None) -> torch.Tensor:
+    """Softmax attention of q [B, H, 1, D] over the ring k, v [B, H, S, D] -> [B, H, 1, D].
 
-    k_scale, v_scale [B, H, S] float32 are the ring's scales. Row b sees the slots whose position
-    (key_positions [B, S] int32) lies in lowest[b]..highest[b] (int32 [B]). `pinned`, a second query
-    [B, H, 1, D] and counts [B] int32, adds row b's slots 0..count-1, scored with that query
-    (`agent.model.kv_cache.Visibility.pinned`). The default block shape was the fastest of those
-    tried on an H200 at 80 calls and 3000 slots (scripts/precision_check.py).
+    k_scale, v_scale [B, H, S] float32 are an FP8 ring's scales (None: a ring in q's dtype, read as
+    stored). Row b sees the slots whose position (key_positions [B, S] int32) lies in
+    lowest[b]..highest[b] (int32 [B]). `pinned`, a second query [B, H, 1, D] and counts [B] int32,
+    adds row b's slots 0..count-1, scored with that query in the same softmax
+    (`agent.model.kv_cache.Visibility.pinned`). `splits` cuts each ring into that many pieces read
+    by programs of their own and merged by a second, small kernel (None: `decode_splits`; the CPU,
+    under Triton's interpreter, has no multiprocessors to fill and takes 1). The default block shape
+    was the fastest of those tried on an H200 at 80 calls and 3000 slots (scripts/precision_check.py).
     """
     B, H, T, D = q.shape
     if T != 1:
         raise ValueError(f"the ring decode kernel takes one query per row, got {T}")
     S = k.shape[2]
+    block_s = min(block_s, triton.next_power_of_2(S))
+    if splits is None:
+        splits = decode_splits(B * H, S, block_s, multiprocessors(q.device)) if q.is_cuda else 1
+    split_slots = -(-S // splits // block_s) * block_s  # whole blocks per split (the last may have fewer)
     q = q.contiguous()
     out = torch.empty_like(q)
-    # Without pinned slots the kernel reads neither: any tensors of the right kind stand in.
+    # Tensors a configuration does not read (no pinned slots, no scales, one split): any of the right kind.
     q_pinned, counts = (q, lowest) if pinned is None else (pinned[0].contiguous(), pinned[1])
-    _ring_decode[(B * H,)](q, k, v, k_scale, v_scale, key_positions, lowest, highest, q_pinned, counts, out, S,
-                           LOG2E / math.sqrt(D), H=H, D=D, BLOCK_D=triton.next_power_of_2(D),
-                           BLOCK_S=min(block_s, triton.next_power_of_2(S)), num_warps=num_warps,
-                           num_stages=num_stages, HAS_PINNED=pinned is not None)
+    scaled = k_scale is not None
+    k_scale, v_scale = (k_scale, v_scale) if scaled else (q, q)
+    part, top, total = out, lowest, lowest
+    if splits > 1:
+        part = torch.empty(B * H * splits, D, dtype=torch.float32, device=q.device)
+        top, total = torch.empty(2, B * H * splits, dtype=torch.float32, device=q.device)
+    block_d = triton.next_power_of_2(D)
+    _ring_decode[(B * H, splits)](q, q_pinned, k, v, k_scale, v_scale, key_positions, lowest, highest, counts, out,
+                                  part, top, total, S, split_slots, LOG2E / math.sqrt(D), H=H, D=D, BLOCK_D=block_d,
+                                  BLOCK_S=block_s, SPLITS=splits, SCALED=scaled, HAS_PINNED=pinned is not None,
+                                  num_warps=num_warps, num_stages=num_stages)
+    if splits > 1:
+        _merge_splits[(B * H,)](part, top, total, out, D=D, BLOCK_D=block_d, SPLITS=splits,
+                                BLOCK_SPLITS=triton.next_power_of_2(splits), num_warps=4)
     return out
 
 

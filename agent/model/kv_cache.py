@@ -7,14 +7,16 @@ FP8 ring's single steps (T = 1, every streaming step) on CUDA run the ring decod
 `agent.model.cuda_kernels`, which reads the FP8 values and their scales as stored and applies the
 visibility per row; everything else (prefill, the CPU) dequantises the ring and runs PyTorch's
 attention under the mask: the reference the kernel is tested against. (On an H200 PyTorch's
-attention reads a bf16 ring at 4 TB/s, faster than this kernel does.)
+attention reads a bf16 ring at 4 TB/s, faster than this kernel did before it split the ring.)
 
 A ring may pin a persona prompt (`Visibility.pinned`): its P frames stay in slots 0..P-1 for the
 whole call while the conversation slides through slots P..C-1 behind them. The pinned keys stay
 rotated at their prefill positions 0..P-1; they are scored with the query rotated at
 `Visibility.pinned_positions` instead (RoPE scores depend only on the difference of positions), so
 that once the ring is full they sit just before the oldest conversation frame a step sees, at the
-distances the model has always seen, and nothing is rotated per step but one query per row.
+distances the model has always seen, and nothing is rotated per step but one query per row. A
+step of a ring that pins, in either dtype, runs the decode kernel on CUDA: one pass over the ring,
+the pinned slots scored with their query and the rest with the step's, in one softmax.
 
 The FP8 ring stores e4m3 values with one float32 scale per written key (and value) and head
 (`agent.model.fp8.quantize_rows`: amax / 448 of that head's vector, so each uses the whole range).
@@ -108,6 +110,11 @@ class Visibility:
         return self.positions.clamp(max=span - 1)
 
     @cached_property
+    def pinned_counts(self) -> torch.Tensor:
+        """[B] int32: the pinned slots of each row, as the decode kernel reads them."""
+        return self.pinned.int()
+
+    @cached_property
     def _pinned_count(self) -> torch.Tensor:
         return torch.zeros_like(self.positions[:, 0]) if self.pinned is None else self.pinned
 
@@ -130,9 +137,10 @@ def attend_pinned(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: t
     """One softmax over the ring k, v [B, H, S, D]: the slots of `visibility.mask` scored with q
     [B, H, T, D], the pinned slots with q_pinned (the query rotated at `pinned_positions`).
 
-    On CUDA one cuDNN attention (the kernel PyTorch's own attention picks for the window ring on
-    Hopper) reads the ring once for both queries (2T query rows) and the two halves are merged by
-    their log-sum-exps; elsewhere the scores are computed directly.
+    On CUDA (a prefill: a step runs `decode_step`) one cuDNN attention (the kernel PyTorch's own
+    attention picks for the window ring on Hopper) reads the ring once for both queries (2T query
+    rows) and the two halves are merged by their log-sum-exps; elsewhere the scores are computed
+    directly.
     """
     if q.is_cuda:
         return _attend_pinned_merged(q, q_pinned, k, v, visibility)
@@ -160,6 +168,16 @@ def _attend_pinned_merged(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tens
     return torch.where(has_pinned, merged, out[:, :, :T])
 
 
+def decode_step(q: torch.Tensor, q_pinned: torch.Tensor | None, k: torch.Tensor, v: torch.Tensor,
+                scales: tuple[torch.Tensor, torch.Tensor] | None, visibility: Visibility) -> torch.Tensor:
+    """Attention of one query per row q [B, H, 1, D] over a CUDA ring k, v [B, H, S, D] as stored
+    (an FP8 ring with its `scales`, else the model's dtype): the decode kernel, one pass, pinned
+    slots (q_pinned given) in the same softmax."""
+    from agent.model.cuda_kernels import ring_decode_attention
+    pinned = None if q_pinned is None else (q_pinned, visibility.pinned_counts)
+    return ring_decode_attention(q, k, v, *(scales or (None, None)), *visibility.window, pinned=pinned)
+
+
 class KVCache:
     """Keys and values of one layer in the model's dtype: [B, H, capacity, head_dim] each."""
 
@@ -183,9 +201,11 @@ class KVCache:
     def attend(self, q: torch.Tensor, visibility: Visibility, q_pinned: torch.Tensor | None = None) -> torch.Tensor:
         """Attention of q [B, H, T, D] over the ring -> [B, H, T, D]; q_pinned scores the pinned
         slots (given when the visibility pins)."""
-        if q_pinned is not None:
-            return attend_pinned(q, q_pinned, self.k, self.v, visibility)
-        return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=visibility.mask)
+        if q_pinned is None:
+            return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=visibility.mask)
+        if q.is_cuda and q.shape[2] == 1:  # a streaming step
+            return decode_step(q, q_pinned, self.k, self.v, None, visibility)
+        return attend_pinned(q, q_pinned, self.k, self.v, visibility)
 
 
 class Fp8KVCache:
@@ -214,10 +234,7 @@ class Fp8KVCache:
 
     def attend(self, q: torch.Tensor, visibility: Visibility, q_pinned: torch.Tensor | None = None) -> torch.Tensor:
         if q.is_cuda and q.shape[2] == 1:  # a streaming step
-            from agent.model.cuda_kernels import ring_decode_attention
-            pinned = None if q_pinned is None else (q_pinned, visibility.pinned.int())
-            return ring_decode_attention(q, self.k, self.v, self.k_scale, self.v_scale, *visibility.window,
-                                         pinned=pinned)
+            return decode_step(q, q_pinned, self.k, self.v, (self.k_scale, self.v_scale), visibility)
         k = dequantize_rows(self.k, self.k_scale, q.dtype)
         v = dequantize_rows(self.v, self.v_scale, q.dtype)
         if q_pinned is not None:

@@ -1,9 +1,11 @@
 """The CUDA path against the reference path (run on a CUDA machine; skipped elsewhere).
 
-The FP8 ring decode kernel must give the reference attention (dequantise, then PyTorch's attention
-under the visibility mask) for any ring: fresh, part-filled, wrapped, with rows reset; the FP8
-product through `torch._scaled_mm` the reference product of the same quantised operands; and an
-engine step with both must still be captured as one CUDA graph.
+The ring decode kernel must give the reference attention (dequantise, then PyTorch's attention
+under the visibility mask, or the direct softmax of a ring that pins) for any ring: fresh,
+part-filled, wrapped, with rows reset, pinning, FP8 or the model's dtype, in one piece or split;
+the FP8 product through `torch._scaled_mm` the reference product of the same quantised operands;
+and an engine step with both must still be captured as one CUDA graph.
+(scripts/check_kernels_interpreted.py checks the same kernels on the CPU under Triton's interpreter.)
 """
 
 import dataclasses
@@ -11,6 +13,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from decode_rings import pinned_ring, random_ring
 
 from agent.engine.backend import CallSetup, SamplingSettings
 from agent.engine.engine import ModelBackend
@@ -22,7 +25,7 @@ from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
 
 pytest.importorskip("triton", reason="CUDA builds of torch bring Triton; the CPU build does not")
-from agent.model.cuda_kernels import quantize_rows_fp8, ring_decode_attention  # noqa: E402
+from agent.model.cuda_kernels import decode_splits, quantize_rows_fp8, ring_decode_attention  # noqa: E402
 
 GREEDY = SamplingSettings(text_temperature=0, text_top_k=0, audio_temperature=0, audio_top_k=0)
 
@@ -33,56 +36,38 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def random_ring(B: int, S: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Query positions [B] and key positions [B, S] of rows at random ages, some wrapped, one reset."""
-    positions = torch.randint(0, 3 * S, (B,), generator=generator)
-    positions[0] = 0
-    key_positions = torch.full((B, S), -1)
-    for row, position in enumerate(positions.tolist()):
-        steps = torch.arange(max(0, position - S + 1), position + 1)
-        key_positions[row, steps % S] = steps
-    if B > 2:  # a row reset and restored from a 5-frame prefix, now at position 9
-        positions[2] = 9
-        key_positions[2] = -1
-        key_positions[2, :10] = torch.arange(10)
-    return positions.cuda(), key_positions.cuda()
+def stored(cache: Fp8KVCache | KVCache) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ring's keys and values as the kernel reads them, in float32."""
+    if isinstance(cache, KVCache):
+        return cache.k.float(), cache.v.float()
+    return tuple(values.float() * scale[..., None] for values, scale in ((cache.k, cache.k_scale),
+                                                                          (cache.v, cache.v_scale)))
 
 
+def scales(cache: Fp8KVCache | KVCache) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    return (cache.k_scale, cache.v_scale) if isinstance(cache, Fp8KVCache) else (None, None)
+
+
+@pytest.mark.parametrize("splits", [None, 1, 4])
 @pytest.mark.parametrize("block_s, num_warps", [(128, 4), (64, 4), (32, 8)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("B, H, S, D, context", [(6, 32, 3000, 128, 3000), (5, 8, 250, 64, 250),
                                                  (3, 2, 40, 16, 40), (4, 2, 37, 16, 20)])
-def test_the_decode_kernel_is_the_reference_attention(block_s, num_warps, dtype, B, H, S, D, context):
+def test_the_decode_kernel_is_the_reference_attention(splits, block_s, num_warps, dtype, B, H, S, D, context):
     generator = torch.Generator().manual_seed(B * S + D)
     cache = Fp8KVCache(B, H, S, D, "cuda")
     k, v, q = (torch.randn(shape, generator=generator).cuda().to(dtype) * 2
                for shape in ((B, H, S, D), (B, H, S, D), (B, H, 1, D)))
     cache.write(torch.arange(S, device="cuda").expand(B, S), k, v)
-    positions, key_positions = random_ring(B, S, generator)
+    positions, key_positions = random_ring(B, S, generator, "cuda")
     visibility = Visibility(positions[:, None], key_positions, S, context)
     out = ring_decode_attention(q, cache.k, cache.v, cache.k_scale, cache.v_scale, *visibility.window,
-                                block_s=block_s, num_warps=num_warps)
-    k_ref, v_ref = (values.float() * scale[..., None] for values, scale in ((cache.k, cache.k_scale),
-                                                                             (cache.v, cache.v_scale)))
-    reference = F.scaled_dot_product_attention(q.float(), k_ref, v_ref, attn_mask=visibility.mask)
+                                block_s=block_s, num_warps=num_warps, splits=splits)
+    reference = F.scaled_dot_product_attention(q.float(), *stored(cache), attn_mask=visibility.mask)
     assert out.dtype == dtype and out.shape == (B, H, 1, D)
     assert relative_error(out, reference) < (1e-5 if dtype == torch.float32 else 1e-2)
-    if block_s == 128:  # the default: what the ring's own attention runs on CUDA
+    if block_s == 128 and splits is None:  # the defaults: what the ring's own attention runs on CUDA
         assert torch.equal(cache.attend(q, visibility), out)
-
-
-def pinned_ring(B: int, S: int, generator: torch.Generator) -> Visibility:
-    """One query per row of rows that pinned a prompt (or none) and stepped on, some far past the wrap."""
-    pinned = torch.randint(1, S // 2, (B,), generator=generator)
-    pinned[1] = 0
-    positions = pinned + torch.randint(0, 3 * S, (B,), generator=generator)
-    positions[0] = pinned[0] + 3  # before the ring is full
-    key_positions = torch.full((B, S), -1)
-    for row, (position, count) in enumerate(zip(positions.tolist(), pinned.tolist())):
-        steps = torch.arange(position + 1)
-        slots = torch.where(steps < count, steps, count + (steps - count) % (S - count))
-        key_positions[row].scatter_(0, slots, steps)
-    return Visibility(positions[:, None].cuda(), key_positions.cuda(), S, S, pinned.cuda())
 
 
 def rotated_queries(shape: tuple[int, ...], generator: torch.Generator, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,39 +76,47 @@ def rotated_queries(shape: tuple[int, ...], generator: torch.Generator, dtype) -
 
 @pytest.mark.parametrize("B, H, S, D", [(6, 32, 3000, 128), (5, 8, 250, 64)])
 def test_the_merged_pinned_attention_on_cuda_is_the_direct_softmax(B, H, S, D):
-    """One memory-efficient attention for both queries, merged by log-sum-exp, against one softmax."""
+    """What a prefill into a ring that pins runs on CUDA: one memory-efficient attention for both
+    queries, merged by log-sum-exp, against one softmax."""
     generator = torch.Generator().manual_seed(S + D)
-    cache = KVCache(B, H, S, D, "cuda", torch.bfloat16)
     k, v = (torch.randn(B, H, S, D, generator=generator).cuda().bfloat16() * 2 for _ in range(2))
-    cache.write(torch.arange(S, device="cuda").expand(B, S), k, v)
-    visibility = pinned_ring(B, S, generator)
+    visibility = pinned_ring(B, S, generator, "cuda")
     q, q_pinned = rotated_queries((B, H, 1, D), generator, torch.bfloat16)
-    out = cache.attend(q, visibility, q_pinned)
+    out = attend_pinned(q, q_pinned, k, v, visibility)
     cpu = Visibility(*(t.cpu() for t in (visibility.positions, visibility.key_positions)), S, S,
                      visibility.pinned.cpu())
     reference = attend_pinned(q.float().cpu(), q_pinned.float().cpu(), k.float().cpu(), v.float().cpu(), cpu)
     assert out.dtype == torch.bfloat16 and relative_error(out.cpu(), reference) < 1e-2
 
 
+@pytest.mark.parametrize("splits", [None, 1, 3])
 @pytest.mark.parametrize("block_s, num_warps", [(128, 4), (32, 8)])
-def test_the_decode_kernel_scores_pinned_slots_with_their_query(block_s, num_warps):
-    B, H, S, D = 5, 8, 250, 64
+@pytest.mark.parametrize("ring", ["fp8", "bf16"])
+@pytest.mark.parametrize("B, H, S, D", [(6, 32, 3000, 128), (5, 8, 250, 64)])
+def test_the_decode_kernel_scores_pinned_slots_with_their_query(splits, block_s, num_warps, ring, B, H, S, D):
+    """One pass over a ring that pins, FP8 or bf16: the pinned slots with their query, the rest with
+    the step's, one softmax; against the direct softmax of the values as stored."""
     generator = torch.Generator().manual_seed(7)
-    cache = Fp8KVCache(B, H, S, D, "cuda")
+    cache = Fp8KVCache(B, H, S, D, "cuda") if ring == "fp8" else KVCache(B, H, S, D, "cuda", torch.bfloat16)
     k, v = (torch.randn(B, H, S, D, generator=generator).cuda().bfloat16() * 2 for _ in range(2))
     cache.write(torch.arange(S, device="cuda").expand(B, S), k, v)
-    visibility = pinned_ring(B, S, generator)
+    visibility = pinned_ring(B, S, generator, "cuda")
     q, q_pinned = rotated_queries((B, H, 1, D), generator, torch.bfloat16)
-    out = ring_decode_attention(q, cache.k, cache.v, cache.k_scale, cache.v_scale, *visibility.window,
-                                block_s=block_s, num_warps=num_warps, pinned=(q_pinned, visibility.pinned.int()))
-    k_ref, v_ref = (values.float() * scale[..., None] for values, scale in ((cache.k, cache.k_scale),
-                                                                             (cache.v, cache.v_scale)))
-    reference = attend_pinned(q.float().cpu(), q_pinned.float().cpu(), k_ref.cpu(), v_ref.cpu(),
+    out = ring_decode_attention(q, cache.k, cache.v, *scales(cache), *visibility.window, block_s=block_s,
+                                num_warps=num_warps, pinned=(q_pinned, visibility.pinned_counts), splits=splits)
+    reference = attend_pinned(q.float().cpu(), q_pinned.float().cpu(), *(x.cpu() for x in stored(cache)),
                               Visibility(visibility.positions.cpu(), visibility.key_positions.cpu(), S, S,
                                          visibility.pinned.cpu()))
-    assert relative_error(out.cpu(), reference) < 1e-2
-    if block_s == 128:  # what the FP8 ring's own attention runs on CUDA
+    assert out.dtype == torch.bfloat16 and relative_error(out.cpu(), reference) < 1e-2
+    if block_s == 128 and splits is None:  # what the ring's own attention runs on CUDA for a step
         assert torch.equal(cache.attend(q, visibility, q_pinned), out)
+
+
+def test_the_rings_are_split_only_where_rows_and_heads_leave_the_gpu_idle():
+    multiprocessors = torch.cuda.get_device_properties(0).multi_processor_count
+    assert decode_splits(80 * 32, 3000, 128, multiprocessors) == 1
+    assert decode_splits(32, 3000, 128, multiprocessors) > 1  # one call: 32 programs
+    assert decode_splits(32, 100, 128, multiprocessors) == 1  # one block of slots: nothing to split
 
 
 def test_the_quantising_kernel_is_the_reference_quantisation():
