@@ -24,6 +24,56 @@ TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal: the sc
 PROGRAMS_PER_MULTIPROCESSOR = 8  # split rows until the grid has this many programs per multiprocessor...
 MIN_BLOCKS_PER_SPLIT = 4  # ...but never into pieces of fewer blocks of slots than this
 MAX_SPLITS = 16
+# The decode kernel's block of slots and warps per program when a call names none: the default of
+# the kernel before it split rings, the fastest of the shapes tried then on an H200 at 80 calls and
+# 3000 slots (128 registers, no spill, for sm_90 by Triton 3.9). scripts/bench_decode_kernels.py
+# times the others.
+BLOCK_S = 128
+NUM_WARPS = 4
+
+
+@triton.jit
+def _attend_blocks(q, m, total, acc, lo, hi, lowest, highest, bh, b, S, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr,
+                   key_positions_ptr, qk_scale, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+                   SCALED: tl.constexpr, PINNED: tl.constexpr):
+    """The online softmax (running max m, sum of exponentials total, unnormalised output acc [BLOCK_D])
+    carried over the ring slots lo..hi-1 of (row, head) bh, BLOCK_S at a time, scored with q.
+
+    PINNED: the slots hold the row's pinned prompt, seen whatever the window (every one the query
+    follows); else the window lowest..highest decides.
+    """
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    for start in range(lo, hi, BLOCK_S):
+        s = start + tl.arange(0, BLOCK_S)
+        s_ok = s < hi
+        offsets = (bh * S + s)[:, None] * D + d[None, :]
+        inside = s_ok[:, None] & d_ok[None, :]
+        # Every load of the block before the first reduction: its barriers would otherwise hold the
+        # later loads back until the scores are done, several waits on memory per block instead of one.
+        key_position = tl.load(key_positions_ptr + b * S + s, mask=s_ok, other=-1)
+        k = tl.load(k_ptr + offsets, mask=inside, other=0.0)
+        v = tl.load(v_ptr + offsets, mask=inside, other=0.0)
+        if SCALED:
+            k_scale = tl.load(k_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
+            v_scale = tl.load(v_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
+        if PINNED:
+            seen = s_ok & (key_position >= 0) & (key_position <= highest)
+        else:
+            seen = s_ok & (key_position >= lowest) & (key_position <= highest)
+        scores = tl.sum(k.to(tl.float32) * q[None, :], axis=1)
+        if SCALED:
+            scores = scores * k_scale
+        scores = tl.where(seen, scores * qk_scale, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=0))
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(scores - m_new)
+        total = total * alpha + tl.sum(p, axis=0)
+        if SCALED:
+            p = p * v_scale
+        acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+        m = m_new
+    return m, total, acc
 
 
 @triton.jit
@@ -31,14 +81,15 @@ def _ring_decode(q_ptr, q_pinned_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, ke
                  highest_ptr, pinned_ptr, out_ptr, part_ptr, top_ptr, total_ptr, S, split_slots, qk_scale,
                  H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
                  SPLITS: tl.constexpr, SCALED: tl.constexpr, HAS_PINNED: tl.constexpr):
-    """One program per (row, head, split): an online softmax over the split's ring slots, BLOCK_S
-    at a time, in float32 (the scores in log2 units).
+    """One program per (row, head, split): an online softmax over the split's ring slots, in float32
+    (the scores in log2 units).
 
     SPLITS == 1: the program normalises and writes the output. Else each split leaves its running
     maximum, its sum of exponentials and its unnormalised output for `_merge_splits`.
     SCALED: an FP8 ring, each slot's key and value times its float32 scale.
     HAS_PINNED: the row's slots below pinned[b] are always seen and scored with its second query,
-    from the same loads of the keys, in the same softmax.
+    in the same softmax: the split's slots below pinned[b] first, with that query, then the rest
+    with the step's, each slot read once and scored once.
     (Both products on the tensor cores, the query padded to 16 columns, ran 1.4 to 2 times slower
     on an H200: one query per head leaves them idle, and the loads are what count.)
     """
@@ -48,12 +99,6 @@ def _ring_decode(q_ptr, q_pinned_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, ke
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
     q = tl.load(q_ptr + bh * D + d, mask=d_ok, other=0.0).to(tl.float32)
-    if HAS_PINNED:
-        q_pinned = tl.load(q_pinned_ptr + bh * D + d, mask=d_ok, other=0.0).to(tl.float32)
-        pinned = tl.load(pinned_ptr + b)
-    else:
-        q_pinned = q
-        pinned = 0
     lowest = tl.load(lowest_ptr + b)
     highest = tl.load(highest_ptr + b)
     m = tl.max(tl.full([BLOCK_S], -1e30, tl.float32), axis=0)  # running max (finite: no inf - inf)
@@ -61,31 +106,16 @@ def _ring_decode(q_ptr, q_pinned_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, ke
     acc = tl.zeros([BLOCK_D], tl.float32)
     first = split * split_slots
     last = tl.minimum(first + split_slots, S)
-    for start in range(first, last, BLOCK_S):
-        s = start + tl.arange(0, BLOCK_S)
-        s_ok = s < last
-        key_position = tl.load(key_positions_ptr + b * S + s, mask=s_ok, other=-1)
-        pinned_slot = s < pinned
-        seen = s_ok & (((key_position >= lowest) & (key_position <= highest)) | pinned_slot)
-        offsets = (bh * S + s)[:, None] * D + d[None, :]
-        inside = s_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        scores = tl.sum(k * q[None, :], axis=1)
-        if HAS_PINNED:
-            if start < pinned:  # only the blocks that hold pinned slots pay for the second product
-                scores = tl.where(pinned_slot, tl.sum(k * q_pinned[None, :], axis=1), scores)
-        if SCALED:
-            scores = scores * tl.load(k_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
-        scores = tl.where(seen, scores * qk_scale, float("-inf"))
-        m_new = tl.maximum(m, tl.max(scores, axis=0))
-        alpha = tl.exp2(m - m_new)
-        p = tl.exp2(scores - m_new)
-        total = total * alpha + tl.sum(p, axis=0)
-        if SCALED:
-            p = p * tl.load(v_scale_ptr + bh * S + s, mask=s_ok, other=0.0)
-        v = tl.load(v_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
-        m = m_new
+    if HAS_PINNED:
+        q_pinned = tl.load(q_pinned_ptr + bh * D + d, mask=d_ok, other=0.0).to(tl.float32)
+        pinned = tl.minimum(tl.maximum(tl.load(pinned_ptr + b), first), last)  # this split's share of them
+        m, total, acc = _attend_blocks(q_pinned, m, total, acc, first, pinned, lowest, highest, bh, b, S, k_ptr,
+                                       v_ptr, k_scale_ptr, v_scale_ptr, key_positions_ptr, qk_scale, D, BLOCK_D,
+                                       BLOCK_S, SCALED, True)
+        first = pinned
+    m, total, acc = _attend_blocks(q, m, total, acc, first, last, lowest, highest, bh, b, S, k_ptr, v_ptr,
+                                   k_scale_ptr, v_scale_ptr, key_positions_ptr, qk_scale, D, BLOCK_D, BLOCK_S,
+                                   SCALED, False)
     if SPLITS == 1:
         tl.store(out_ptr + bh * D + d, (acc / total).to(out_ptr.dtype.element_ty), mask=d_ok)
     else:
@@ -130,7 +160,7 @@ def multiprocessors(device: torch.device) -> int:
 
 def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_scale: torch.Tensor | None,
                           v_scale: torch.Tensor | None, lowest: torch.Tensor, highest: torch.Tensor,
-                          key_positions: torch.Tensor, block_s: int = 128, num_warps: int = 4,
+                          key_positions: torch.Tensor, block_s: int | None = None, num_warps: int | None = None,
                           num_stages: int = 2, pinned: tuple[torch.Tensor, torch.Tensor] | None = None,
                           splits: int | None = None) -> torch.Tensor:
     """Softmax attention of q [B, H, 1, D] over the ring k, v [B, H, S, D] -> [B, H, 1, D].
@@ -141,14 +171,15 @@ def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_s
     adds row b's slots 0..count-1, scored with that query in the same softmax
     (`agent.model.kv_cache.Visibility.pinned`). `splits` cuts each ring into that many pieces read
     by programs of their own and merged by a second, small kernel (None: `decode_splits`; the CPU,
-    under Triton's interpreter, has no multiprocessors to fill and takes 1). The default block shape
-    was the fastest of those tried on an H200 at 80 calls and 3000 slots (scripts/precision_check.py).
+    under Triton's interpreter, has no multiprocessors to fill and takes 1). block_s and num_warps
+    default to BLOCK_S and NUM_WARPS.
     """
     B, H, T, D = q.shape
     if T != 1:
         raise ValueError(f"the ring decode kernel takes one query per row, got {T}")
     S = k.shape[2]
-    block_s = min(block_s, triton.next_power_of_2(S))
+    block_s = min(block_s or BLOCK_S, triton.next_power_of_2(S))
+    num_warps = num_warps or NUM_WARPS
     if splits is None:
         splits = decode_splits(B * H, S, block_s, multiprocessors(q.device)) if q.is_cuda else 1
     split_slots = -(-S // splits // block_s) * block_s  # whole blocks per split (the last may have fewer)

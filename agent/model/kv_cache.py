@@ -144,6 +144,13 @@ def attend_pinned(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: t
     """
     if q.is_cuda:
         return _attend_pinned_merged(q, q_pinned, k, v, visibility)
+    return attend_pinned_directly(q, q_pinned, k, v, visibility)
+
+
+def attend_pinned_directly(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           visibility: Visibility) -> torch.Tensor:
+    """`attend_pinned` as its definition, one score per slot and one softmax, on any device: the
+    CPU path, and the reference of the fast ones."""
     scores = torch.where(visibility.pinned_slots[:, None, None, :], q_pinned @ k.transpose(-1, -2),
                          q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [B, H, T, S]
     scores = scores.masked_fill(~(visibility.mask | visibility.pinned_mask), float("-inf"))
