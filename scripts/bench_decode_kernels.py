@@ -13,7 +13,7 @@ replaced, in one process: `PYTHONPATH=. python3 scripts/bench_decode_kernels.py 
 2. engine: frame p50/p99 and the LM step (one CUDA graph) at 80 calls on full-size dummy weights,
    bf16 (window ring; pinned personas before and after) and FP8 weights with the FP8 ring (window
    and pinned, before and after); "before" patches the previous kernels into the ring's dispatch.
-Sections: kernel,engine (both by default); STEPS timed steps per engine row (default 100).
+Sections: kernel,engine (both by default); STEPS timed steps per engine row (default 60).
 The JSON is rewritten after each section; the table is printed last.
 """
 
@@ -279,4 +279,4 @@ def main(out: Path, sections: set[str], steps: int) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), set(sys.argv[2].split(",")) if len(sys.argv) > 2 else {"kernel", "engine"},
-         int(sys.argv[3]) if len(sys.argv) > 3 else 100)
+         int(sys.argv[3]) if len(sys.argv) > 3 else 60)
