@@ -58,7 +58,8 @@ def cases():
                 positions, key_positions = random_ring(B, S, generator)
                 window = Visibility(positions[:, None], key_positions, S, context)
                 reference = F.scaled_dot_product_attention(q.float(), k, v, attn_mask=window.mask)
-                shape = f"{kind} ring {str(dtype)[6:]} B{B} H{H} S{S} D{D} ctx {context} block {block_s}"
+                ring_name = "fp8" if kind == "fp8" else "unquantised"  # in the queries' dtype
+                shape = f"{ring_name} ring, {str(dtype)[6:]} B{B} H{H} S{S} D{D} ctx {context} block {block_s}"
                 for splits in SPLITS:
                     out = ring_decode_attention(q, cache.k, cache.v, *(scales or (None, None)), *window.window,
                                                 block_s=block_s, splits=splits)
