@@ -104,7 +104,7 @@ class WebhookDispatcher:
         event = claim.event
         if attempt.delivered:
             self.metrics.attempts.labels(event.tenant, "delivered").inc()
-            await self.outbox.delivered(claim)
+            await self.outbox.delivered(claim, attempt.status)
             return
         self.metrics.attempts.labels(event.tenant, "failed").inc()
         attempts = claim.attempts + 1

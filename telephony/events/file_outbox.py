@@ -4,7 +4,8 @@ Every change is a JSON line appended to `<folder>/outbox.journal`:
 
     {"op": "add", "id", "tenant", "key", "type", "body", "at"}   an event (fsynced before append returns)
     {"op": "retry", "id", "attempts", "due", "error"}           a failed attempt
-    {"op": "done", "id"}                                         delivered (the ack)
+    {"op": "done", "id", "tenant", "key", "type", "attempts",    delivered (the ack; older journals have the id
+     "status", "at"}                                             alone), kept for the admins' list
     {"op": "dead", "id", "at", "error", "attempts"}              dead-lettered (fsynced)
     {"op": "replay", "id", "at"}                                 a dead letter queued again (fsynced)
 
@@ -29,7 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from telephony.events.outbox import SENT_MEMORY_SECONDS, Claim, DeadLetter, OutboxEvent, Undelivered
+from telephony.events.outbox import (
+    DELIVERED_LISTED,
+    SENT_MEMORY_SECONDS,
+    Claim,
+    DeadLetter,
+    Delivered,
+    OutboxEvent,
+    Undelivered,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +178,7 @@ class FileOutbox:
         self._queues: dict[str, deque[str]] = {}  # key -> ids neither delivered nor dead, in order
         self._dead: dict[str, dict[str, None]] = {}  # tenant -> ids, in order of death
         self._sent: OrderedDict[str, float] = OrderedDict()  # id -> delivered at
+        self._delivered: dict[str, deque[dict]] = {}  # tenant -> its last "done" records with a status
         self._ready: list[tuple[float, str]] = []  # heap of (due, id) of queue heads; stale ones are skipped
         self._wake = asyncio.Event()
         self._compacting = False
@@ -193,9 +203,13 @@ class FileOutbox:
         elif op == "retry" and event_id in self._events:
             entry = self._events[event_id]
             entry.attempts, entry.due, entry.error = r["attempts"], r["due"], r["error"]
-        elif op == "done" and event_id in self._events:
-            self._leave_queue(self._events.pop(event_id))
-            self._sent[event_id] = time.time()
+        elif op == "done":
+            entry = self._events.pop(event_id, None)
+            if entry is not None:
+                self._leave_queue(entry)
+                self._sent[event_id] = time.time()
+            if r.get("status") is not None:
+                self._delivered.setdefault(r["tenant"], deque(maxlen=DELIVERED_LISTED)).append(r)
         elif op == "dead" and event_id in self._events:
             entry = self._events[event_id]
             entry.died_at, entry.error, entry.attempts = r["at"], r["error"], r["attempts"]
@@ -280,10 +294,12 @@ class FileOutbox:
             claims.append(Claim(entry.event, entry.created_at, entry.attempts))
         return claims
 
-    async def delivered(self, claim: Claim) -> None:
+    async def delivered(self, claim: Claim, status: int | None = None) -> None:
         if claim.event.id not in self._events:
             return
-        self._log({"op": "done", "id": claim.event.id})
+        e = claim.event
+        self._log({"op": "done", "id": e.id, "tenant": e.tenant, "key": e.key, "type": e.type,
+                   "attempts": claim.attempts + 1, "status": status, "at": time.time()})
         self._schedule_head(claim.event.key, time.time())
         if self._worth_compacting() and not self._compacting:
             self._compacting = True
@@ -312,6 +328,11 @@ class FileOutbox:
     async def dead_letters(self, tenant: str) -> list[DeadLetter]:
         entries = [self._events[i] for i in self._dead.get(tenant, {})]
         return [DeadLetter(e.event, e.created_at, e.attempts, e.error, e.died_at) for e in entries]
+
+    async def recently_delivered(self, tenant: str) -> list[Delivered]:
+        horizon = time.time() - SENT_MEMORY_SECONDS
+        return [Delivered(r["id"], r["type"], r["key"], r["attempts"], r["status"], r["at"])
+                for r in reversed(self._delivered.get(tenant, ())) if r["at"] >= horizon]
 
     async def undelivered(self, tenant: str, limit: int) -> list[Undelivered]:
         entries = [self._events[i] for queue in self._queues.values() for i in queue]
@@ -348,7 +369,8 @@ class FileOutbox:
 
     def _worth_compacting(self) -> bool:
         """Most lines describe events that are gone (rewriting then costs little per line dropped)."""
-        return self._journal.lines > max(self.compact_min_lines, 4 * (len(self._events) + 1))
+        kept = len(self._events) + sum(len(listed) for listed in self._delivered.values())
+        return self._journal.lines > max(self.compact_min_lines, 4 * (kept + 1))
 
     async def _compact(self) -> None:
         await self._journal.sync()
@@ -367,6 +389,7 @@ class FileOutbox:
             if e.died_at is not None:
                 records.append({"op": "dead", "id": e.event.id, "at": e.died_at, "error": e.error,
                                 "attempts": e.attempts})
+        records += [r for listed in self._delivered.values() for r in listed]
         before = self._journal.lines
         try:
             self._journal.rewrite(records)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 SENT_MEMORY_SECONDS = 3600.0  # an id delivered this recently is not appended again
+DELIVERED_LISTED = 100  # a tenant's deliveries kept for its admins (for SENT_MEMORY_SECONDS at most)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,18 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
+class Delivered:
+    """An event its receiver took, as its admins see it (the body is not kept)."""
+
+    event_id: str
+    type: str
+    key: str
+    attempts: int  # all of them, the one taken included
+    status: int  # the receiver's answer, a 2xx
+    delivered_at: float
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter: about first, 2 x first, 4 x first ... up to `cap`, each
     drawn between half and all of that, until `max_age` after the event was made."""
@@ -85,7 +98,11 @@ class Outbox(Protocol):
         """Up to `limit` events due now, each the oldest undelivered of its key, leased to the
         caller; waits up to `wait` seconds for one when none is due."""
 
-    async def delivered(self, claim: Claim) -> None: ...
+    async def delivered(self, claim: Claim, status: int | None = None) -> None:
+        """The receiver took it, answering `status`; None: there was no receiver (it is not listed)."""
+
+    async def recently_delivered(self, tenant: str) -> list[Delivered]:
+        """The tenant's last DELIVERED_LISTED deliveries of the past SENT_MEMORY_SECONDS, newest first."""
 
     async def retry_later(self, claim: Claim, due: float, error: str) -> None:
         """The attempt failed: claim the event again at `due` (seconds since the epoch)."""

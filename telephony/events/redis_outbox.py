@@ -9,6 +9,8 @@ Keys, under `<prefix>outbox:`:
     due             sorted set: id -> when it may be claimed (a retry's time, or a lease's end)
     dead:<tenant>   sorted set: id -> when it was dead-lettered
     sent:<id>       a delivered id, remembered for an hour so that it is not appended again
+    delivered:<tenant>  list of the tenant's last deliveries (JSON: id, type, key, attempts, status,
+                    at), newest first, for its admins
 
 Only the head of a key's list is ever in the stream or claimable: when it is delivered or dead,
 the same script puts the next one in the stream. A consumer that reads an entry takes the
@@ -21,6 +23,7 @@ loses nothing that was acknowledged (appendfsync always also covers a crash of i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -31,7 +34,15 @@ from collections.abc import Sequence
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
-from telephony.events.outbox import SENT_MEMORY_SECONDS, Claim, DeadLetter, OutboxEvent, Undelivered
+from telephony.events.outbox import (
+    DELIVERED_LISTED,
+    SENT_MEMORY_SECONDS,
+    Claim,
+    DeadLetter,
+    Delivered,
+    OutboxEvent,
+    Undelivered,
+)
 from telephony.redis_client import block_limit, redis_client
 
 log = logging.getLogger(__name__)
@@ -85,11 +96,12 @@ end
 return out
 """
 
-# ARGV: p, id, 'delivered' or 'dead', now, error, seconds to remember a delivered id, attempts.
+# ARGV: p, id, 'delivered' or 'dead', now, error, seconds to remember a delivered id, attempts,
+# the receiver's status ('' when there was none: not listed), deliveries listed.
 _FINISH = """
 local p, id, now = ARGV[1], ARGV[2], ARGV[4]
 local ev = p .. 'event:' .. id
-local f = redis.call('HMGET', ev, 'key', 'tenant', 'died')
+local f = redis.call('HMGET', ev, 'key', 'tenant', 'died', 'type')
 if not f[1] or f[3] then return 0 end
 redis.call('ZREM', p .. 'due', id)
 local list = p .. 'key:' .. f[1]
@@ -97,6 +109,13 @@ redis.call('LREM', list, 1, id)
 if ARGV[3] == 'delivered' then
   redis.call('DEL', ev)
   redis.call('SET', p .. 'sent:' .. id, 1, 'EX', ARGV[6])
+  if ARGV[8] ~= '' then
+    local listed = p .. 'delivered:' .. f[2]
+    redis.call('LPUSH', listed, cjson.encode({id = id, type = f[4], key = f[1], attempts = tonumber(ARGV[7]),
+                                              status = tonumber(ARGV[8]), at = tonumber(now)}))
+    redis.call('LTRIM', listed, 0, tonumber(ARGV[9]) - 1)
+    redis.call('EXPIRE', listed, ARGV[6])
+  end
 else
   redis.call('HSET', ev, 'died', now, 'error', ARGV[5], 'attempts', ARGV[7])
   redis.call('ZADD', p .. 'dead:' .. f[2], now, id)
@@ -225,16 +244,23 @@ class RedisOutbox:
                 raise
         self._group_ready = True
 
-    async def delivered(self, claim: Claim) -> None:
+    async def delivered(self, claim: Claim, status: int | None = None) -> None:
         await self._scripts["finish"](args=[self._p, claim.event.id, "delivered", time.time(), "",
-                                            int(SENT_MEMORY_SECONDS), claim.attempts])
+                                            int(SENT_MEMORY_SECONDS), claim.attempts + 1,
+                                            "" if status is None else status, DELIVERED_LISTED])
+
+    async def recently_delivered(self, tenant: str) -> list[Delivered]:
+        horizon = time.time() - SENT_MEMORY_SECONDS
+        rows = [json.loads(row) for row in await self._redis.lrange(self._p + f"delivered:{tenant}", 0, -1)]
+        return [Delivered(r["id"], r["type"], r["key"], r["attempts"], r["status"], r["at"])
+                for r in rows if r["at"] >= horizon]
 
     async def retry_later(self, claim: Claim, due: float, error: str) -> None:
         await self._scripts["retry"](args=[self._p, claim.event.id, due, claim.attempts + 1, error])
 
     async def dead_letter(self, claim: Claim, error: str) -> None:
         await self._scripts["finish"](args=[self._p, claim.event.id, "dead", time.time(), error,
-                                            int(SENT_MEMORY_SECONDS), claim.attempts + 1])
+                                            int(SENT_MEMORY_SECONDS), claim.attempts + 1, "", DELIVERED_LISTED])
 
     async def dead_letters(self, tenant: str) -> list[DeadLetter]:
         ids = await self._redis.zrange(self._p + f"dead:{tenant}", 0, -1)

@@ -371,9 +371,19 @@ def test_a_dead_letter_is_replayed_from_the_webhooks_page(server, browser):
                 return shown;
             }})()""")
             await page.wait_for("document.querySelector('#dead-letters .ok')", 10)
-            return letter
+            for _ in range(50):  # delivered now that the receiver listens: listed once the page is loaded again
+                await go(page, server.url + "/console/tenants/acme/webhooks")
+                listed = await page.evaluate(f"""(() => {{
+                    const row = [...document.querySelectorAll('#delivered tbody tr')]
+                      .find((r) => r.dataset.event === {letter['id']!r});
+                    return row ? Array.from(row.cells, (c) => c.textContent) : null;
+                }})()""")
+                if listed:
+                    break
+                await asyncio.sleep(0.2)
+            return letter, listed
 
-        letter = browser(drive)
+        letter, listed = browser(drive)
         for _ in range(100):
             if any(r["id"] == letter["id"] for r in RECEIVED):
                 break
@@ -387,6 +397,7 @@ def test_a_dead_letter_is_replayed_from_the_webhooks_page(server, browser):
     assert delivered and delivered[0]["event"]["type"] == "call.ended"
     assert delivered[0]["event"]["data"]["call_id"] == placed["call_id"]
     assert letter["id"] not in [d["event_id"] for d in dead()]
+    assert listed[0] == f"call.ended {letter['id']}" and listed[1:4] == [placed["call_id"], "1", "204"]
 
 
 ACME_PAGES = ["/lines", "/lines/support", "/voices", "/calls", "/webhooks"]

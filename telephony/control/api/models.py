@@ -17,7 +17,7 @@ from agent.contracts.workers import WorkerPublic
 from personas.store import TenantEntry
 from personas.tenant import Limits, Line, check_id
 from telephony.control.registry import CallRecord, CallState, WorkerStatus
-from telephony.events.outbox import DeadLetter, Undelivered
+from telephony.events.outbox import DeadLetter, Delivered, Undelivered
 
 
 class TenantPublic(BaseModel):
@@ -150,6 +150,22 @@ class DeliveryPublic(BaseModel):
         retry = datetime.fromtimestamp(pending.retry_at, timezone.utc) if pending.retry_at is not None else None
         return cls(event_id=e.id, type=e.type, call_id=e.key, attempts=pending.attempts, error=pending.error,
                    created_at=datetime.fromtimestamp(pending.created_at, timezone.utc), retry_at=retry)
+
+
+class DeliveredPublic(BaseModel):
+    """An event its receiver took: how many attempts it needed and what the receiver answered."""
+
+    event_id: str
+    type: str
+    call_id: str
+    attempts: int  # all of them, the one taken included
+    status: int  # the receiver's answer, a 2xx
+    delivered_at: datetime
+
+    @classmethod
+    def of(cls, done: Delivered) -> DeliveredPublic:
+        return cls(event_id=done.event_id, type=done.type, call_id=done.key, attempts=done.attempts,
+                   status=done.status, delivered_at=datetime.fromtimestamp(done.delivered_at, timezone.utc))
 
 
 class Replayed(BaseModel):

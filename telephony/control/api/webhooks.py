@@ -1,4 +1,5 @@
-"""Webhooks: the events' JSON schema, a tenant's dead letters (events given up on) to replay, and its secret."""
+"""Webhooks: the events' JSON schema, a tenant's deliveries (waiting, taken, and dead letters to replay),
+and its secret."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from starlette.concurrency import run_in_threadpool
 from agent.contracts.events import event_schema
 from telephony.control.api.deps import ControlPlaneDep, HistoryDep, TenantDep
 from telephony.control.api.errors import UnknownEvent
-from telephony.control.api.models import DeadLetterPublic, DeliveryPublic, Replayed, WebhookSecret
+from telephony.control.api.models import (
+    DeadLetterPublic,
+    DeliveredPublic,
+    DeliveryPublic,
+    Replayed,
+    WebhookSecret,
+)
 
 router = APIRouter(tags=["webhooks"])
 
@@ -29,6 +36,12 @@ async def list_deliveries(entry: TenantDep, history: HistoryDep,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeliveryPublic]:
     """Events not delivered yet, oldest first, with their failed attempts (until they are dead letters)."""
     return [DeliveryPublic.of(u) for u in await history.outbox.undelivered(entry.id, limit)]
+
+
+@router.get("/tenants/{tenant}/webhooks/delivered", response_model=list[DeliveredPublic])
+async def list_delivered(entry: TenantDep, history: HistoryDep) -> list[DeliveredPublic]:
+    """The last events the receiver took (up to 100, of the past hour), newest first."""
+    return [DeliveredPublic.of(d) for d in await history.outbox.recently_delivered(entry.id)]
 
 
 @router.get("/tenants/{tenant}/webhooks/dead-letters", response_model=list[DeadLetterPublic])

@@ -234,3 +234,18 @@ def test_events_still_being_delivered_are_listed_with_their_failed_attempts(clie
     assert "ConnectError" in waiting[0]["error"]
     assert client.get("/tenants/globex/webhooks/deliveries", headers=bearer(GLOBEX)).json() == []
     assert client.get("/tenants/acme/webhooks/deliveries", headers=bearer(GLOBEX)).status_code == 401
+
+
+def test_delivered_events_are_listed_newest_first_with_their_attempts_and_status(client, receivers):
+    call_id = call(client, "+15555550100", ACME, 0.05)
+    call(client, "+15555550200", GLOBEX, 0.05)  # its receiver answers 410 Gone: nothing delivered
+
+    delivered = until(lambda: len(r := client.get("/tenants/acme/webhooks/delivered",
+                                                  headers=bearer(ACME)).json()) == 2 and r)
+
+    assert delivered and [(d["type"], d["call_id"], d["attempts"], d["status"]) for d in delivered] == [
+        ("call.ended", call_id, 1, 200), ("call.started", call_id, 1, 200)]
+    assert delivered[0]["delivered_at"] >= delivered[1]["delivered_at"]
+    assert until(lambda: len(receivers[1].deliveries) == 2)
+    assert client.get("/tenants/globex/webhooks/delivered", headers=bearer(GLOBEX)).json() == []
+    assert client.get("/tenants/acme/webhooks/delivered", headers=bearer(GLOBEX)).status_code == 401

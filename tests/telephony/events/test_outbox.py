@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as redis
 
 from telephony.events.file_outbox import JOURNAL, FileOutbox
-from telephony.events.outbox import OutboxEvent, RetryPolicy
+from telephony.events.outbox import DELIVERED_LISTED, OutboxEvent, RetryPolicy
 from telephony.events.redis_outbox import GROUP, RedisOutbox
 
 pytestmark = pytest.mark.anyio
@@ -206,6 +206,21 @@ async def test_file_compaction_keeps_live_events_and_dead_letters(tmp_path):
     await reopened.close()
 
 
+async def test_file_compaction_keeps_the_listed_deliveries(tmp_path):
+    outbox = FileOutbox(tmp_path, compact_min_lines=20)
+    for n in range(3 * DELIVERED_LISTED):
+        await outbox.append([event(n, key=f"k{n}")])
+        await outbox.delivered((await outbox.claim(1, wait=0))[0], 200)
+    lines = len((tmp_path / JOURNAL).read_bytes().splitlines())
+    await outbox.close()
+
+    assert lines < 4 * DELIVERED_LISTED  # compacted at least once
+    reopened = FileOutbox(tmp_path)
+    assert [d.event_id for d in await reopened.recently_delivered("acme")] == [
+        f"msg_{n}" for n in reversed(range(2 * DELIVERED_LISTED, 3 * DELIVERED_LISTED))]
+    await reopened.close()
+
+
 def test_backoff_doubles_with_jitter_up_to_the_cap_and_honours_retry_after():
     policy = RetryPolicy(first=5, cap=3600, max_age=86_400)
     for attempts, ceiling in ((1, 5), (2, 10), (3, 20), (10, 2560), (11, 3600), (30, 3600)):
@@ -232,3 +247,40 @@ async def test_undelivered_events_of_a_tenant_show_their_attempts_and_next_try(o
     assert shown[0].retry_at == pytest.approx(due) and shown[1].retry_at is None
     assert [u.event.id for u in await outbox.undelivered("globex", limit=10)] == ["msg_4"]
     assert [u.event.id for u in await outbox.undelivered("acme", limit=1)] == ["msg_1"]
+
+
+async def test_deliveries_are_listed_newest_first_with_their_attempts_and_status_and_survive_a_reopen(opener):
+    outbox = opener()
+    await outbox.append([event(1), event(2, key="call-2"), event(3, key="call-3", tenant="globex"),
+                         event(4, key="call-4")])
+    claims = {c.event.id: c for c in await outbox.claim(10, wait=0)}
+    await outbox.retry_later(claims["msg_1"], due=time.time(), error="HTTP 503")
+    again = (await outbox.claim(1, wait=1))[0]
+    start = time.time()
+    await outbox.delivered(again, 200)
+    await outbox.delivered(claims["msg_2"], 204)
+    await outbox.delivered(claims["msg_3"], 200)
+    await outbox.delivered(claims["msg_4"])  # no receiver: dropped, not listed
+
+    async def listed(listing) -> None:
+        shown = await listing.recently_delivered("acme")
+        assert [(d.event_id, d.type, d.key, d.attempts, d.status) for d in shown] == [
+            ("msg_2", "call.ended", "call-2", 1, 204), ("msg_1", "call.ended", "call-1", 2, 200)]
+        assert all(start - 1 < d.delivered_at < time.time() + 1 for d in shown)
+        assert [d.event_id for d in await listing.recently_delivered("globex")] == ["msg_3"]
+
+    await listed(outbox)
+    await outbox.close()
+    await listed(opener())
+
+
+async def test_only_the_last_deliveries_are_listed(opener):
+    outbox = opener()
+    await outbox.append([event(n, key=f"call-{n}") for n in range(DELIVERED_LISTED + 5)])
+    claims = await outbox.claim(DELIVERED_LISTED + 5, wait=0)
+    for claim in claims:
+        await outbox.delivered(claim, 200)
+
+    shown = await outbox.recently_delivered("acme")
+
+    assert [d.event_id for d in shown] == [c.event.id for c in reversed(claims[5:])]

@@ -12,6 +12,15 @@ async function deliveries() {
   $("deliveries").hidden = waiting.length === 0;
 }
 
+async function delivered() {
+  const taken = await json(tenantPath("/webhooks/delivered"));
+  $("delivered").querySelector("tbody").replaceChildren(...taken.map((d) => el("tr", { dataset: { event: d.event_id } },
+    cell("Event", el("code", {}, d.type), " ", el("code", {}, d.event_id)), cell("Call", el("code", {}, d.call_id)),
+    cell("Attempts", String(d.attempts)), cell("Status", String(d.status)), cell("Delivered", when(d.delivered_at)))));
+  $("no-delivered").hidden = taken.length > 0;
+  $("delivered").hidden = taken.length === 0;
+}
+
 async function deadLetters() {
   const letters = await json(tenantPath("/webhooks/dead-letters"));
   $("dead-letters").querySelector("tbody").replaceChildren(...letters.map((letter) => {
@@ -45,5 +54,5 @@ start(async () => {
     $("new-secret").textContent = (await response.json()).secret;
     $("new-secret").hidden = false;
   };
-  await Promise.all([deliveries(), deadLetters()]);
+  await Promise.all([deliveries(), delivered(), deadLetters()]);
 });
