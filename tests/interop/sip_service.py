@@ -10,7 +10,6 @@ client certificate names pbx.wayne.example, and SRTP (+15555550500).
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import ssl
 import struct
@@ -29,6 +28,7 @@ from agent.media.rtp_legs import RtpLegs
 from agent.worker import Worker, WorkerModel, echo_model
 from bench.echo_latency import echo_lags_by_window
 from bench.echo_latency import speech as speech_at
+from bench.sipp import free_udp_port, write_rtp_pcap  # noqa: F401  (the SIP tests import them from here)
 from personas.store import TenantStore
 from plexline.embedded import LocalWorkerClient
 from telephony.control.control_plane import ControlPlane
@@ -129,27 +129,6 @@ async def service(tmp_path: Path) -> AsyncIterator[Service]:
 # -- media on the wire --------------------------------------------------------------------------
 
 
-def write_rtp_pcap(path: Path, pcm: np.ndarray, payload_type: int = 0) -> Path:
-    """A pcap of 20 ms G.711 mu-law RTP packets of `pcm` (int16, 8 kHz), as sipp's play_pcap_audio reads."""
-    from agent.media.g711 import g711_context
-    from bench.echo_latency import encode
-
-    encoder = g711_context("PCMU" if payload_type == 0 else "PCMA", "w")
-    seq, ts, ssrc = random.getrandbits(16), random.getrandbits(32), random.getrandbits(32)
-    records = []
-    for i in range(len(pcm) // 160):
-        payload = encode(encoder, pcm[i * 160:(i + 1) * 160])
-        rtp = struct.pack("!BBHLL", 0x80, payload_type, (seq + i) & 0xFFFF, (ts + 160 * i) & 0xFFFFFFFF, ssrc) + payload
-        udp = struct.pack("!HHHH", 6000, 6000, 8 + len(rtp), 0) + rtp
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
-                         socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1")) + udp
-        frame = b"\x00" * 12 + b"\x08\x00" + ip
-        seconds, micros = divmod(i * 20_000, 1_000_000)
-        records.append(struct.pack("<IIII", seconds, micros, len(frame), len(frame)) + frame)
-    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
-    return path
-
-
 @dataclass
 class Captured:
     """A UDP datagram seen on loopback."""
@@ -224,25 +203,6 @@ class SippRun:
 
     def check(self) -> None:
         assert self.returncode == 0, f"sipp failed ({self.returncode}):\n{self.output[-3000:]}\n{self.errors[-3000:]}"
-
-
-def free_udp_port(pair: bool = False) -> int:
-    """A loopback port free for UDP and TCP (and, with `pair`, an even one whose next is free too)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if pair and (port % 2 or port > 65000):
-            continue
-        try:
-            for p in (port, port + 1) if pair else (port,):
-                for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                    with socket.socket(socket.AF_INET, kind) as s:
-                        s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port")
 
 
 async def run_sipp(port: int, scenario: str, folder: Path, dialled: str, *, calls: int = 1, substitutions=None,

@@ -29,12 +29,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import yaml
-from sip_service import free_udp_port, speech, write_rtp_pcap
+from sip_service import speech, write_rtp_pcap
 
+from bench import sipp as sipp_callers
 from bench.webrtc_caller import RATE, WhipCall
 
 ROOT = Path(__file__).parents[2]
-SCENARIO = Path(__file__).parent / "scenarios" / "cluster_call.xml"
 TENANT, LINE, NUMBER = "cluster", "support", "+15550000100"
 SLOTS = 14  # per worker: 4 x 6 calls first; then the two left serving take 8 more each, and are full
 WORKERS = ("w0", "w1", "w2", "w3")
@@ -114,16 +114,9 @@ def start_cluster(stack: ExitStack, folder: Path) -> Cluster:
 
 async def start_sipp(plane: Plane, transport: str, calls: int, prefix: str, pcap: Path, folder: Path):
     """`calls` SIP calls from CALLER `prefix`1..N; each sends speech and waits for the service's BYE."""
-    folder.mkdir(parents=True, exist_ok=True)
-    scenario = folder / SCENARIO.name
-    scenario.write_text(SCENARIO.read_text().replace("PCAP_FILE", str(pcap)).replace("CALLER", prefix)
-                        .replace("WAIT_MS", str(SIP_TIMEOUT_S * 1000)))
-    command = ["sipp", f"127.0.0.1:{plane.sip_port}", "-sf", str(scenario), "-s", NUMBER, "-i", "127.0.0.1",
-               "-p", str(scale_out.free_port()), "-mp", str(free_udp_port(pair=True)), "-t", transport,
-               "-m", str(calls), "-l", str(calls), "-r", "10", "-timeout", f"{SIP_TIMEOUT_S + 10}s",
-               "-timeout_error", "-trace_err", "-nostdin"]
-    return await asyncio.create_subprocess_exec(*command, cwd=str(folder), stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    return await sipp_callers.start_sipp(
+        "wait_bye.xml", plane.sip_port, NUMBER, folder, calls=calls, timeout=SIP_TIMEOUT_S + 10, transport=transport,
+        substitutions={"PCAP_FILE": pcap, "CALLER": prefix, "WAIT_MS": SIP_TIMEOUT_S * 1000})
 
 
 def caller_voice(seconds: float, seed: int) -> np.ndarray:
