@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Protocol
 
 from agent.contracts.tasks import cancel_and_wait
@@ -15,7 +16,7 @@ from personas.store import TenantStore
 from personas.tenant import Webhook
 from telephony.control.auth import Authenticator
 from telephony.control.metrics import Metrics
-from telephony.control.registry import CallRecord, Registry
+from telephony.control.registry import CallRecord, Registry, RegistryUnavailable
 from telephony.control.routing import Admission, CallRouter
 from telephony.control.settings import Settings
 from telephony.control.worker_client import WorkerClient
@@ -66,6 +67,8 @@ class ControlPlane:
                                   failures=SourceLimiter(settings.auth_failure_rate, settings.auth_failure_burst))
         self._tasks: list[asyncio.Task[None]] = []
         self.webhooks: WebhookDispatcher | None = None  # delivers the outbox while the control plane runs
+        self._reachable_since: float | None = None  # loop time since which the registry answers the monitor
+        self._unreported: deque[CallRecord] = deque()  # lost calls whose call.ended is not in the outbox yet
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -109,23 +112,40 @@ class ControlPlane:
         return entry.tenant.webhook if entry is not None else None
 
     async def monitor(self) -> None:
-        """Reap lost workers (failing their calls) and refresh the gauges."""
-        for call in await self.registry.reap():
-            log.warning("call failed: its worker was lost", extra={"call": call.call_id, "tenant": call.tenant,
-                                                                   "worker": call.worker, "reason": call.reason})
-            self.metrics.calls_failed.labels(call.tenant).inc()
-            await self._report_lost(call)
+        """Reap lost workers (failing their calls), report the lost calls not reported yet, and
+        refresh the gauges.
+
+        No worker is reaped until a heartbeat's life after the registry could be reached (again, or
+        first, when this control plane started): heartbeats missed while Redis was down or being
+        restarted say nothing of the workers, and they beat again within that time.
+        """
+        now = asyncio.get_running_loop().time()
+        self._reachable_since = self._reachable_since if self._reachable_since is not None else now
+        if now - self._reachable_since >= self.settings.heartbeat_ttl:
+            for call in await self.registry.reap():
+                log.warning("call failed: its worker was lost", extra={"call": call.call_id, "tenant": call.tenant,
+                                                                       "worker": call.worker, "reason": call.reason})
+                self.metrics.calls_failed.labels(call.tenant).inc()
+                self._unreported.append(call)
+        await self._report_lost()
         self.metrics.observe(await self.registry.workers(), await self.registry.calls())
 
-    async def _report_lost(self, call: CallRecord) -> None:
+    async def _report_lost(self) -> None:
+        """`call.ended` for each lost call, in the order they were reaped; one that cannot be reported
+        now (the call history is unreachable) is tried again on the next pass."""
         if self.history is None:
+            self._unreported.clear()
             return
-        entry = self.store.catalog.tenants.get(call.tenant)
-        line = entry.lines.get(call.line) if entry is not None else None
-        try:
-            await self.history.publish_lost(call, line.persona if line is not None else None)
-        except Exception as error:
-            log.error("a lost call's end was not reported", extra={"call": call.call_id, "error": repr(error)})
+        while self._unreported:
+            call = self._unreported[0]
+            entry = self.store.catalog.tenants.get(call.tenant)
+            line = entry.lines.get(call.line) if entry is not None else None
+            try:
+                await self.history.publish_lost(call, line.persona if line is not None else None)
+            except Exception as error:
+                log.error("a lost call's end not reported yet", extra={"call": call.call_id, "error": repr(error)})
+                return
+            self._unreported.popleft()
 
     async def _sweep_forever(self, history: CallHistory) -> None:
         while True:
@@ -140,5 +160,7 @@ class ControlPlane:
             try:
                 await self.monitor()
             except Exception as error:
+                if isinstance(error, RegistryUnavailable):
+                    self._reachable_since = None
                 log.warning("registry monitor failed", extra={"error": repr(error)})
             await asyncio.sleep(self.settings.reap_interval)
