@@ -8,10 +8,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.campaign import hostile, live, load, network, soak
+from bench.campaign import faults, hostile, live, load, network, soak
 from bench.campaign.row import Row, table
 
-GROUPS = {"hostile": hostile, "load": load, "soak": soak, "network": network, "live": live}
+GROUPS = {"hostile": hostile, "load": load, "soak": soak, "network": network, "live": live, "faults": faults}
 
 
 async def campaign(args: argparse.Namespace) -> list[Row]:
