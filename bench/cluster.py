@@ -62,16 +62,24 @@ class Child:
         self.signal(signal.SIGKILL)
         self.process.wait()
 
-    def stop(self) -> None:
-        """Terminated (continued first, if stopped); killed after 30 s."""
-        if not self.running:
+    def terminate(self) -> None:
+        """Asked to stop (continued first, if stopped); `wait` for it."""
+        if self.running:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+
+    def wait(self, timeout: float = 10) -> None:
+        """Until it exits; killed after `timeout` seconds."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
         try:
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+    def stop(self) -> None:
+        self.terminate()
+        self.wait()
 
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -142,8 +150,13 @@ class Cluster:
         return [*(w.child for w in self.workers.values()), *(p.child for p in self.planes), self.redis]
 
     def stop(self) -> None:
-        for child in self.children():
-            child.stop()
+        """Every process terminated at once (Redis last), each killed if it takes longer than 10 s."""
+        services = self.children()[:-1]
+        for child in services:
+            child.terminate()
+        for child in services:
+            child.wait()
+        self.redis.stop()
 
     # -- starting ---------------------------------------------------------------------------------
 
@@ -167,7 +180,10 @@ class Cluster:
             await wait_for(lambda: self._alive(name), 30, f"{name} registered")
 
     async def _alive(self, worker: str) -> bool:
-        return (await self.registered()).get(worker, {}).get("alive", False)
+        try:
+            return (await self.registered()).get(worker, {}).get("alive", False)
+        except httpx.HTTPError:  # no control plane answers yet
+            return False
 
     # -- reading it --------------------------------------------------------------------------------
 
@@ -262,5 +278,4 @@ async def start_cluster(cluster: Cluster) -> None:
     await cluster.start_redis()
     for service in [*cluster.workers.values(), *cluster.planes]:
         service.child.start()
-    for service in [*cluster.planes, *cluster.workers.values()]:
-        await cluster.up(service)
+    await asyncio.gather(*(cluster.up(service) for service in [*cluster.planes, *cluster.workers.values()]))

@@ -150,7 +150,7 @@ class Faults:
         return all(len(i) == 1 for i in ids.values())
 
 
-Outcome = tuple[str, str, bool]  # what was sent, what came back, whether it passes
+Outcome = tuple[str, str, bool, dict[str, float]]  # what was sent, what came back, whether it passes, figures
 
 
 def exactly_once(found: dict[str, Counter[str]], types: tuple[str, ...] = ("call.ended",)) -> bool:
@@ -190,7 +190,8 @@ async def worker_killed(f: Faults) -> Outcome:
             f"{'yes' if continued else 'NO'}; one call per slot: {'yes' if booked else 'NO'}; new calls on "
             f"{dict(sorted(landed.items()))}; every caller got its BYE: {'yes' if callers else 'NO'}",
             bool(lost) and failed and exactly_once(ended) and continued and booked and victim not in landed
-            and sum(landed.values()) == 4 and callers)
+            and sum(landed.values()) == 4 and callers,
+            {"calls": len(calls), "lost": len(lost), "reaped_after_s": round(reaped_after, 2), "new_calls": len(new)})
 
 
 async def worker_stopped(f: Faults) -> Outcome:
@@ -232,7 +233,9 @@ async def worker_stopped(f: Faults) -> Outcome:
             f"{'yes' if booked else 'NO'}; new calls on {dict(sorted(landed.items()))}; callers got their BYE: "
             f"{'yes' if callers else 'NO'}",
             bool(paused) and failed and exactly_once(ended) and continued and unchanged and once and booked
-            and landed["w2"] >= 1 and callers)
+            and landed["w2"] >= 1 and callers,
+            {"calls": len(calls), "reaped": len(paused), "reaped_after_s": round(reaped_after, 2),
+             "new_on_w2": landed["w2"]})
 
 
 async def redis_restarted(f: Faults, down: float) -> Outcome:
@@ -260,7 +263,8 @@ async def redis_restarted(f: Faults, down: float) -> Outcome:
             f"{len(new)} new calls admitted; records {dict(outcomes)}; webhooks {delivered}/{2 * len(records)} "
             f"(call.started and call.ended, once each); callers got their BYE: {'yes' if callers else 'NO'}",
             during == 503 and continued and outcomes == {"agent_hung_up": len(records)}
-            and exactly_once(events, types) and callers)
+            and exactly_once(events, types) and callers,
+            {"calls": len(calls), "down_s": down, "new_calls": len(new), "webhooks": delivered})
 
 
 async def plane_restarted(f: Faults) -> Outcome:
@@ -288,7 +292,8 @@ async def plane_restarted(f: Faults) -> Outcome:
             f"the calls continued: {'yes' if continued else 'NO'}; plane0 back after {back_after:.1f} s; every "
             f"BYE answered 200: {'yes' if callers else 'NO'}; records {dict(outcomes)}; call.ended sent "
             f"{sum(c['call.ended'] for c in ended.values())}/{len(calls)}",
-            continued and callers and outcomes == {"caller_hung_up": len(calls)} and exactly_once(ended))
+            continued and callers and outcomes == {"caller_hung_up": len(calls)} and exactly_once(ended),
+            {"calls": len(calls), "back_after_s": round(back_after, 2)})
 
 
 async def _none_of(f: Faults, calls: dict[str, dict]) -> bool:
@@ -299,9 +304,9 @@ async def _none_of(f: Faults, calls: dict[str, dict]) -> bool:
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis-down", type=float, default=3 * HEARTBEAT_TTL,
+    parser.add_argument("--faults-redis-down", type=float, default=3 * HEARTBEAT_TTL,
                         help="seconds Redis stays down before it is started again")
-    parser.add_argument("--talk", type=float, default=8.0,
+    parser.add_argument("--faults-talk", type=float, default=8.0,
                         help="seconds a caller talks before it hangs up itself (the control plane's row)")
 
 
@@ -311,13 +316,13 @@ async def run(args: argparse.Namespace) -> list[Row]:
         folder = Path(temp)
         webhook = {"url": receiver.url, "secret": secret, "allow_http": True, "allow_private_network": True}
         cluster = build_cluster(folder, WORKERS, planes=2, slots=SLOTS, webhook=webhook)
-        faults = Faults(cluster, receiver, write_rtp_pcap(folder / "speech.pcap", speech(150.0, 8000)), args.talk)
+        faults = Faults(cluster, receiver, write_rtp_pcap(folder / "speech.pcap", speech(150.0, 8000)), args.faults_talk)
         rows = []
         try:
             await start_cluster(cluster)
             for name, row in [("worker SIGKILLed mid-call", worker_killed(faults)),
                               ("worker SIGSTOPped mid-call, then SIGCONTed", worker_stopped(faults)),
-                              ("Redis restarted with calls up", redis_restarted(faults, args.redis_down)),
+                              ("Redis restarted with calls up", redis_restarted(faults, args.faults_redis_down)),
                               ("control plane restarted with calls up", plane_restarted(faults))]:
                 rows.append(await _row(faults, name, row))
         finally:
@@ -328,8 +333,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
 
 async def _row(f: Faults, name: str, row: Awaitable[Outcome]) -> Row:
     """The row, or a failed one that says what went wrong (its callers hung up, so the next row starts clean)."""
+    started = time.monotonic()
     try:
-        return Row(name, *await row)
+        sent, outcome, passed, figures = await row
+        return Row(name, sent, outcome, passed, figures | {"seconds": round(time.monotonic() - started, 1)})
     except Exception as error:
         f.hang_up_callers()
         logs = "; ".join(f"{c.name}: {c.tail(3)}" for c in f.cluster.children() if not c.running)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_every_row_of_the_faults_group_passes():
-    rows = await faults.run(argparse.Namespace(redis_down=2 * HEARTBEAT_TTL, talk=8.0))
+    rows = await faults.run(argparse.Namespace(faults_redis_down=2 * HEARTBEAT_TTL, faults_talk=8.0))
     assert [row.attack for row in rows] == ["worker SIGKILLed mid-call", "worker SIGSTOPped mid-call, then SIGCONTed",
                                             "Redis restarted with calls up", "control plane restarted with calls up"]
     assert all(row.passed for row in rows), table(rows)
