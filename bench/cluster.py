@@ -25,15 +25,11 @@ from typing import TypeVar
 import httpx
 import yaml
 
+from bench.serving import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_TTL = 2.0
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -11,7 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from agent.contracts.workers import WorkerInfo
-from bench.cluster import Child, free_port, redis_child, start_redis
+from bench.cluster import Child, redis_child, start_redis
+from bench.serving import free_port
 from personas import EXAMPLE_TENANTS
 from personas.store import TenantStore
 from telephony.control.control_plane import ControlPlane
