@@ -207,12 +207,15 @@ async def run_traffic(backend: ModelBackend, personas: Personas, seconds: float,
     traffic = Traffic(clock, backend.prefixes, personas, mean_call_seconds, cold_share, rng)
     warm = time.monotonic() + 5.0  # the first calls fill the slots at once: a burst, not the steady state
     until = warm + seconds
-    measuring = lambda: time.monotonic() >= warm
+
+    def measuring() -> bool:
+        return time.monotonic() >= warm
+
     try:
         lines = [asyncio.ensure_future(traffic.line(True, measuring, until)) for _ in range(backend.num_slots)]
         media = asyncio.ensure_future(traffic.media(until))
         await asyncio.sleep(warm - time.monotonic())
-        steps, overruns = clock.stats.steps, clock.stats.overruns
+        overruns = clock.stats.overruns
         clock.stats.step_seconds.clear()
         frame_times: list[float] = []
         while time.monotonic() < until:

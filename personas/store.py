@@ -254,7 +254,7 @@ class TenantStore:
         entry = self._entry(tenant_id)
         problems = []
         owned = set(entry.tenant.addresses)
-        taken = {a: other for other, l in entry.lines.items() if other != line_id for a in l.answers}
+        taken = {a: other for other, its in entry.lines.items() if other != line_id for a in its.answers}
         for i, address in enumerate(line.answers):
             if address not in owned:
                 problems.append(LineProblem(("answers", i), f"{address} is not one of this tenant's addresses"))

@@ -162,7 +162,7 @@ def kernel_rows(bandwidth: float) -> list[dict]:
                 else:
                     reference = F.scaled_dot_product_attention(q.float(), *stored, attn_mask=visibility.mask)
                 for name, settings, launch in variants(kind, pinned, B):
-                    def run(ring, launch=launch):
+                    def run(ring, launch=launch, q=q, q_pinned=q_pinned, visibility=visibility):
                         return launch(q, q_pinned, ring, visibility)
                     error = relative_error(run(ring), reference)
                     ms = graph_ms(run, copies)

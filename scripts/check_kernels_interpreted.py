@@ -18,13 +18,13 @@ from pathlib import Path
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from decode_rings import pinned_ring, random_ring  # noqa: E402
+import torch
+import torch.nn.functional as F
+from decode_rings import pinned_ring, random_ring
 
-from agent.model.cuda_kernels import decode_splits, ring_decode_attention  # noqa: E402
-from agent.model.fp8 import dequantize_rows  # noqa: E402
-from agent.model.kv_cache import Fp8KVCache, KVCache, Visibility, attend_pinned, decode_step  # noqa: E402
+from agent.model.cuda_kernels import decode_splits, ring_decode_attention
+from agent.model.fp8 import dequantize_rows
+from agent.model.kv_cache import Fp8KVCache, KVCache, Visibility, attend_pinned, decode_step
 
 BOUND = {torch.float32: 1e-5, torch.bfloat16: 1e-2}  # relative error against the float32 reference
 SPLITS = (1, 2, 3, 8)

@@ -14,6 +14,7 @@ Prints a table last and writes JSON. A second argument picks sections: kernel,mo
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def kernel_sweep(B: int = 80, H: int = 32, S: int = 3000, D: int = 128) -> list[
     visibility = Visibility(positions[:, None], key_positions, S, S)
     k = torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16, generator=generator)
     v = torch.randn_like(k)
-    ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=visibility.mask))
+    ms = median_ms(functools.partial(F.scaled_dot_product_attention, q, k, v, attn_mask=visibility.mask))
     rows.append(dict(path="bf16 ring, PyTorch attention", ms=ms, tbs=2 * k.numel() * 2 / ms / 1e9))
     cache = Fp8KVCache(B, H, S, D, "cuda")
     cache.write(slots.expand(B, S), k, v)
@@ -75,9 +76,8 @@ def kernel_sweep(B: int = 80, H: int = 32, S: int = 3000, D: int = 128) -> list[
         q, *(dequantize_rows(x, scale, torch.bfloat16) for x, scale in ((cache.k, cache.k_scale), (cache.v, cache.v_scale))),
         attn_mask=visibility.mask)
     for block_s, num_warps, num_stages in ((64, 4, 2), (128, 4, 2), (128, 4, 3), (256, 8, 2)):
-        def run():
-            return ring_decode_attention(q, cache.k, cache.v, cache.k_scale, cache.v_scale, *visibility.window,
-                                         block_s=block_s, num_warps=num_warps, num_stages=num_stages)
+        run = functools.partial(ring_decode_attention, q, cache.k, cache.v, cache.k_scale, cache.v_scale,
+                                *visibility.window, block_s=block_s, num_warps=num_warps, num_stages=num_stages)
         error = relative_error(run(), reference)
         ms = median_ms(run)
         rows.append(dict(path=f"fp8 ring, kernel block {block_s} warps {num_warps} stages {num_stages}", ms=ms,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.campaign.echo_call import ECHOED, CallResult, call
 from bench.campaign.row import Row
-from bench.campaign.service import LINE, serving
+from bench.campaign.service import serving
 from bench.echo_latency import speech_8k
 from bench.sip_corpus import INVITE, MALFORMED
 from bench.sip_caller import SipCall

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from telephony.sip.message import parse_params, split_list
@@ -84,7 +85,7 @@ class DigestAuthenticator:
         except (ValueError, TypeError):
             return None
 
-    def challenges(self, realm: str, algorithms: list[str] = list(ALGORITHMS), stale: bool = False) -> list[str]:
+    def challenges(self, realm: str, algorithms: Sequence[str] = tuple(ALGORITHMS), stale: bool = False) -> list[str]:
         """WWW-Authenticate values, one per algorithm in the order given (RFC 8760 §2.4: strongest first)."""
         nonce = self.nonce()
         flag = ", stale=true" if stale else ""

@@ -45,7 +45,7 @@ import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
-from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress, RtpLegSpec
+from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress
 from agent.contracts.tasks import cancel_and_wait
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantStore

@@ -237,7 +237,8 @@ async def scenario(cluster: Cluster, pcap: Path, folder: Path) -> None:
         everyone = set(first) | set(after)
         assert len(everyone) == 40
         for call_id in everyone:
-            response = await wait_until(lambda: _record(http, two, call_id), 30, f"the record of {call_id}")
+            response = await wait_until(lambda call_id=call_id: _record(http, two, call_id), 30,
+                                        f"the record of {call_id}")
             assert (response["outcome"] == "failed") == (call_id in killed), (call_id, response["outcome"],
                                                                               response["reason"])
 

@@ -182,7 +182,7 @@ def test_a_cold_join_waits_for_its_prefill_while_the_running_call_is_stepped_eac
     backend = ColdPersonas(2)
 
     async def body(clock):
-        running = await clock.join(CallSetup())
+        await clock.join(CallSetup())  # the running call
         await asyncio.sleep(PERIOD * 2)
         steps_before = clock.stats.steps
         cold = await clock.join(CallSetup(prompt="a persona"))

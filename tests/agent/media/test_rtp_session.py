@@ -149,7 +149,7 @@ async def test_digits_are_reported_once_each_and_rtp_goes_where_the_caller_sends
     silence = bytes([0xFF]) * 160
     seq = 0
     for digit_event, timestamp in ((5, 1600), (11, 4800)):
-        for i in range(10):
+        for _ in range(10):
             caller.sendto(RtpPacket(payload_type=0, sequence_number=seq, timestamp=seq * 160, ssrc=9,
                                     payload=silence).serialize(), leg.local)
             seq += 1

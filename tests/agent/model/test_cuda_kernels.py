@@ -25,7 +25,7 @@ from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
 
 pytest.importorskip("triton", reason="CUDA builds of torch bring Triton; the CPU build does not")
-from agent.model.cuda_kernels import decode_splits, quantize_rows_fp8, ring_decode_attention  # noqa: E402
+from agent.model.cuda_kernels import decode_splits, quantize_rows_fp8, ring_decode_attention
 
 GREEDY = SamplingSettings(text_temperature=0, text_top_k=0, audio_temperature=0, audio_top_k=0)
 

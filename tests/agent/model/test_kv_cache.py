@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from agent.model.kv_cache import Fp8KVCache, KVCache, Visibility, kv_bytes_per_position, make_kv_cache
 
