@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -197,8 +197,16 @@ async def soak(server: Server, args: argparse.Namespace) -> list[Row]:
     free, sessions, after = await until_idle(server, baseline)
     admitted, refused = (a - b for a, b in zip(await asyncio.to_thread(counted, server),
                                                (admitted_before, refused_before)))
+    if args.soak_samples is not None:
+        write_samples(args.soak_samples, samples)
     return [churn_row(args, rate, offered, tally, admitted, refused),
             flat_row(args, samples, tally, baseline, after, free, sessions)]
+
+
+def write_samples(path: Path, samples: list[Sample]) -> None:
+    """The series behind the slopes, one CSV line a sample (to plot, or to see where a trend began)."""
+    names = [f.name for f in fields(Sample)]
+    path.write_text("\n".join([",".join(names)] + [",".join(f"{getattr(s, n):.6g}" for n in names) for s in samples]) + "\n")
 
 
 def churn_row(args: argparse.Namespace, rate: float, offered: int, tally: Tally, admitted: float,
@@ -249,14 +257,17 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soak-sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--soak-warm-up", type=float, default=5.0, help="minutes left out of the slopes")
     parser.add_argument("--soak-rss-slope", type=float, default=1.0, help="MiB/min of RSS growth allowed")
+    parser.add_argument("--soak-samples", type=Path, default=None, help="also write the samples here (CSV)")
 
 
-OPTIONS = ("soak_minutes", "soak_slots", "soak_model", "soak_load", "soak_sample", "soak_warm_up", "soak_rss_slope")
+OPTIONS = ("soak_minutes", "soak_slots", "soak_model", "soak_load", "soak_sample", "soak_warm_up", "soak_rss_slope",
+           "soak_samples")
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
     if not inside():
-        return await rows_inside("soak", [a for o in OPTIONS for a in ("--" + o.replace("_", "-"), str(getattr(args, o)))])
+        return await rows_inside("soak", [a for o in OPTIONS if getattr(args, o, None) is not None
+                                          for a in ("--" + o.replace("_", "-"), str(getattr(args, o)))])
     with tempfile.TemporaryDirectory(prefix="plexline-soak-") as folder, \
             serving(args.soak_model, args.soak_slots, Path(folder)) as server:
         return await soak(server, args)

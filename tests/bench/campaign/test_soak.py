@@ -17,7 +17,8 @@ SLOTS = 3
 
 async def test_the_short_soak_answers_or_refuses_every_call_and_ends_where_it_began():
     rows = await soak.run(argparse.Namespace(soak_minutes=0.75, soak_slots=SLOTS, soak_model="dummy", soak_load=0.8,
-                                             soak_sample=3.0, soak_warm_up=0.25, soak_rss_slope=50.0))
+                                             soak_sample=3.0, soak_warm_up=0.25, soak_rss_slope=50.0,
+                                             soak_samples=None))
     assert len(rows) == 2, table(rows)
     calls, flat = (row.figures for row in rows)
 
