@@ -394,6 +394,8 @@ class SipServer:
             except WorkerRefused as error:
                 await self.router.end(call.record, f"the media leg could not be opened: {error}")
                 return self._refuse(call, 503, str(error), retry_after=True)
+            if call.phase is Phase.ENDED:  # the caller left while a lost cancellation let the setup go on
+                raise asyncio.CancelledError
         except asyncio.CancelledError:
             if call.record is not None:
                 await asyncio.shield(self.router.end(call.record, "the caller cancelled"))
@@ -494,12 +496,17 @@ class SipServer:
         call = next((c for c in self.calls.values() if c.invite is invite), None)
         if call is None or call.phase is not Phase.OFFERED:
             return  # answered already (the caller will BYE) or refused
-        if call.setup is not None:
-            call.setup.cancel()
+        self._abandon_setup(call)
         call.phase = Phase.ENDED
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
         invite.respond(response_to(invite.request, 487, to_tag=call.dialog.local_tag))
         log.info("SIP call cancelled", extra={"sip_call_id": call.dialog.call_id})
+
+    def _abandon_setup(self, call: SipCall) -> None:
+        """Stop the call's setup for sure: it talks to Redis and the worker, and one lost
+        cancellation (see agent.contracts.tasks) would hold a slot and open a leg for a caller gone."""
+        if call.setup is not None:
+            self._spawn(cancel_and_wait(call.setup))
 
     def _in_dialog(self, transaction: ServerTransaction, to_tag: str) -> None:
         request = transaction.request
@@ -558,7 +565,7 @@ class SipServer:
         self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
         call.acked.set()
         if previous is Phase.OFFERED and call.setup is not None:  # a BYE in the early dialog
-            call.setup.cancel()
+            self._abandon_setup(call)
             call.invite.respond(response_to(call.invite.request, 487, to_tag=call.dialog.local_tag))
         elif call.record is not None and previous is not Phase.ENDED:
             self._spawn(self.router.end(call.record, "the caller hung up"))

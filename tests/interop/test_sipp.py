@@ -97,6 +97,45 @@ async def test_cancel_before_the_answer_gets_487_and_frees_the_slot(service, tmp
     await service.wait_idle()
 
 
+def losing_a_cancellation(place):
+    """`place` that holds the slot when the CANCEL comes, and then loses the cancellation, as Python
+    3.11's asyncio.wait_for does when what it waits on is done by then (agent.contracts.tasks)."""
+    async def placed(*args, **kwargs):
+        record = await place(*args, **kwargs)
+        try:
+            await asyncio.sleep(1.0)
+        except asyncio.CancelledError:
+            pass
+        return record
+
+    return placed
+
+
+async def test_cancel_whose_cancellation_is_lost_still_ends_the_setup(service, tmp_path, monkeypatch):
+    monkeypatch.setattr(service.plane.router, "place", losing_a_cancellation(service.plane.router.place))
+    run = await run_sipp(service.sip_port, "cancel.xml", tmp_path, ACME)
+    run.check()
+    await service.wait_idle()  # not answered, its slot freed: no call held for a caller who hung up
+
+
+async def test_cancel_whose_cancellation_is_lost_is_cancelled_again_before_the_media_leg(service, tmp_path,
+                                                                                         monkeypatch):
+    monkeypatch.setattr(service.plane.router, "place", losing_a_cancellation(service.plane.router.place))
+    set_rtp, opened = service.plane.sip.workers.set_rtp, []
+
+    async def slow_set_rtp(*args, **kwargs):  # a worker that takes its time to open the leg
+        await asyncio.sleep(3.0)
+        opened.append(await set_rtp(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(service.plane.sip.workers, "set_rtp", slow_set_rtp)
+    run = await run_sipp(service.sip_port, "cancel.xml", tmp_path, ACME)
+    run.check()
+    await service.wait_idle()
+    await asyncio.sleep(3.0)  # past the leg's opening, were the setup still going
+    assert opened == []
+
+
 async def test_digest_challenge_then_the_call_with_credentials(service, tmp_path):
     run = await run_sipp(service.sip_port, "digest.xml", tmp_path, GLOBEX,
                          extra=("-au", DIGEST_USER, "-ap", DIGEST_PASSWORD))
