@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from agent.contracts import events as ev
 from agent.contracts.calls import CallOutcome
+from agent.contracts.errors import describe
 from agent.contracts.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class CallReporter:
             try:
                 await self.sink.publish(batch)
             except Exception as error:
-                log.warning("cannot report call events yet", extra={"events": len(batch), "error": repr(error)})
+                log.warning("cannot report call events yet", extra={"events": len(batch), "error": describe(error)})
                 await asyncio.sleep(self.retry_interval)
                 continue
             for _ in batch:

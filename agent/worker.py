@@ -31,6 +31,7 @@ from agent.contracts.calls import (
     WorkerDraining,
     WorkerFull,
 )
+from agent.contracts.errors import describe
 from agent.contracts.recordings import recording_path
 from agent.contracts.settings import IceServer
 from agent.contracts.tasks import cancel_and_wait
@@ -233,7 +234,7 @@ class Worker:
         try:
             await request
         except Exception as error:
-            log.warning("registry unreachable while stopping", extra={"worker": self.info.id, "error": repr(error)})
+            log.warning("registry unreachable while stopping", extra={"worker": self.info.id, "error": describe(error)})
 
     async def set_draining(self, draining: bool) -> None:
         self.draining = draining
@@ -255,7 +256,7 @@ class Worker:
             try:
                 await self.beat()
             except Exception as error:  # the registry is unreachable: keep the calls, keep trying
-                log.warning("heartbeat failed", extra={"worker": self.info.id, "error": repr(error)})
+                log.warning("heartbeat failed", extra={"worker": self.info.id, "error": describe(error)})
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -356,7 +357,7 @@ class Worker:
             try:
                 await self.registry.release(session.id, session.end_outcome, session.end_reason)
             except Exception as error:  # the heartbeat's reconciliation frees the slot later
-                log.warning("could not release a call", extra={"call": session.id, "error": repr(error)})
+                log.warning("could not release a call", extra={"call": session.id, "error": describe(error)})
         await asyncio.wait([flusher])
         await self._complete_record(session)
         if self.reporter is not None:

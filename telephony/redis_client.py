@@ -38,3 +38,11 @@ def block_limit(client: redis.Redis) -> float | None:
     """The longest a blocking command of `client` may ask Redis to wait (None: no limit), seconds."""
     timeout = client.get_connection_kwargs().get("socket_timeout")
     return timeout / 2 if timeout else None
+
+
+def redis_address(client: redis.Redis) -> str:
+    """Where `client` connects, as a log line may say it: host:port/db or the socket's path, never
+    the credentials of its URL."""
+    kwargs = client.get_connection_kwargs()
+    place = f"unix:{kwargs['path']}" if kwargs.get("path") else f"{kwargs.get('host')}:{kwargs.get('port')}"
+    return f"{place}/{kwargs.get('db', 0)}"

@@ -11,6 +11,7 @@ import logging
 from collections import deque
 from typing import Protocol
 
+from agent.contracts.errors import describe
 from agent.contracts.tasks import cancel_and_wait
 from personas.store import TenantStore
 from personas.tenant import Webhook
@@ -143,7 +144,7 @@ class ControlPlane:
             try:
                 await self.history.publish_lost(call, line.persona if line is not None else None)
             except Exception as error:
-                log.error("a lost call's end not reported yet", extra={"call": call.call_id, "error": repr(error)})
+                log.error("a lost call's end not reported yet", extra={"call": call.call_id, "error": describe(error)})
                 return
             self._unreported.popleft()
 
@@ -152,7 +153,7 @@ class ControlPlane:
             try:
                 await history.sweep()
             except Exception as error:
-                log.warning("call history sweep failed", extra={"error": repr(error)})
+                log.warning("call history sweep failed", extra={"error": describe(error)})
             await asyncio.sleep(self.settings.retention_sweep_interval)
 
     async def _monitor_forever(self) -> None:
@@ -162,5 +163,5 @@ class ControlPlane:
             except Exception as error:
                 if isinstance(error, RegistryUnavailable):
                     self._reachable_since = None
-                log.warning("registry monitor failed", extra={"error": repr(error)})
+                log.warning("registry monitor failed", extra={"error": describe(error)})
             await asyncio.sleep(self.settings.reap_interval)

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Collection
-from typing import ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agent.contracts.calls import CallOutcome
+from agent.contracts.errors import describe
 from agent.contracts.workers import HeartbeatReply, WorkerInfo
 from telephony.control.registry import (
     FINISHED_CALL_TTL,
@@ -43,21 +44,25 @@ from telephony.control.registry import (
     WorkerStatus,
     worker_lost_reason,
 )
-from telephony.redis_client import redis_client
+from telephony.redis_client import redis_address, redis_client
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _reachable(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Connection failures and timeouts become RegistryUnavailable (callers are refused, not crashed)."""
+def _reachable(
+        method: Callable[Concatenate[RedisRegistry, P], Awaitable[R]]) -> Callable[Concatenate[RedisRegistry, P], Awaitable[R]]:
+    """Connection failures and timeouts become RegistryUnavailable (callers are refused, not crashed),
+    with the Redis's address in a note, for the logs (`agent.contracts.errors.describe`)."""
 
     @functools.wraps(method)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def call(self: RedisRegistry, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await method(*args, **kwargs)
+            return await method(self, *args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError) as error:
-            raise RegistryUnavailable(f"Redis unreachable: {error}") from error
+            unavailable = RegistryUnavailable(f"Redis unreachable: {describe(error)}")
+            unavailable.add_note(f"Redis at {redis_address(self.client)}")
+            raise unavailable from error
 
     return call
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from agent.contracts.calls import CallDetails
+from agent.contracts.errors import describe
 from personas.schema import Persona
 from personas.store import Route, TenantStore
 from telephony.control.metrics import Metrics
@@ -153,7 +154,7 @@ class CallRouter:
         try:
             await self.refusals.publish_refused(call, route.line.persona, reason)
         except Exception as error:  # the caller is refused all the same
-            log.error("a refused call was not recorded", extra={"call": call.call_id, "error": repr(error)})
+            log.error("a refused call was not recorded", extra={"call": call.call_id, "error": describe(error)})
 
     async def _place(self, new: NewCall, details: CallDetails) -> CallRecord:
         refused: list[str] = []

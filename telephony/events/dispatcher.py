@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from agent.contracts.errors import describe
 from agent.contracts.tasks import cancel_and_wait
 from personas.tenant import Webhook
 from telephony.events.outbox import Claim, Outbox, RetryPolicy
@@ -76,7 +77,7 @@ class WebhookDispatcher:
                 failures = 0
             except Exception as error:  # the outbox (Redis) is unreachable: keep trying
                 failures += 1
-                log.warning("cannot claim webhook events", extra={"error": repr(error)})
+                log.warning("cannot claim webhook events", extra={"error": describe(error)})
                 await asyncio.sleep(min(0.2 * 2 ** failures, 5.0))
                 continue
             for claim in claims:
@@ -98,7 +99,7 @@ class WebhookDispatcher:
             attempt = await self.client.send(webhook, event.id, event.body)
             await self._record(claim, attempt)
         except Exception as error:  # the outbox could not be told: the lease runs out, it is tried again
-            log.warning("webhook outcome not recorded", extra={"event": event.id, "error": repr(error)})
+            log.warning("webhook outcome not recorded", extra={"event": event.id, "error": describe(error)})
 
     async def _record(self, claim: Claim, attempt: Attempt) -> None:
         event = claim.event

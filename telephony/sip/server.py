@@ -45,6 +45,7 @@ import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
+from agent.contracts.errors import describe
 from agent.contracts.media import TRANSFER_REASON_PREFIX, MediaAddress
 from agent.contracts.tasks import cancel_and_wait
 from agent.contracts.workers import WorkerInfo
@@ -628,7 +629,7 @@ class SipServer:
             try:
                 await self._watch()
             except Exception as error:
-                log.warning("SIP call watch failed", extra={"error": repr(error)})
+                log.warning("SIP call watch failed", extra={"error": describe(error)})
 
     async def _watch(self) -> None:
         up = [c for c in self.calls.values() if c.record is not None and c.phase in (Phase.ANSWERED, Phase.CONFIRMED)]
