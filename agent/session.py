@@ -22,6 +22,7 @@ from agent.caller_phrases import CallerPhrases
 from agent.contracts.audio import FRAME_SECONDS
 from agent.contracts.calls import CallDetails, CallOutcome
 from agent.contracts.media import transfer_phrase_reason
+from agent.contracts.tasks import cancel_and_wait
 from agent.model.stt import PAUSE_CLASS, PAUSE_HEAD
 from agent.timeline import CallTimeline
 from agent.transcript import Word
@@ -142,10 +143,10 @@ class Session:
             self.end_requested.set()
 
     async def close(self) -> None:
-        """Stop the media link; called by the worker as the call ends."""
-        if self._media is not None and not self._media.done():
-            self._media.cancel()
-            await asyncio.wait([self._media])
+        """Stop the media link for sure (an RTP leg waits for each packet in asyncio.wait_for, which
+        can lose a cancellation: agent.contracts.tasks); called by the worker as the call ends."""
+        if self._media is not None:
+            await cancel_and_wait(self._media)
 
     def _media_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
