@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.contracts.tasks import cancel_and_wait
 from telephony.sip.message import SipParseError, frame_length
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,7 @@ class SipTransport:
         servers = [s for s in (self._tcp, self._tls) if s is not None]
         for server in servers:
             server.close()
-        for task in list(self._readers):
-            task.cancel()
-        if self._readers:
-            await asyncio.wait(self._readers)
+        await cancel_and_wait(*self._readers)  # each reads in asyncio.wait_for, which can lose a cancellation
         for server in servers:
             await server.wait_closed()
         if self._udp is not None:
