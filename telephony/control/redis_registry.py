@@ -53,15 +53,16 @@ R = TypeVar("R")
 def _reachable(
         method: Callable[Concatenate[RedisRegistry, P], Awaitable[R]]) -> Callable[Concatenate[RedisRegistry, P], Awaitable[R]]:
     """Connection failures and timeouts become RegistryUnavailable (callers are refused, not crashed),
-    with the Redis's address in a note, for the logs (`agent.contracts.errors.describe`)."""
+    whose message callers may read (an API's detail, a SIP Warning): the Redis's address and its error
+    are in a note, for the logs only (`agent.contracts.errors.describe`)."""
 
     @functools.wraps(method)
     async def call(self: RedisRegistry, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(self, *args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError) as error:
-            unavailable = RegistryUnavailable(f"Redis unreachable: {describe(error)}")
-            unavailable.add_note(f"Redis at {redis_address(self.client)}")
+            unavailable = RegistryUnavailable("the call registry is unreachable")
+            unavailable.add_note(f"Redis at {redis_address(self.client)}: {describe(error)}")
             raise unavailable from error
 
     return call

@@ -229,7 +229,7 @@ async def test_an_unreachable_redis_is_reported_as_such(free_port):
 
     registry = RedisRegistry.from_url(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        with pytest.raises(RegistryUnavailable, match="Redis unreachable"):
+        with pytest.raises(RegistryUnavailable, match="the call registry is unreachable"):
             await registry.reserve(call())
         with pytest.raises(RegistryUnavailable):
             await registry.heartbeat(worker("w1"), TTL, [])
