@@ -97,8 +97,9 @@ class Uas:
     registry: MemoryRegistry
     history: CallHistory
 
-    async def send(self, data: bytes, seconds: float = 0.4) -> list[SipResponse]:
-        """`data` from a fresh socket; the responses that come back within `seconds`."""
+    async def send(self, data: bytes, seconds: float = 5.0) -> list[SipResponse]:
+        """`data` from a fresh socket; the responses that come back until the final one or `seconds`
+        (a refusal is placed, recorded and answered: on a loaded machine that took over 0.4 s)."""
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
@@ -141,9 +142,10 @@ async def uas(tmp_path: Path) -> AsyncIterator[Uas]:
 
 @pytest.mark.parametrize("section", sorted(EXPECTED, key=lambda s: [int(n) for n in s.split(".")]))
 async def test_each_torture_message_gets_the_answer_the_rfc_describes(uas, section):
-    responses = await uas.send(corpus()[section])
+    silent = EXPECTED[section] == NONE
+    responses = await uas.send(corpus()[section], seconds=0.4 if silent else 5.0)
     finals = [r for r in responses if r.status >= 200]
-    if EXPECTED[section] == NONE:
+    if silent:
         assert responses == []
         return
     assert [r.status for r in finals] == [EXPECTED[section]], [(r.status, r.reason) for r in responses]
