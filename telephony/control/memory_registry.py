@@ -22,6 +22,7 @@ from telephony.control.registry import (
     DuplicateCall,
     NewCall,
     NoCapacity,
+    StoredDialog,
     TenantLimitReached,
     WorkerStatus,
     worker_lost_reason,
@@ -47,7 +48,7 @@ class MemoryRegistry:
         self._source_of: dict[str, str] = {}  # call id in progress -> its source, where it has one
         self._attempts: OrderedDict[str, tuple[int, float]] = OrderedDict()  # source -> (attempts, window ends)
         self._expires: dict[str, float] = {}  # finished call id -> forgotten at (monotonic)
-        self._dialogs: dict[str, tuple[str, float]] = {}  # SIP dialog -> (call id, forgotten at)
+        self._dialogs: dict[str, tuple[StoredDialog, float]] = {}  # SIP dialog -> (it, forgotten at)
 
     # -- workers --------------------------------------------------------------------------------
 
@@ -181,15 +182,30 @@ class MemoryRegistry:
 
     # -- SIP dialogs -----------------------------------------------------------------------------
 
-    async def put_dialog(self, dialog: str, call_id: str, ttl: float) -> None:
-        self._dialogs[dialog] = (call_id, time.monotonic() + ttl)
+    async def put_dialog(self, dialog: StoredDialog, ttl: float) -> None:
+        self._dialogs[dialog.dialog] = (dialog, time.monotonic() + ttl)
 
-    async def dialog_call(self, dialog: str) -> str | None:
-        call_id, until = self._dialogs.get(dialog, (None, 0.0))
-        return call_id if until > time.monotonic() else None
+    async def update_dialog(self, dialog: str, state: str) -> bool:
+        stored = self._live_dialog(dialog)
+        if stored is not None:
+            self._dialogs[dialog] = (replace(stored, state=state), self._dialogs[dialog][1])
+        return stored is not None
 
-    async def drop_dialog(self, dialog: str) -> None:
+    async def take_dialog(self, dialog: str) -> StoredDialog | None:
+        stored = self._live_dialog(dialog)
         self._dialogs.pop(dialog, None)
+        return stored
+
+    async def ended_dialogs(self) -> list[str]:
+        now = time.monotonic()
+        for dialog in [d for d, (_, until) in self._dialogs.items() if until <= now]:
+            del self._dialogs[dialog]
+        return [d for d, (stored, _) in self._dialogs.items()
+                if (record := self._calls.get(stored.call_id)) is None or record.state not in IN_PROGRESS]
+
+    def _live_dialog(self, dialog: str) -> StoredDialog | None:
+        stored, until = self._dialogs.get(dialog, (None, 0.0))
+        return stored if until > time.monotonic() else None
 
     # -- the rest of the protocol ---------------------------------------------------------------
 

@@ -12,7 +12,9 @@ and a reaped worker's calls are failed exactly once. Keys (under a prefix, `plex
     tenant:<id>:calls        set of the tenant's call ids in progress
     source:<addr>:calls      set of the call ids in progress from one source (a caller's address)
     source:<addr>:attempts   the source's call attempts in its current window; expires with it
-    sip-dialog:<dialog>      the call id of a SIP dialog (Call-ID and our tag), while the call lasts
+    sip-dialog:<dialog>      hash: call, state (what a BYE needs) of an answered SIP dialog (Call-ID
+                             and our tag); expires with the longest its call may last
+    sip-dialogs              sorted set: the remembered dialogs, scored by when they expire (ms)
 
 Times come from Redis (`TIME`), so the control planes' clocks need not agree. The scripts name
 keys they compute from the prefix, which a single Redis (or a replicated one) allows; a Redis
@@ -40,6 +42,7 @@ from telephony.control.registry import (
     NewCall,
     NoCapacity,
     RegistryUnavailable,
+    StoredDialog,
     TenantLimitReached,
     WorkerStatus,
     worker_lost_reason,
@@ -68,12 +71,15 @@ def _reachable(
     return call
 
 
-# finish(p, call_id, state, reason, now_ms, ttl_ms): 1 if the call was in progress and is now finished.
-_FINISH = """
+_NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+
+# finish(p, call_id, state, reason, now_ms, ttl_ms): 1 if the call was in progress and is now finished.
+_FINISH = _NOW_MS + """
 local function finish(p, call_id, state, reason, now, ttl_ms)
   local key = p .. 'call:' .. call_id
   local rec = redis.call('HMGET', key, 'state', 'tenant', 'worker', 'source')
@@ -231,6 +237,51 @@ return failed
 """
 
 
+# ARGV: prefix, dialog, call id, state, ttl ms
+_PUT_DIALOG = _NOW_MS + """
+local p, dialog, ttl = ARGV[1], ARGV[2], tonumber(ARGV[5])
+local key = p .. 'sip-dialog:' .. dialog
+redis.call('HSET', key, 'call', ARGV[3], 'state', ARGV[4])
+redis.call('PEXPIRE', key, ttl)
+redis.call('ZADD', p .. 'sip-dialogs', now_ms() + ttl, dialog)
+"""
+
+# ARGV: prefix, dialog, state: 1 if the dialog is still remembered (and now has that state)
+_UPDATE_DIALOG = """
+local key = ARGV[1] .. 'sip-dialog:' .. ARGV[2]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'state', ARGV[3])
+return 1
+"""
+
+# ARGV: prefix, dialog: {call id, state}, or nil if it is not remembered (any more)
+_TAKE_DIALOG = """
+local p, dialog = ARGV[1], ARGV[2]
+local key = p .. 'sip-dialog:' .. dialog
+local stored = redis.call('HMGET', key, 'call', 'state')
+redis.call('DEL', key)
+redis.call('ZREM', p .. 'sip-dialogs', dialog)
+if not stored[1] then return false end
+return stored
+"""
+
+# ARGV: prefix: the remembered dialogs whose calls are not in progress (the expired ones forgotten)
+_ENDED_DIALOGS = _NOW_MS + """
+local p = ARGV[1]
+redis.call('ZREMRANGEBYSCORE', p .. 'sip-dialogs', '-inf', now_ms())
+local ended = {}
+for _, dialog in ipairs(redis.call('ZRANGE', p .. 'sip-dialogs', 0, -1)) do
+  local call_id = redis.call('HGET', p .. 'sip-dialog:' .. dialog, 'call')
+  if not call_id then
+    redis.call('ZREM', p .. 'sip-dialogs', dialog)
+  elseif redis.call('SISMEMBER', p .. 'calls', call_id) == 0 then
+    table.insert(ended, dialog)
+  end
+end
+return ended
+"""
+
+
 class RedisRegistry:
     def __init__(self, client: redis.Redis, prefix: str = "plexline:", finished_call_ttl: float = FINISHED_CALL_TTL,
                  reservation_grace: float = RESERVATION_GRACE):
@@ -246,6 +297,10 @@ class RedisRegistry:
         self._set_draining = client.register_script(_SET_DRAINING)
         self._deregister = client.register_script(_DEREGISTER)
         self._reap = client.register_script(_REAP)
+        self._put_dialog = client.register_script(_PUT_DIALOG)
+        self._update_dialog = client.register_script(_UPDATE_DIALOG)
+        self._take_dialog = client.register_script(_TAKE_DIALOG)
+        self._ended_dialogs = client.register_script(_ENDED_DIALOGS)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "plexline:", **kwargs) -> RedisRegistry:
@@ -349,16 +404,22 @@ class RedisRegistry:
     # -- SIP dialogs -----------------------------------------------------------------------------
 
     @_reachable
-    async def put_dialog(self, dialog: str, call_id: str, ttl: float) -> None:
-        await self.client.set(f"{self.prefix}sip-dialog:{dialog}", call_id, px=max(1, int(ttl * 1000)))
+    async def put_dialog(self, dialog: StoredDialog, ttl: float) -> None:
+        await self._put_dialog(args=[self.prefix, dialog.dialog, dialog.call_id, dialog.state,
+                                     max(1, int(ttl * 1000))])
 
     @_reachable
-    async def dialog_call(self, dialog: str) -> str | None:
-        return await self.client.get(f"{self.prefix}sip-dialog:{dialog}")
+    async def update_dialog(self, dialog: str, state: str) -> bool:
+        return bool(await self._update_dialog(args=[self.prefix, dialog, state]))
 
     @_reachable
-    async def drop_dialog(self, dialog: str) -> None:
-        await self.client.delete(f"{self.prefix}sip-dialog:{dialog}")
+    async def take_dialog(self, dialog: str) -> StoredDialog | None:
+        stored = await self._take_dialog(args=[self.prefix, dialog])
+        return StoredDialog(dialog, *stored) if stored else None
+
+    @_reachable
+    async def ended_dialogs(self) -> list[str]:
+        return list(await self._ended_dialogs(args=[self.prefix]))
 
     # -- the rest of the protocol ---------------------------------------------------------------
 

@@ -113,6 +113,16 @@ class CallRecord:
 
 
 @dataclass(frozen=True)
+class StoredDialog:
+    """An answered SIP dialog as the registry keeps it: `dialog` names it (its Call-ID and our tag),
+    `state` is what a BYE needs (`telephony.sip.dialog.Dialog.dumps`; the registry does not read it)."""
+
+    dialog: str
+    call_id: str
+    state: str
+
+
+@dataclass(frozen=True)
 class WorkerStatus:
     info: WorkerInfo
     used: int
@@ -151,14 +161,19 @@ class Registry(Registration, Protocol):
     async def reap(self) -> list[CallRecord]:
         """Remove the workers whose heartbeat expired; returns the calls failed with them."""
 
-    async def put_dialog(self, dialog: str, call_id: str, ttl: float) -> None:
-        """Remember that SIP dialog `dialog` (its Call-ID and our tag) is call `call_id`, for `ttl` s:
-        another control plane then ends the call on the caller's BYE if the one that answered died."""
+    async def put_dialog(self, dialog: StoredDialog, ttl: float) -> None:
+        """Remember an answered SIP dialog for `ttl` s: another control plane can then end its call
+        on the caller's BYE, and send the BYE itself, if the one that answered is gone."""
 
-    async def dialog_call(self, dialog: str) -> str | None:
-        """The call of a remembered SIP dialog, if any."""
+    async def update_dialog(self, dialog: str, state: str) -> bool:
+        """A remembered dialog's new state (its time to live kept); False if it is no longer there."""
 
-    async def drop_dialog(self, dialog: str) -> None: ...
+    async def take_dialog(self, dialog: str) -> StoredDialog | None:
+        """Forget a remembered dialog and return it, atomically: of control planes taking the same
+        one at once, exactly one gets it (that one hangs up)."""
+
+    async def ended_dialogs(self) -> list[str]:
+        """The remembered dialogs whose calls are no longer in progress (nobody has hung them up)."""
 
     async def ping(self) -> None:
         """Raises if the registry cannot be reached."""

@@ -4,13 +4,17 @@ Made from the INVITE we answer: the remote target is the caller's Contact, the r
 Record-Route (in order), our tag is new. `request` builds the requests we send inside the dialog
 (BYE, REFER) and `destination` says where they go: the first route, else the remote target. A
 host that is not an IP literal is not looked up; the request goes back where the INVITE came from.
+
+`dumps` and `loads` carry a dialog through the registry (JSON), so that another control plane can
+send the BYE of a dialog whose control plane is gone.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from telephony.sip.message import Headers, NameAddr, SipRequest, SipUri
 from telephony.sip.transaction import new_branch
@@ -28,14 +32,15 @@ class Dialog:
     remote_tag: str
     local: str  # our To of the INVITE, with our tag: the From of our requests
     remote: str  # the caller's From: the To of our requests
-    remote_target: str  # the caller's Contact URI
+    remote_target: str  # the caller's Contact URI (a target refresh changes it)
     route_set: list[str]
     peer: Peer  # where the INVITE came from
     remote_cseq: int
+    contact: str  # ours, in our answers and requests
     local_cseq: int = field(default_factory=lambda: secrets.randbelow(10_000) + 1)
 
     @classmethod
-    def answering(cls, invite: SipRequest, local_tag: str, peer: Peer) -> Dialog:
+    def answering(cls, invite: SipRequest, local_tag: str, peer: Peer, contact: str) -> Dialog:
         contacts = invite.headers.get_all("Contact")
         target = NameAddr.parse(contacts[0], "Contact").uri if contacts else NameAddr.parse(
             invite.headers.get("From") or "", "From").uri
@@ -44,9 +49,25 @@ class Dialog:
                    remote_tag=NameAddr.parse(invite.headers.get("From") or "", "From").tag,
                    local=f"{to};tag={local_tag}", remote=invite.headers.get("From") or "",
                    remote_target=target, route_set=invite.headers.get_all("Record-Route"), peer=peer,
-                   remote_cseq=invite.cseq[0])
+                   remote_cseq=invite.cseq[0], contact=contact)
 
-    def request(self, method: str, via_host: str, via_port: int, contact: str,
+    @classmethod
+    def loads(cls, text: str) -> Dialog:
+        fields = json.loads(text)
+        return cls(**fields | {"peer": Peer(**fields["peer"])})
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    def refresh_target(self, request: SipRequest) -> bool:
+        """A target refresh (a re-INVITE, RFC 3261 §12.2.2): its Contact is the new remote target.
+        Whether the target changed."""
+        contacts = request.headers.get_all("Contact")
+        target = NameAddr.parse(contacts[0], "Contact").uri if contacts else self.remote_target
+        changed, self.remote_target = target != self.remote_target, target
+        return changed
+
+    def request(self, method: str, via_host: str, via_port: int,
                 extra: list[tuple[str, str]] = (), body: bytes = b"", content_type: str = "") -> SipRequest:
         self.local_cseq += 1
         headers = Headers()
@@ -59,7 +80,7 @@ class Dialog:
         headers.add("CSeq", f"{self.local_cseq} {method}")
         for route in self.route_set:
             headers.add("Route", route)
-        headers.add("Contact", contact)
+        headers.add("Contact", self.contact)
         for name, value in extra:
             headers.add(name, value)
         if content_type:

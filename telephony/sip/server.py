@@ -20,8 +20,9 @@ INVITE's body must be SDP (415, with Accept) and its Accept must allow SDP (406)
 
 A control plane told to stop drains first: new INVITEs get 503 with Retry-After (the trunk fails
 over to another one) while the calls in progress go on, until they end or `drain_timeout`. Each
-answered dialog is remembered in the registry (its Call-ID and our tag, the call's id), so the
-caller's BYE ends the call through any control plane, even when the one that answered is gone.
+answered dialog is remembered in the registry (what a BYE needs: `Dialog.dumps`; its target refreshed
+by re-INVITEs), so the caller's BYE ends the call through any control plane, and a call that ends
+elsewhere is hung up by another control plane when the one that answered is gone (`_hang_up_orphans`).
 
 Every task the server starts is kept in `_tasks` and cancelled and awaited on `stop`. Sources
 that send bad requests are rate-limited (`SourceLimiter`): once a source has spent its allowance,
@@ -51,7 +52,14 @@ from agent.contracts.tasks import cancel_and_wait
 from agent.contracts.workers import WorkerInfo
 from personas.store import Route, TenantStore
 from personas.tenant import SipTrunk
-from telephony.control.registry import IN_PROGRESS, CallRecord, Registry, RegistryUnavailable, TenantLimitReached
+from telephony.control.registry import (
+    IN_PROGRESS,
+    CallRecord,
+    Registry,
+    RegistryUnavailable,
+    StoredDialog,
+    TenantLimitReached,
+)
 from telephony.control.routing import REFUSED, Caller, CallRouter
 from telephony.control.worker_client import WorkerClient, WorkerRefused
 from telephony.sip.dialog import Dialog, new_tag
@@ -89,6 +97,7 @@ WATCH_INTERVAL = 0.5  # seconds between looks at the registry for calls ended el
 NOTIFY_WAIT = 10.0  # seconds to wait for the outcome of a transfer before hanging up anyway
 DRAIN_POLL = 0.2  # seconds between looks for the last call while draining
 DIALOG_TTL_MARGIN = 300  # seconds a dialog is remembered beyond its line's longest call
+ORPHAN_GRACE = 2.0  # seconds an ended call's dialog is left to the control plane that answered it
 SRTP_REQUIRED = "this trunk requires SRTP: offer RTP/SAVP with an SDES key (a=crypto)"
 
 
@@ -134,6 +143,7 @@ class SipCall:
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     notified: asyncio.Queue[int] = field(default_factory=asyncio.Queue)  # sipfrag statuses of a transfer
     reinvite: ServerTransaction | None = None
+    stored: bool = False  # its dialog is in the registry (`_remember`)
 
 
 class SipServer:
@@ -152,6 +162,7 @@ class SipServer:
         self.calls: dict[tuple[str, str], SipCall] = {}  # (Call-ID, our tag) -> call
         self._tasks: set[asyncio.Task] = set()
         self._watcher: asyncio.Task[None] | None = None
+        self._orphans: dict[str, float] = {}  # ended calls' dialogs in the registry -> first seen (loop time)
         self.draining = False  # new INVITEs are refused with 503
 
     @property
@@ -215,7 +226,7 @@ class SipServer:
             self.limiter.penalise(peer.host)
             if limited:
                 return
-            log.info("bad SIP message", extra={"peer": str(peer), "error": str(error)})
+            log.info("bad SIP message", extra={"peer": str(peer), "error": describe(error)})
             if error.request is not None and error.request.method != "ACK":
                 self._send(response_to(error.request, error.status, to_tag=new_tag(),
                                        reason=_reason(error.status, str(error))), peer)
@@ -283,7 +294,7 @@ class SipServer:
             transaction.respond(refusal)
             return
         transaction.respond(response_to(request, 100))
-        dialog = Dialog.answering(request, new_tag(), peer)
+        dialog = Dialog.answering(request, new_tag(), peer, self._contact(request, peer.transport))
         route = self._route(request)
         call = SipCall(dialog, transaction, route)
         self.calls[(dialog.call_id, dialog.local_tag)] = call
@@ -415,9 +426,22 @@ class SipServer:
         ok.body = call.answer
         call.phase = Phase.ANSWERED
         transaction.respond(ok)
-        self._spawn(self.registry.put_dialog(_dialog_key(call.dialog), call.record.call_id,
-                                             call.route.max_call_seconds + DIALOG_TTL_MARGIN))
+        await self._remember(call)
         await self._until_acked(call, transaction.peer, ok)
+
+    async def _remember(self, call: SipCall) -> None:
+        """Keep the answered dialog in the registry, for as long as its call may last: any control
+        plane can then end the call on the caller's BYE, or send the BYE, if this one is gone."""
+        stored = StoredDialog(_dialog_key(call.dialog), call.record.call_id, call.dialog.dumps())
+        try:
+            await self.registry.put_dialog(stored, call.route.max_call_seconds + DIALOG_TTL_MARGIN)
+        except RegistryUnavailable as error:  # the call goes on; only this control plane can hang it up
+            log.warning("an answered dialog not remembered", extra={"call": call.record.call_id,
+                                                                     "error": describe(error)})
+            return
+        call.stored = True
+        if call.phase is Phase.ENDED:  # hung up while it was being stored: forgotten again
+            await self._claim(call)
 
     def _refuse(self, call: SipCall, status: int, reason: str, retry_after: bool = False) -> None:
         log.info("SIP call refused", extra={"sip_call_id": call.dialog.call_id, "status": status, "reason": reason})
@@ -437,15 +461,14 @@ class SipServer:
     def _dialog_headers(self, response: SipResponse, request: SipRequest, call: SipCall) -> None:
         for route in request.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", route)
-        response.headers.add("Contact", self._contact(call))
+        response.headers.add("Contact", call.dialog.contact)
         response.headers.add("Allow", ALLOW)
         response.headers.add("Supported", "replaces")
 
-    def _contact(self, call: SipCall) -> str:
-        """Our Contact in the call's dialog: on the transport and port its INVITE came by; `sips:`
+    def _contact(self, request: SipRequest, transport: str) -> str:
+        """Our Contact in the dialog of an INVITE: on the transport and port it came by; `sips:`
         where the caller asked for TLS all the way (a sips Request-URI, RFC 5630 §3), else
         `;transport=tls` for a sip URI over TLS, as trunks and PBXs expect."""
-        request, transport = call.invite.request, call.dialog.peer.transport
         user = _user(request.headers.get("To")) or "plexline"
         host = self.config.public_host
         host = f"[{host}]" if ":" in host else host
@@ -543,22 +566,21 @@ class SipServer:
 
     async def _bye_of_another_plane(self, transaction: ServerTransaction, to_tag: str) -> None:
         """A BYE for a dialog this control plane does not hold: another one answered it (and may be
-        gone). The call it names in the registry is ended; a dialog nobody remembers gets 481."""
+        gone). The dialog is taken from the registry and its call ended; one nobody remembers gets 481."""
         request = transaction.request
-        key = f"{request.call_id}:{to_tag}"
         try:
-            call_id = await self.registry.dialog_call(key)
-            record = await self.registry.call(call_id) if call_id else None
+            stored = await self.registry.take_dialog(f"{request.call_id}:{to_tag}")
+            record = await self.registry.call(stored.call_id) if stored is not None else None
         except RegistryUnavailable:
             transaction.respond(response_to(request, 503, warning="the call registry is unreachable"))
             return
-        if record is None or record.state not in IN_PROGRESS:
+        if stored is None:
             transaction.respond(response_to(request, 481))
             return
-        await self.router.end(record, "the caller hung up")
-        await self.registry.drop_dialog(key)
+        if record is not None and record.state in IN_PROGRESS:
+            await self.router.end(record, "the caller hung up")
         transaction.respond(response_to(request, 200))
-        log.info("caller hung up a call another control plane answered", extra={"call": record.call_id,
+        log.info("caller hung up a call another control plane answered", extra={"call": stored.call_id,
                                                                                  "sip_call_id": request.call_id})
 
     def _caller_hung_up(self, call: SipCall) -> None:
@@ -569,9 +591,14 @@ class SipServer:
             self._abandon_setup(call)
             call.invite.respond(response_to(call.invite.request, 487, to_tag=call.dialog.local_tag))
         elif call.record is not None and previous is not Phase.ENDED:
-            self._spawn(self.router.end(call.record, "the caller hung up"))
-            self._spawn(self.registry.drop_dialog(_dialog_key(call.dialog)))
+            self._spawn(self._end_hung_up(call))
         log.info("caller hung up", extra={"sip_call_id": call.dialog.call_id})
+
+    async def _end_hung_up(self, call: SipCall) -> None:
+        """The dialog taken from the registry first (no control plane is to send it a BYE), then the
+        call ended."""
+        await self._claim(call)
+        await self.router.end(call.record, "the caller hung up")
 
     def _on_reinvite(self, call: SipCall, transaction: ServerTransaction) -> None:
         request = transaction.request
@@ -579,7 +606,16 @@ class SipServer:
             transaction.respond(response_to(request, 491))
             return
         call.reinvite = transaction
+        if call.dialog.refresh_target(request) and call.stored:
+            self._spawn(self._update_stored(call))
         self._spawn(self._reinvite(call, transaction))
+
+    async def _update_stored(self, call: SipCall) -> None:
+        try:
+            await self.registry.update_dialog(_dialog_key(call.dialog), call.dialog.dumps())
+        except RegistryUnavailable as error:  # another control plane's BYE would go to the old target
+            log.warning("a dialog's new target not remembered", extra={"call": call.record.call_id,
+                                                                        "error": describe(error)})
 
     async def _reinvite(self, call: SipCall, transaction: ServerTransaction) -> None:
         request = transaction.request
@@ -626,10 +662,11 @@ class SipServer:
     async def _watch_forever(self) -> None:
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            try:
-                await self._watch()
-            except Exception as error:
-                log.warning("SIP call watch failed", extra={"error": describe(error)})
+            for look in (self._watch, self._hang_up_orphans):
+                try:
+                    await look()
+                except Exception as error:
+                    log.warning("SIP call watch failed", extra={"error": describe(error)})
 
     async def _watch(self) -> None:
         up = [c for c in self.calls.values() if c.record is not None and c.phase in (Phase.ANSWERED, Phase.CONFIRMED)]
@@ -646,14 +683,13 @@ class SipServer:
 
     async def _end_from_our_side(self, call: SipCall, reason: str) -> None:
         transfer = call.route.line.transfer
-        if reason.startswith(TRANSFER_REASON_PREFIX) and transfer is not None:
-            await self._transfer(call, transfer.to)
-        await self._hang_up(call, reason)
+        to = transfer.to if reason.startswith(TRANSFER_REASON_PREFIX) and transfer is not None else None
+        await self._hang_up(call, reason, transfer_to=to)
 
     async def _transfer(self, call: SipCall, to: str) -> None:
         target = to if to.startswith("sip") else f"sip:{to}@{SipUri.parse(NameAddr.parse(call.dialog.remote, 'From').uri).host}"
-        refer = self._request(call, "REFER", [("Refer-To", f"<{target}>"),
-                                              ("Referred-By", f"<{NameAddr.parse(call.dialog.local, 'To').uri}>")])
+        refer = self._request(call.dialog, "REFER", [("Refer-To", f"<{target}>"),
+                                                     ("Referred-By", f"<{NameAddr.parse(call.dialog.local, 'To').uri}>")])
         response = await self.transactions.request(refer, call.dialog.destination())
         log.info("transfer requested", extra={"call": call.record.call_id, "to": target, "status": response.status})
         if response.status >= 300:
@@ -665,21 +701,75 @@ class SipServer:
         except TimeoutError:
             log.warning("no outcome of the transfer", extra={"call": call.record.call_id})
 
-    async def _hang_up(self, call: SipCall, reason: str) -> None:
+    async def _hang_up(self, call: SipCall, reason: str, transfer_to: str | None = None) -> None:
+        """End the call (on its worker and in the registry) and send the caller a BYE, after a REFER
+        to `transfer_to` if given; none if another control plane took the dialog first (it sent one)."""
         call.phase = Phase.ENDED
-        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        ours = await self._claim(call)
         if call.record is not None:
             await self.router.end(call.record, reason)
-            self._spawn(self.registry.drop_dialog(_dialog_key(call.dialog)))
-        text = reason[:100].replace('"', "'")
-        bye = self._request(call, "BYE", [("Reason", f'SIP;cause=200;text="{text}"')])
-        response = await self.transactions.request(bye, call.dialog.destination())
-        log.info("hung up", extra={"sip_call_id": call.dialog.call_id, "reason": reason, "status": response.status})
+        if ours and transfer_to is not None:
+            await self._transfer(call, transfer_to)  # the dialog still held: the caller's NOTIFYs come in it
+        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        if not ours:
+            log.info("another control plane hung up", extra={"sip_call_id": call.dialog.call_id, "reason": reason})
+            return
+        await self._send_bye(call.dialog, reason)
 
-    def _request(self, call: SipCall, method: str, extra: list[tuple[str, str]]) -> SipRequest:
-        host = self.config.public_host
-        port = self.transport.port_for(call.dialog.peer.transport)
-        return call.dialog.request(method, host, port, self._contact(call), extra)
+    async def _claim(self, call: SipCall) -> bool:
+        """Whether this control plane is the one to send the call's BYE: its dialog taken from the
+        registry (where another one may have taken it first, once the call ended), or never stored
+        there, or the registry unreachable (this one holds the dialog; the BYE goes out)."""
+        if not call.stored:
+            return True
+        try:
+            return await self.registry.take_dialog(_dialog_key(call.dialog)) is not None
+        except RegistryUnavailable:
+            return True
+
+    async def _hang_up_orphans(self) -> None:
+        """Send the BYE of each dialog in the registry whose call ended (its worker's report, an
+        admin, a lost worker) with nobody hanging it up for ORPHAN_GRACE seconds since this control
+        plane first saw it so: the one that answered is gone (killed, or restarted without its
+        dialogs). While it lives, it hangs up its own within a WATCH_INTERVAL or so; whichever takes
+        the dialog from the registry sends the BYE, the others none.
+
+        The BYE is built from the stored dialog and goes out of this control plane's own transport.
+        The stored dialog holds the Contact of the one that answered, and the BYE's Via names this
+        one's `public_host` and SIP port: so every control plane behind one SIP service must have the
+        same advertised host and the same SIP (and TLS) port, the service's, for the caller's answer
+        and its later requests to reach the service. Over TCP or TLS no BYE can be sent (the caller's
+        connection was to the one that answered, and none is opened to it); nor is a transfer (REFER)
+        made for another control plane's call: it is hung up."""
+        now = asyncio.get_running_loop().time()
+        ours = {f"{call_id}:{tag}" for call_id, tag in self.calls}
+        ended = [d for d in await self.registry.ended_dialogs() if d not in ours]
+        self._orphans = {d: self._orphans.get(d, now) for d in ended}
+        for dialog in [d for d, since in self._orphans.items() if now - since >= ORPHAN_GRACE]:
+            del self._orphans[dialog]
+            stored = await self.registry.take_dialog(dialog)
+            if stored is not None:
+                self._spawn(self._hang_up_orphan(stored))
+
+    async def _hang_up_orphan(self, stored: StoredDialog) -> None:
+        dialog = Dialog.loads(stored.state)
+        if dialog.peer.transport != "UDP":
+            log.warning("a call another control plane answered over TCP or TLS cannot be hung up here",
+                        extra={"call": stored.call_id, "sip_call_id": dialog.call_id})
+            return
+        record = await self.registry.call(stored.call_id)
+        log.info("hanging up a call another control plane answered", extra={"call": stored.call_id,
+                                                                             "sip_call_id": dialog.call_id})
+        await self._send_bye(dialog, record.reason if record is not None else "the call ended")
+
+    async def _send_bye(self, dialog: Dialog, reason: str) -> None:
+        text = reason[:100].replace('"', "'")
+        bye = self._request(dialog, "BYE", [("Reason", f'SIP;cause=200;text="{text}"')])
+        response = await self.transactions.request(bye, dialog.destination())
+        log.info("hung up", extra={"sip_call_id": dialog.call_id, "reason": reason, "status": response.status})
+
+    def _request(self, dialog: Dialog, method: str, extra: list[tuple[str, str]]) -> SipRequest:
+        return dialog.request(method, self.config.public_host, self.transport.port_for(dialog.peer.transport), extra)
 
 
 def _inspect(request: SipRequest) -> SipResponse | None:
