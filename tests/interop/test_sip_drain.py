@@ -4,7 +4,8 @@ own process, and sipp callers on both.
 The one told to stop (SIGTERM) drains: a new INVITE to it gets 503 with Retry-After, a new call to
 the other is answered, and its own call goes on until the caller hangs up, after which it exits by
 itself, before its drain timeout. Then a control plane is killed (SIGKILL) with a call up: the
-caller's BYE, sent to the other control plane, ends the call on the worker.
+caller's BYE, sent to the other control plane, ends the call on the worker. And a call whose control
+plane was killed, ended through another one's API, gets its BYE from one of the two left.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Cluster:
             "PLEXLINE_PERSONAS_DIR": str(write_tenants(folder / "tenants")), "PLEXLINE_DATA_DIR": str(folder / "data"),
             "PLEXLINE_HEARTBEAT_TTL": "2", "PLEXLINE_REAP_INTERVAL": "0.5", "PLEXLINE_RTP_TIMEOUT": "60",
             "PLEXLINE_SIP_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT), "PLEXLINE_RETRY_AFTER_SECONDS": "7"}
+        self.operator = {"Authorization": f"Bearer {self.env['PLEXLINE_OPERATOR_TOKEN']}"}
         self.worker = self._start("worker", ["worker", "--model", "echo", "--slots", "8", "--worker-id", "w1"])
         self.planes: dict[str, tuple[scale_out.Started, int]] = {}
 
@@ -134,6 +136,30 @@ async def test_a_stopping_control_plane_drains_and_a_killed_ones_call_ends_by_by
         cluster.child("b").send_signal(signal.SIGKILL)
         checked(await orphan)  # A answered its BYE with 200
         await until(lambda: _none(cluster), 5, "the worker to end the call")
+
+
+async def test_a_killed_control_planes_call_ended_through_another_gets_its_bye_from_one_of_the_others(tmp_path):
+    with ExitStack() as stack:
+        cluster = Cluster(stack, tmp_path)
+        a, b, _ = cluster.start_plane("a"), cluster.start_plane("b"), cluster.start_plane("c")
+        cluster.wait_up("a", "b", "c")
+        caller = asyncio.ensure_future(run_sipp(a, "wait_bye_elsewhere.xml", tmp_path / "caller", ACME,
+                                                substitutions={"BYE_WAIT_MS": 30_000, "OTHER_PORT": b}))
+        [call_id] = await until(cluster.sessions, 15, "the call on A")
+        await asyncio.sleep(0.5)  # its dialog remembered, after the 200 OK
+        cluster.child("a").kill()
+        await asyncio.to_thread(cluster.child("a").wait, 10)
+
+        async with httpx.AsyncClient(headers=cluster.operator) as http:
+            ended = await http.delete(f"{cluster.planes['b'][0].url}/tenants/acme/calls/{call_id}")
+        ended_at = time.monotonic()
+        assert ended.status_code == 204, ended.text
+        checked(await caller)  # the BYE came, and its scenario ended
+        print(f"BYE {time.monotonic() - ended_at:.1f} s after the call was ended through B")
+        await until(lambda: _none(cluster), 5, "the worker to end the call")
+        logs = [cluster.planes[name][0].log.read_text() for name in ("b", "c")]
+        sent = [log.count('msg="hanging up a call another control plane answered"') for log in logs]
+        assert sorted(sent) == [0, 1], logs  # one of them sent it
 
 
 async def _two(cluster: Cluster) -> list[str] | None:
