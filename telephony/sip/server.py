@@ -161,6 +161,7 @@ class SipServer:
         self.limiter = SourceLimiter()
         self.calls: dict[tuple[str, str], SipCall] = {}  # (Call-ID, our tag) -> call
         self._tasks: set[asyncio.Task] = set()
+        self._ending: set[asyncio.Task] = set()  # ending calls their callers hung up (`_spawn_ending`)
         self._watcher: asyncio.Task[None] | None = None
         self._orphans: dict[str, float] = {}  # ended calls' dialogs in the registry -> first seen (loop time)
         self.draining = False  # new INVITEs are refused with 503
@@ -183,7 +184,7 @@ class SipServer:
         deadline = loop.time() + timeout
         if self.calls:
             log.info("SIP draining", extra={"calls": len(self.calls), "timeout": timeout})
-        while self.calls and loop.time() < deadline:
+        while (self.calls or self._ending) and loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL)
 
     async def stop(self) -> None:
@@ -205,6 +206,12 @@ class SipServer:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def _spawn_ending(self, coroutine: Coroutine) -> None:
+        """A task that ends a call its caller hung up: a draining control plane waits for it."""
+        task = self._spawn(coroutine)
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -536,7 +543,7 @@ class SipServer:
         request = transaction.request
         call = self.calls.get((request.call_id, to_tag))
         if call is None and request.method == "BYE":
-            self._spawn(self._bye_of_another_plane(transaction, to_tag))
+            self._spawn_ending(self._bye_of_another_plane(transaction, to_tag))
             return
         if call is None:
             transaction.respond(response_to(request, 481))
@@ -591,7 +598,7 @@ class SipServer:
             self._abandon_setup(call)
             call.invite.respond(response_to(call.invite.request, 487, to_tag=call.dialog.local_tag))
         elif call.record is not None and previous is not Phase.ENDED:
-            self._spawn(self._end_hung_up(call))
+            self._spawn_ending(self._end_hung_up(call))
         log.info("caller hung up", extra={"sip_call_id": call.dialog.call_id})
 
     async def _end_hung_up(self, call: SipCall) -> None:
@@ -703,18 +710,23 @@ class SipServer:
 
     async def _hang_up(self, call: SipCall, reason: str, transfer_to: str | None = None) -> None:
         """End the call (on its worker and in the registry) and send the caller a BYE, after a REFER
-        to `transfer_to` if given; none if another control plane took the dialog first (it sent one)."""
+        to `transfer_to` if given; none if another control plane took the dialog first (it sent one).
+        The call is held in `calls` until then: a draining control plane waits for it, and the
+        caller's NOTIFYs of a transfer come in its dialog."""
         call.phase = Phase.ENDED
-        ours = await self._claim(call)
-        if call.record is not None:
-            await self.router.end(call.record, reason)
-        if ours and transfer_to is not None:
-            await self._transfer(call, transfer_to)  # the dialog still held: the caller's NOTIFYs come in it
-        self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
-        if not ours:
-            log.info("another control plane hung up", extra={"sip_call_id": call.dialog.call_id, "reason": reason})
-            return
-        await self._send_bye(call.dialog, reason)
+        try:
+            ours = await self._claim(call)
+            if call.record is not None:
+                await self.router.end(call.record, reason)
+            if not ours:
+                log.info("another control plane hung up", extra={"sip_call_id": call.dialog.call_id,
+                                                                 "reason": reason})
+                return
+            if transfer_to is not None:
+                await self._transfer(call, transfer_to)
+            await self._send_bye(call.dialog, reason)
+        finally:
+            self.calls.pop((call.dialog.call_id, call.dialog.local_tag), None)
 
     async def _claim(self, call: SipCall) -> bool:
         """Whether this control plane is the one to send the call's BYE: its dialog taken from the
