@@ -66,6 +66,7 @@ class Session:
         self.caller_word_listeners: list[Callable[[Word], None]] = []  # told each word as it joins the timeline
         self.frames = 0  # engine steps seen
         self._media: asyncio.Task[None] | None = None
+        self._closed = False
         slot.listener = self.on_frame
         if caller_words is not None:
             slot.caller_listener = self.on_caller_text
@@ -75,6 +76,8 @@ class Session:
         return self.call.call_id
 
     def attach(self, media: MediaLink) -> None:
+        if self._closed:
+            raise RuntimeError(f"call {self.id} has ended")
         if self._media is not None:
             raise RuntimeError(f"call {self.id} already has media")
         self._media = asyncio.get_running_loop().create_task(media.run(self.slot), name=f"media-{self.id}")
@@ -144,9 +147,14 @@ class Session:
 
     async def close(self) -> None:
         """Stop the media link for sure (an RTP leg waits for each packet in asyncio.wait_for, which
-        can lose a cancellation: agent.contracts.tasks); called by the worker as the call ends."""
+        can lose a cancellation: agent.contracts.tasks); called by the worker as the call ends.
+        The ended task is let go: a cancelled one keeps its CancelledError, whose traceback's frames
+        hold the link and the slot, whose listener is this session; kept, that cycle (and the link's
+        native resources: codecs, resamplers and their threads) would wait for a full gc.collect()."""
+        self._closed = True
         if self._media is not None:
             await cancel_and_wait(self._media)
+            self._media = None
 
     def _media_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -183,6 +183,7 @@ class EngineClock:
         if self._slots.get(slot.index) is not slot:
             return
         slot.closed = True
+        slot.listener = slot.caller_listener = None  # a closed slot is never shown again; its listeners hold the call
         del self._slots[slot.index]
         await self._on_engine_thread(self.backend.leave, slot.index)
 

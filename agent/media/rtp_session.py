@@ -21,6 +21,7 @@ import fractions
 import logging
 import random
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,8 +115,10 @@ class CallerTrack(MediaStreamTrack):
     kind = "audio"
 
     def __init__(self, session: RtpSession):
+        """`session` is held weakly: it owns the track, and a cycle between them would outlive the
+        call until a full garbage collection (with the decoder and resamplers in it)."""
         super().__init__()
-        self._session = session
+        self._session = weakref.proxy(session)
         self._arrived = asyncio.Event()
         self._start: float | None = None
         self._ticks = 0  # playout ticks since the start
@@ -253,10 +256,15 @@ class RtpSession:
         self.local = (host, port)
 
     def close(self) -> None:
+        """Close the sockets and let go of what refers back to this session (the endpoints call its
+        methods, the owner's digit callback may hold it), so that an ended leg, with its codecs and
+        resamplers, is freed by reference counting, not by the next full garbage collection."""
         for endpoint in (self._rtp, self._rtcp):
             if endpoint is not None and endpoint.transport is not None:
                 endpoint.transport.close()
+        self._rtp = self._rtcp = None
         self.caller_track.stop()
+        self.on_dtmf = None
 
     def update(self, spec: RtpLegSpec) -> None:
         """A re-INVITE: hold or resume, another codec, another address."""
