@@ -108,7 +108,8 @@ class MemoryRegistry:
         candidates = [w for i, w in live if i not in exclude and len(w.calls) < w.info.slots]
         if not candidates:
             raise NoCapacity("no worker has a free slot")
-        slots = sum(w.info.slots for _, w in live)
+        draining = [w for w in self._workers.values() if w.alive_until > now and w.draining]
+        slots = sum(w.info.slots for _, w in live) + sum(len(w.calls) for w in draining)
         free = sum(max(w.info.slots - len(w.calls), 0) for _, w in live)
         if call.over_fair_share(held, slots, free):
             raise call.fair_share_refusal(held, slots, free)

@@ -123,14 +123,15 @@ if held >= tonumber(ARGV[7]) then return {'tenant_limit'} end
 local source_key = p .. 'source:' .. source .. ':calls'
 if source ~= '' and redis.call('SCARD', source_key) >= tonumber(ARGV[11]) then return {'source_limit'} end
 local best, best_used, best_slots
-local total, free = 0, 0  -- the cluster's: live, undrained workers
+local total, free = 0, 0  -- the cluster's: live, undrained workers, and the slots taken on draining ones
 for _, id in ipairs(redis.call('SMEMBERS', p .. 'workers')) do
   local w = p .. 'worker:' .. id
   if redis.call('EXISTS', w .. ':alive') == 1 then
     local info = redis.call('HMGET', w, 'slots', 'draining')
     local slots = tonumber(info[1])
+    local used = redis.call('HLEN', w .. ':calls')
+    if slots and info[2] == '1' then total = total + used end
     if slots and info[2] ~= '1' then
-      local used = redis.call('HLEN', w .. ':calls')
       total, free = total + slots, free + math.max(slots - used, 0)
       if used < slots and not excluded[id] then
         local better = best == nil
@@ -148,7 +149,7 @@ end
 if best == nil then return {'no_capacity'} end
 -- the fair share (NewCall.over_fair_share): the reserve is the percent of the slots, rounded up
 local reserve = math.floor((total * tonumber(ARGV[9]) + 99) / 100)
-if free <= reserve and held * tonumber(ARGV[8]) >= total then return {'fair_share', held, total, free} end
+if tonumber(ARGV[8]) > 1 and free <= reserve and held * tonumber(ARGV[8]) >= total then return {'fair_share', held, total, free} end
 local now = now_ms()
 redis.call('HSET', p .. 'worker:' .. best .. ':calls', call_id, now)
 redis.call('HSET', call_key, 'tenant', tenant, 'line', ARGV[4], 'worker', best, 'state', 'reserved',

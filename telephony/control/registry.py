@@ -68,8 +68,10 @@ class NewCall:
     - the tenant holds fewer than `tenant_limit` calls;
     - fair share: when no more than `reserve_percent` of the cluster's slots (rounded up) are free,
       the call is admitted only while its tenant holds fewer than its fair share, the cluster's slots
-      divided by `tenants` (the tenants in the store). So one tenant's burst leaves the last slots to
-      the others, while a tenant alone (`tenants` 1) may take every slot;
+      divided by `tenants` (the tenants in the store). The cluster's slots are those of the serving
+      workers and those still taken on draining ones (a tenant's calls there hold slots too). So one
+      tenant's burst leaves the last slots to the others, while a tenant alone (`tenants` 1) may take
+      every slot;
     - `source` (the address of a caller open to strangers, "" for one authenticated per call) holds
       fewer than `source_limit` calls.
     """
@@ -88,7 +90,7 @@ class NewCall:
     def over_fair_share(self, held: int, slots: int, free: int) -> bool:
         """Whether the tenant, holding `held` calls, is refused when `free` of the cluster's `slots` are free."""
         reserve = -(-slots * self.reserve_percent // 100)
-        return free <= reserve and held * self.tenants >= slots
+        return self.tenants > 1 and free <= reserve and held * self.tenants >= slots
 
     def fair_share_refusal(self, held: int, slots: int, free: int) -> FairShareExceeded:
         return FairShareExceeded(f"the cluster is nearly full ({free} of {slots} slots free) and tenant "

@@ -118,3 +118,27 @@ async def test_two_control_planes_on_one_redis_share_the_limits(redis_url, redis
     assert [(await p.count_attempt("198.51.100.7", 60))[0] for p in planes] == [1, 2]
     for plane in planes:
         await plane.close()
+
+
+async def test_a_tenant_alone_takes_every_slot_left_when_its_calls_hold_a_draining_worker(registry):
+    await registry.heartbeat(worker("w1", slots=4), TTL, [])
+    await registry.heartbeat(worker("w2", slots=4), TTL, [])
+    for _ in range(6):
+        await registry.reserve(call("acme", tenants=1))
+    await registry.set_draining("w1", True)  # holds some of acme's 6: more than the serving slots left
+    while sum(s.free for s in await registry.workers() if not s.draining):
+        await registry.reserve(call("acme", tenants=1))
+    with pytest.raises(NoCapacity):
+        await registry.reserve(call("acme", tenants=1))
+
+
+async def test_the_slots_taken_on_a_draining_worker_count_in_the_cluster_shared(registry):
+    await registry.heartbeat(worker("w1", slots=4), TTL, [])
+    await registry.heartbeat(worker("w2", slots=4), TTL, [])
+    for _ in range(4):
+        await registry.reserve(call("acme"))  # 2 on each worker (least loaded first)
+    await registry.set_draining("w1", True)  # the cluster: w2's 4 slots and w1's 2 taken, 6; acme's share 3
+    await registry.reserve(call("globex"))  # 1 of w2's slots free: within the reserve (10% of 6: 1)
+    with pytest.raises(FairShareExceeded, match=r"1 of 6 slots free"):
+        await registry.reserve(call("acme"))  # holds 4 of 6
+    assert (await registry.reserve(call("globex"))).id == "w2"
