@@ -15,11 +15,12 @@ import asyncio
 RECANCEL_SECONDS = 0.5
 
 
-async def cancel_and_wait(*tasks: asyncio.Task) -> None:
-    """Cancel the tasks, again every RECANCEL_SECONDS while any still runs, until all have ended.
+async def cancel_and_wait(*tasks: asyncio.Task, again_after: float = RECANCEL_SECONDS) -> None:
+    """Cancel the tasks, again every `again_after` seconds while any still runs, until all have
+    ended (a task with last words to say when cancelled needs `again_after` longer than they take).
     What they raised is theirs (read it from the tasks); nothing is raised here."""
     running = {task for task in tasks if not task.done()}
     while running:
         for task in running:
             task.cancel()
-        _, running = await asyncio.wait(running, timeout=RECANCEL_SECONDS)
+        _, running = await asyncio.wait(running, timeout=again_after)
