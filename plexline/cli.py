@@ -282,10 +282,10 @@ def _rtp_legs(host: str, settings):
     return RtpLegs(host, range(low, high + 1), settings.media_advertised_host)
 
 
-def serve_http(app, listen) -> None:
+def serve_http(app, listen, sock) -> None:
     from plexline.http_server import serve_http as serve
 
-    serve(app, listen)
+    serve(app, listen, sock)
 
 
 def _listen(args: argparse.Namespace, default_port: int):
@@ -294,6 +294,17 @@ def _listen(args: argparse.Namespace, default_port: int):
 
     listen = _settings(ListenSettings, args)
     return listen.model_copy(update={"http_port": default_port}) if listen.http_port is None else listen
+
+
+def _bind(listen):
+    """The role's HTTP socket, and `listen` with the port it bound (the one chosen when it is 0)."""
+    from plexline.http_server import bind
+
+    try:
+        sock = bind(listen)
+    except OSError as error:
+        raise CommandError(f"cannot listen on {listen.host}:{listen.http_port}: {error.strerror}") from error
+    return listen.model_copy(update={"http_port": sock.getsockname()[1]}), sock
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -311,7 +322,8 @@ def serve(args: argparse.Namespace) -> None:
     from telephony.control.worker_client import HttpWorkerClient
 
     settings = _settings(Settings, args)
-    engine, listen = _settings(EngineSettings, args), _listen(args, 8080)
+    engine = _settings(EngineSettings, args)
+    listen, sock = _bind(_listen(args, 8080))
     if not settings.distributed:  # embedded: secrets for this run only, and a data folder of its own
         generated = {name: SecretStr(secrets.token_urlsafe(24)) for name in ("operator_token", "worker_secret")
                      if getattr(settings, name) is None}
@@ -340,7 +352,7 @@ def serve(args: argparse.Namespace) -> None:
     http_host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host
     _announce_when_up(app, lambda: where_to_call(plane.store.catalog, f"http://{http_host}:{listen.http_port}",
                                                  plane.sip.config.public_host, plane.sip.port, engine.model))
-    serve_http(app, listen)
+    serve_http(app, listen, sock)
 
 
 def control_plane(args: argparse.Namespace) -> None:
@@ -348,14 +360,15 @@ def control_plane(args: argparse.Namespace) -> None:
     from telephony.control.settings import Settings
     from telephony.control.worker_client import HttpWorkerClient
 
-    settings, listen = _settings(Settings, args), _listen(args, 8080)
+    settings = _settings(Settings, args)
     if not settings.distributed:
         raise CommandError("the control plane needs a Redis URL (--redis-url or PLEXLINE_REDIS_URL); "
                            "for one machine without Redis, use `plexline serve`")
+    listen, sock = _bind(_listen(args, 8080))
     registry = open_registry(settings.redis_url, settings.redis_prefix)
     workers = HttpWorkerClient(settings.worker_secret.get_secret_value(), settings.worker_timeout)
     plane = _control_plane(settings, registry, workers, _call_history(settings), listen.host)
-    serve_http(create_app(plane), listen)
+    serve_http(create_app(plane), listen, sock)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -369,7 +382,8 @@ def worker(args: argparse.Namespace) -> None:
     from telephony.events.call_history import open_call_history
 
     settings = _settings(WorkerSettings, args)
-    engine, listen = _settings(EngineSettings, args), _listen(args, 8081)
+    engine = _settings(EngineSettings, args)
+    listen, sock = _bind(_listen(args, 8081))
     model = _worker_model(engine, settings.voices_dir)
     address = engine.advertise_url or f"http://{listen.host}:{listen.http_port}"
     registry = open_registry(settings.redis_url, settings.redis_prefix)
@@ -381,7 +395,7 @@ def worker(args: argparse.Namespace) -> None:
                     ice_servers=settings.ice_servers(), first_media_timeout=settings.first_media_timeout)
     legs = _rtp_legs(settings.media_host or listen.host, settings)
     app = create_worker_app(worker, settings.worker_secret.get_secret_value(), settings.shutdown_grace, legs)
-    serve_http(app, listen)
+    serve_http(app, listen, sock)
 
 
 def drain_worker(args: argparse.Namespace) -> None:

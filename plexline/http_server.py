@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -34,9 +35,26 @@ LOG_EVERY = 10.0  # seconds between two logged accept failures
 ASGIApp = Any
 
 
-def serve_http(app: ASGIApp, listen: ListenSettings) -> None:
-    """Run `app` until the process is told to stop."""
-    uvicorn.Server(server_config(app, listen)).run()
+def bind(listen: ListenSettings) -> socket.socket:
+    """The role's HTTP socket, bound but not listening (a connection is refused until the app has
+    started). Bound before the app is built, so that what names the role's address (a worker's
+    advertised URL and id, what `plexline serve` announces) has the port bound, an ephemeral one
+    (`http_port` 0) too. Raises OSError when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.http_port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve_http(app: ASGIApp, listen: ListenSettings, sock: socket.socket) -> None:
+    """Run `app` on `sock` (from `bind`) until the process is told to stop."""
+    log.info("HTTP listening", extra={"host": listen.host, "port": sock.getsockname()[1]})
+    uvicorn.Server(server_config(app, listen)).run(sockets=[sock])
 
 
 def server_config(app: ASGIApp, listen: ListenSettings, port: int | None = None) -> uvicorn.Config:

@@ -33,7 +33,8 @@ class ListenSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on (HTTP; SIP and RTP too unless set): "
                                                "0.0.0.0 in a container")
     http_port: int | None = Field(None, ge=0, le=65535, description="HTTP port (default 8080; the worker's "
-                                                                    "8081)")
+                                                                    "8081; 0: a free one, which the role "
+                                                                    "announces and advertises)")
     http_max_body_bytes: int = Field(1_048_576, ge=1024, description="a larger request body gets 413, unread when "
                                                                      "its Content-Length says so")
     http_header_timeout: float = Field(10.0, gt=0, description="seconds a connection has to send a request's "

@@ -5,6 +5,8 @@ two `plexline control-plane`s sharing a real Redis, and the worker killed mid-ca
 """
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +60,46 @@ def eventually(check, timeout: float = 10.0):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
+
+
+def test_serve_on_port_0_announces_the_port_it_bound_and_takes_calls_there(tmp_path, free_port):
+    env = {"PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_SHUTDOWN_GRACE": "0", "PLEXLINE_REDIS_URL": "",
+           "PLEXLINE_DATA_DIR": str(tmp_path / "data")}
+    log = tmp_path / "serve.log"
+    args = ["serve", "--model", "echo", "--http-port", "0", "--sip-port", str(free_port()), "--slots", "1"]
+    with command(args, env, log) as serve:
+        said = eventually(lambda: serve.poll() is not None or "plexline: up" in log.read_text(), timeout=60)
+        assert said is True and serve.poll() is None, log.read_text()
+        url = re.search(r"plexline: up: admin API (http://127\.0\.0\.1:(\d+))/docs", log.read_text())
+        assert url is not None and url[2] != "0", log.read_text()
+        url, port = url[1], url[2]
+
+        call = httpx.post(url + "/calls", json=CALL, headers=AUTH)
+        [worker] = httpx.get(url + "/workers", headers=AUTH).json()
+
+        assert (call.status_code, call.json()["state"]) == (201, "active")
+        assert (worker["id"], worker["address"]) == (f"{socket.gethostname()}-{port}", url)
+
+
+def test_a_worker_on_port_0_registers_the_port_it_bound(tmp_path, redis_url, redis_prefix, free_port):
+    env = {"PLEXLINE_REDIS_URL": redis_url, "PLEXLINE_REDIS_PREFIX": redis_prefix,
+           "PLEXLINE_OPERATOR_TOKEN": OPERATOR, "PLEXLINE_WORKER_SECRET": "e2e-worker-secret",
+           "PLEXLINE_SHUTDOWN_GRACE": "0"}
+    plane_url = f"http://127.0.0.1:{free_port()}"
+    with command(["worker", "--model", "echo", "--port", "0", "--slots", "1"], env, tmp_path / "worker.log"), \
+            command(["control-plane", "--http-port", plane_url.rsplit(":", 1)[1], "--sip-port", str(free_port())],
+                    env, tmp_path / "plane.log") as plane:
+        wait_until_up(plane_url, plane, tmp_path / "plane.log")
+        workers = eventually(lambda: httpx.get(plane_url + "/workers", headers=AUTH).json(), timeout=60)
+        assert workers, (tmp_path / "worker.log").read_text()
+        [worker] = workers
+        port = worker["address"].rsplit(":", 1)[1]
+
+        call = httpx.post(plane_url + "/calls", json=CALL, headers=AUTH)
+
+        assert port != "0" and worker["id"] == f"{socket.gethostname()}-{port}"
+        assert httpx.get(worker["address"] + "/healthz").status_code == 200
+        assert (call.status_code, call.json()["state"], call.json()["worker"]) == (201, "active", worker["id"])
 
 
 def test_serve_alone_places_and_ends_a_call_without_redis(tmp_path, free_port):
