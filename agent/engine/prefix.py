@@ -143,7 +143,7 @@ class PersonaPrefill:
     @torch.no_grad()
     def advance(self, max_frames: int) -> int:
         """Run the next chunk, at most `max_frames` steps within one piece; the steps it ran."""
-        if self._scratch is None:  # the first chunk, right after a step: the device is idle, the copy is quick
+        if self._scratch is None:  # the first chunk, launched while the device runs a step
             self._scratch = self.stream.init_state(1, capacity=self.frames + 1)
             self._pieces = [piece.to(self._scratch.offsets.device) for piece in self._pieces]
         piece = self._pieces[self._piece]

@@ -53,8 +53,17 @@ class PromptPiece:
         return self.frames.shape[1]
 
     def to(self, device: torch.device) -> PromptPiece:
-        """On `device` (copied once: each chunk's slice is then no copy from the host)."""
-        return PromptPiece(*(None if t is None else t.to(device) for t in (self.frames, self.embeddings, self.tokens_after)))
+        """On `device` (copied once: each chunk's slice is then no copy from the host).
+
+        On a GPU the copies go through pinned memory and do not wait: a prefill's first chunk is
+        launched while the device runs a step, and a copy from pageable memory would hold the host
+        until that step is done."""
+        def moved(t: torch.Tensor) -> torch.Tensor:
+            if device.type != "cuda" or t.device.type != "cpu":
+                return t.to(device)
+            return t.pin_memory().to(device, non_blocking=True)
+
+        return PromptPiece(*(None if t is None else moved(t) for t in (self.frames, self.embeddings, self.tokens_after)))
 
 
 def prompt_pieces(stream: StreamingLM, voice: torch.Tensor | VoicePrompt | None, text_tokens: Sequence[int],
