@@ -1,4 +1,5 @@
-"""Where the LM step's time goes (run on a CUDA machine): `PYTHONPATH=. python3 scripts/profile_step.py [BATCH]`.
+"""Where the LM step's time goes (run on a CUDA machine):
+`PYTHONPATH=. python3 scripts/profile_step.py [BATCH] [WEIGHTS bf16|fp8] [KV bf16|fp8]`.
 
 Profiles eager steps of the full-size dummy model (kernel times are those of the graph, without
 its launch savings) and times attention variants for one layer's KV at that batch.
@@ -65,9 +66,11 @@ def label(obj, name: str, tag: str) -> None:
 
 def main() -> None:
     batch = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    weights = sys.argv[2] if len(sys.argv) > 2 else "bf16"
+    kv_dtype = sys.argv[3] if len(sys.argv) > 3 else "bf16"
     attention_variants(batch)
-    models = load_models("dummy:full", "cuda")
-    backend = ModelBackend(models.mimi, models.lm, num_slots=batch, cuda_graph=False)
+    models = load_models("dummy:full", "cuda", weights=weights)
+    backend = ModelBackend(models.mimi, models.lm, num_slots=batch, cuda_graph=False, kv_dtype=kv_dtype)
     call = CallSetup(prompt=bench_prompt(models), seed=1)
     for slot in range(batch):
         backend.join(slot, call)
