@@ -64,12 +64,14 @@ def started_event(session: Session) -> ev.CallStarted:
 
 
 def ended_event(session: Session, ended_at: datetime) -> ev.CallEnded:
-    c = session.call
-    recording = ev.Recording(url=recording_url(c.tenant, c.call_id)) if session.recorder is not None else None
+    c, recorder = session.call, session.recorder
+    kept = recorder is not None and recorder.kept
     data = ev.CallEndedData(**_info(session), ended_at=ended_at,
                             duration_seconds=round((ended_at - session.answered_at).total_seconds(), 3),
                             outcome=outcome_of(session.end_reason, session.end_outcome), reason=session.end_reason,
-                            transcript=ev.Transcript(items=session.timeline.items()), recording=recording)
+                            transcript=ev.Transcript(items=session.timeline.items()),
+                            recording=ev.Recording(url=recording_url(c.tenant, c.call_id)) if kept else None,
+                            recording_incomplete=recorder.stopped if recorder is not None else None)
     return ev.CallEnded(id=ev.event_id(c.tenant, c.call_id, "call.ended"), timestamp=ended_at, data=data)
 
 

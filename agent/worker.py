@@ -315,7 +315,7 @@ class Worker:
         elif call.recording:
             try:
                 recorder = CallRecorder(recording_path(self.recordings, call.tenant, call.call_id))
-            except (OSError, ValueError) as error:
+            except ValueError as error:
                 log.error("cannot record a call", extra={"call": call.call_id, "error": repr(error)})
         speech = self.recognizer.open(call) if self.recognizer is not None else None
         words = self.model.caller_words() if self.model.caller_words is not None and call.caller_transcript else None
@@ -364,14 +364,11 @@ class Worker:
             self.reporter.ended(session, ended_at)
 
     async def _flush_recording(self, session: Session) -> None:
-        while session.recorder is not None:
+        """Until the call ends or its recording stops (a failed write stops it, and says why)."""
+        while session.recorder is not None and session.recorder.stopped is None:
             await asyncio.sleep(RECORDING_FLUSH_SECONDS)
-            recorder = session.recorder
-            try:
-                await asyncio.to_thread(recorder.flush)
-            except OSError as error:
-                log.error("recording stopped", extra={"call": session.id, "error": repr(error)})
-                session.recorder = None
+            if session.recorder is not None:
+                await asyncio.to_thread(session.recorder.flush)
 
     async def _complete_record(self, session: Session) -> None:
         """The end of the call's timeline, the caller's words, the rest of its recording."""
@@ -384,10 +381,7 @@ class Worker:
             except Exception as error:
                 log.warning("the caller recogniser failed", extra={"call": session.id, "error": repr(error)})
         if session.recorder is not None:
-            try:
-                await asyncio.to_thread(session.recorder.close)
-            except OSError as error:
-                log.error("recording not closed", extra={"call": session.id, "error": repr(error)})
+            await asyncio.to_thread(session.recorder.close)
 
 
 async def _caller_heard(session: Session) -> None:

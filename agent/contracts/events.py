@@ -118,7 +118,12 @@ class CallEndedData(CallInfo):
                                          "are the moment of the refusal and the transcript is empty")
     reason: str = Field(description="why it ended, in words")
     transcript: Transcript
-    recording: Recording | None = Field(description="null unless the line records its calls")
+    recording: Recording | None = Field(description="null unless the line records its calls (and null when "
+                                                     "nothing of the call could be recorded)")
+    recording_incomplete: str | None = Field(None, description="on a line that records: why the recording stops "
+                                             "before the call's end, in words (a write failed: No space left on "
+                                             "device); the file holds what was recorded until then, and "
+                                             "`recording` is null when that is nothing. Null: the whole call")
 
 
 class TranscriptPartialData(_Model):

@@ -15,6 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
+from agent.contracts.recordings import wav_header
 from bench.campaign.echo_call import ECHOED, call
 from bench.campaign.row import Row
 from bench.campaign.service import write_tenant
@@ -60,9 +61,14 @@ class Disk:
                 bad += 1
         return len(lines), bad
 
-    def recordings(self) -> dict[str, int]:
-        """Each recording's size by call id."""
-        return {p.stem: p.stat().st_size for p in (self.root / "recordings").rglob("*.wav")}
+    def recordings(self) -> dict[str, tuple[int, bool]]:
+        """Each recording's size by call id, and whether it is a valid WAV (its header's sizes its data's)."""
+        found = {}
+        for path in (self.root / "recordings").rglob("*.wav"):
+            data = path.read_bytes()
+            audio = len(data) - WAV_HEADER
+            found[path.stem] = (len(data), audio >= 0 and audio % 4 == 0 and data[:WAV_HEADER] == wav_header(audio))
+        return found
 
 
 def disk_errors(log: str) -> tuple[int, str]:
@@ -103,14 +109,20 @@ async def disk_full(folder: Path, size: int, seconds: float) -> Row:
     ids = {d.msg_id for d in got}
     ended = [d.event for d in got if d.event["type"] == "call.ended"]
     promised = [e["data"]["call_id"] for e in ended if e["data"]["recording"] is not None]
-    kept = [recordings.get(call_id, 0) > WAV_HEADER for call_id in promised]
+    kept = [recordings.get(call_id, (0, False))[0] > WAV_HEADER for call_id in promised]
+    valid = all(ok for _, ok in recordings.values())
+    incomplete = {e["data"]["from"]: e["data"].get("recording_incomplete") for e in ended}
+    full = [incomplete.get(f"+1555555091{n}") or "" for n in range(2)]
+    told = (all("No space left on device" in why for why in full) and incomplete.get("+15555550921") is None
+            and all(e["data"]["recording"] is not None or e["data"].get("recording_incomplete") for e in ended))
     outcome = (f"{filled >> 10} KiB filled it; calls hung up by the caller: {sum(c.completed for c in calls)}/4, "
                f"echo {', '.join(f'{c.echo:.2f}' for c in calls)}; events delivered {len(got)}/8 ({len(ids)} ids); "
                f"journal {journal[0]} lines, {journal[1] + journal_full[1]} damaged; recordings on disk "
-               f"{', '.join(f'{s >> 10} KiB' for s in sorted(recordings.values()))}, {len(promised)} in call.ended, "
-               f"{sum(kept)} of those with audio; the log: {errors} lines name the full disk, {tracebacks} "
+               f"{', '.join(f'{s >> 10} KiB' for s, _ in sorted(recordings.values()))}, every one a valid WAV: "
+               f"{valid}, {len(promised)} in call.ended, {sum(kept)} of those with audio; recording_incomplete of "
+               f"the full disk's calls: {full}; the log: {errors} lines name the full disk, {tracebacks} "
                f"tracebacks; server {'running' if running else 'exited'}; first: {first}")
     passed = (all(c.completed and c.echo > ECHOED for c in calls) and len(got) == len(ids) == 8 and len(ended) == 4
-              and journal[1] == journal_full[1] == 0 and errors > 0 and running and all(kept))
+              and journal[1] == journal_full[1] == 0 and errors > 0 and running and all(kept) and valid and told)
     return Row("data disk full (tmpfs)", f"4 recorded calls of {seconds:g} s, 2 while the {size >> 20} MiB "
                "disk was full, then space freed", outcome, passed)

@@ -137,7 +137,7 @@ async def test_a_recorded_call_has_its_recording_caller_left_agent_right(tmp_pat
 
     ended = sink.events[-1].data
     assert ended.recording == ev.Recording(url="/tenants/acme/call-records/c1/recording")
-    assert ended.outcome == "agent_hung_up"
+    assert (ended.outcome, ended.recording_incomplete) == ("agent_hung_up", None)
     with wave.open(str(tmp_path / "acme" / "c1.wav")) as f:
         assert (f.getnchannels(), f.getframerate()) == (2, 24_000)
         frames = np.frombuffer(f.readframes(f.getnframes()), "<i2").reshape(-1, 2)
@@ -145,6 +145,24 @@ async def test_a_recorded_call_has_its_recording_caller_left_agent_right(tmp_pat
     steps = frames[::FRAME_SIZE]
     assert list(steps[:3, 0]) == [8191, 16383, 0]  # the caller, as the engine took it
     assert list(steps[:3, 1]) == [0, 8191, 16383]  # the agent (the echo, one step late)
+
+
+async def test_a_recording_that_could_not_be_written_is_null_and_its_call_ended_says_why(tmp_path):
+    (tmp_path / "acme").write_text("")  # a file where the tenant's recordings folder would be
+    sink = Sink()
+    w = worker(sink, tmp_path)
+    await w.start()
+    try:
+        session = await w.create_session(details("c1", recording=True))
+        session.slot.push(np.full(FRAME_SIZE, 0.25, np.float32))
+        await asyncio.sleep(0.3)
+        await w.end_session("c1", "the caller hung up")
+    finally:
+        await w.stop()
+
+    ended = sink.events[-1].data
+    assert (ended.recording, ended.recording_incomplete) == (None, "a write failed: File exists")
+    assert ev.CALL_EVENT.validate_json(ev.event_body(sink.events[-1])) == sink.events[-1]
 
 
 async def test_partial_transcripts_send_each_settled_item_once(tmp_path):
