@@ -46,6 +46,7 @@ from agent.transcript import PieceText
 from personas.schema import Persona
 
 if TYPE_CHECKING:
+    from agent.engine.voice import MakeVoice
     from agent.model.stt_words import WordTimer
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,17 @@ class WorkerModel:
 
     name: str  # e.g. "echo", "dummy:tiny (RANDOM WEIGHTS)", "hf:nvidia/personaplex-7b-v1"
     backend: Backend
-    setup_for: Callable[[CallDetails], CallSetup]  # runs on a thread: it may load and encode a voice
+    # Runs on a thread: it may load a voice, and have a WAV voice encoded by `MakeVoice` (the engine's).
+    setup_for: Callable[[CallDetails, MakeVoice], CallSetup]
     tokenizer: PieceText | None = None  # the agent's text tokens as text (None: the backend has no text)
     caller_words: Callable[[], WordTimer] | None = None  # a call's words from the recogniser, if the engine has one
+    # Runs on a thread: a tenant's voice made ready before a call needs it (None: the model has no voices).
+    prepare_voice: Callable[[str, str, MakeVoice], None] | None = None
 
 
 def echo_model(num_slots: int) -> WorkerModel:
     """No model: each call hears itself one frame later (for tests and transport measurements)."""
-    return WorkerModel("echo", EchoBackend(num_slots), lambda call: CallSetup())
+    return WorkerModel("echo", EchoBackend(num_slots), lambda call, make_voice: CallSetup())
 
 
 CPU_SLOTS = 4
@@ -105,10 +109,17 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     num_slots = num_slots or default_slots(models, recogniser, capacity_file, kv_dtype)
     builders: dict[str, PromptBuilder] = {}
 
-    def setup_for(call: CallDetails) -> CallSetup:
-        if call.tenant not in builders:
-            builders[call.tenant] = PromptBuilder(models, voices_root / call.tenant / "voices", cache_dir)
-        return builders[call.tenant].call(call.persona, seed=call_seed(call.persona))
+    def builder(tenant: str, make_voice: MakeVoice) -> PromptBuilder:
+        """The tenant's builder; `make_voice` is its worker's engine, the same for every call."""
+        if tenant not in builders:
+            builders[tenant] = PromptBuilder(models, voices_root / tenant / "voices", cache_dir, make_voice)
+        return builders[tenant]
+
+    def setup_for(call: CallDetails, make_voice: MakeVoice) -> CallSetup:
+        return builder(call.tenant, make_voice).call(call.persona, seed=call_seed(call.persona))
+
+    def prepare_voice(tenant: str, voice: str, make_voice: MakeVoice) -> None:
+        builder(tenant, make_voice).prepare(voice)
 
     backend = ModelBackend(models.mimi, models.lm, num_slots, kv_dtype=kv_dtype, pin_personas=pin_personas)
     caller_words = None
@@ -118,7 +129,7 @@ def load_worker_model(spec: str, num_slots: int | None, device: str | None, voic
     backend.warm_up()  # CUDA graphs captured before any call joins
     log.info("engine ready", extra={"model": models.name, "slots": num_slots,
                                     "recogniser": recogniser.name if recogniser else None})
-    return WorkerModel(models.name, backend, setup_for, models.tokenizer, caller_words)
+    return WorkerModel(models.name, backend, setup_for, models.tokenizer, caller_words, prepare_voice)
 
 
 def default_slots(models, recogniser=None, capacity_file: Path | None = None, kv_dtype: str = "bf16") -> int:
@@ -179,6 +190,7 @@ class Worker:
         self._sessions: dict[str, Session] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._starting: set[str] = set()
+        self._preparing: set[asyncio.Task[None]] = set()  # voices made ready in the background
         self._heartbeat: asyncio.Task[None] | None = None
 
     @property
@@ -228,7 +240,9 @@ class Worker:
             await self._tell_registry(self.registry.deregister(self.info.id, "the worker shut down"))
         if self.reporter is not None:
             await self.reporter.stop()
-        await self.clock.stop()
+        await self.clock.stop()  # a voice still being made fails: its thread is free
+        if self._preparing:
+            await asyncio.wait(list(self._preparing))
 
     async def _tell_registry(self, request: Awaitable[object]) -> None:
         try:
@@ -258,6 +272,27 @@ class Worker:
             except Exception as error:  # the registry is unreachable: keep the calls, keep trying
                 log.warning("heartbeat failed", extra={"worker": self.info.id, "error": describe(error)})
 
+    # -- voices ---------------------------------------------------------------------------------
+
+    def prepare_voice(self, tenant: str, voice: str) -> bool:
+        """Make a tenant's voice ready in the background, so the first call with it does not wait: a WAV's
+        stored voice is made by the engine between steps, as a call's would be. False when this worker's
+        model has no voices. A failure is only logged: a call with the voice then makes it, or fails."""
+        if self.model.prepare_voice is None:
+            return False
+        task = asyncio.get_running_loop().create_task(self._prepare_voice(tenant, voice), name=f"voice-{voice}")
+        self._preparing.add(task)
+        task.add_done_callback(self._preparing.discard)
+        return True
+
+    async def _prepare_voice(self, tenant: str, voice: str) -> None:
+        try:
+            await asyncio.to_thread(self.model.prepare_voice, tenant, voice, self.clock.make_voice)
+        except Exception as error:
+            log.warning("voice not prepared", extra={"tenant": tenant, "voice": voice, "error": describe(error)})
+            return
+        log.info("voice ready", extra={"tenant": tenant, "voice": voice})
+
     # -- calls ----------------------------------------------------------------------------------
 
     async def create_session(self, call: CallDetails) -> Session:
@@ -270,7 +305,7 @@ class Worker:
         self._starting.add(call.call_id)
         try:
             try:
-                setup = await asyncio.to_thread(self.model.setup_for, call)
+                setup = await asyncio.to_thread(self.model.setup_for, call, self.clock.make_voice)
             except Exception as error:
                 log.warning("call setup failed", extra={"call": call.call_id, "error": repr(error)})
                 raise CallSetupFailed(f"cannot set up call {call.call_id!r}: {error}") from error

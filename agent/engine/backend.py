@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
 
@@ -14,6 +14,9 @@ from agent.model.sampling import (
     TEXT_TEMPERATURE,
     TEXT_TOP_K,
 )
+
+if TYPE_CHECKING:
+    from agent.engine.voice import VoiceEncoding
 
 
 @dataclass
@@ -38,9 +41,13 @@ class Backend(Protocol):
     def leave(self, slot: int) -> None:
         """Free `slot`; the other slots are not disturbed."""
 
+    def queue_voice(self, voice: VoiceEncoding) -> None:
+        """Encode `voice` in the `prefill_seconds` of later steps, before their prefills; its
+        `result` is set when it is made. (Only backends with a model: no other makes voices.)"""
+
     def step(self, pcm: torch.Tensor, active: torch.Tensor, prefill_seconds: float = 0.0) -> StepOutput:
         """One frame for every slot: pcm [S, FRAME_SIZE] float32, active [S] bool; then about
-        `prefill_seconds` of device time of the prefills `begin_join` queued (`StepOutput.joined`)."""
+        `prefill_seconds` of device time of the voices and prefills queued (`StepOutput.joined`)."""
 
 
 @dataclass(frozen=True)

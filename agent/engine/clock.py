@@ -5,7 +5,8 @@ agent frames back. The clock owns the backend: joins, leaves and steps all run, 
 worker thread, so the event loop keeps serving sockets while the GPU works. A call whose persona
 is not cached waits for its prefill, which runs in chunks behind each tick's step, in the device
 time the step leaves before the next tick (`Backend.step`'s `prefill_seconds`): running calls are
-never delayed by a join. A slot whose caller
+never delayed by a join. A WAV voice is encoded the same way (`make_voice`, from a call's setup
+on another thread), before any call needs it or while one waits for it. A slot whose caller
 frame is missing at a tick gets silence (zero PCM through the codec, so its streams stay aligned)
 and the gap is counted; a step that overruns its 80 ms budget is counted and logged, and the
 schedule skips ahead rather than bunching steps.
@@ -25,12 +26,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from agent.contracts.audio import FRAME_SECONDS, FRAME_SIZE
 from agent.engine.backend import Backend, CallSetup
+
+if TYPE_CHECKING:
+    from agent.engine.voice import VoiceEncoding
+    from voices.prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +140,8 @@ class EngineClock:
         self.stats = ClockStats()
         self._slots: dict[int, CallSlot] = {}
         self._joining: dict[int, asyncio.Future[None]] = {}  # slots whose persona is being prefilled
+        self._voices: set[VoiceEncoding] = set()  # queued on the engine, not made yet
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._task: asyncio.Task | None = None
 
@@ -146,7 +154,8 @@ class EngineClock:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="engine-clock")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="engine-clock")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -157,6 +166,26 @@ class EngineClock:
                 pass
             self._task = None
         self._executor.shutdown(wait=True)
+        for voice in self._voices:  # their threads wait for them: they must not wait for good
+            if not voice.result.done():
+                voice.result.set_exception(RuntimeError("the engine stopped before the voice was made"))
+        self._voices.clear()
+
+    def make_voice(self, voice: VoiceEncoding) -> VoicePrompt:
+        """`voice` encoded by the engine, in chunks between the steps of the next ticks (never delaying
+        them): for a thread other than the event loop's (a call's setup), which this blocks until it is
+        made; raises its error."""
+        if self._loop is None:
+            raise RuntimeError("the engine clock was never started")
+        self._loop.call_soon_threadsafe(self._queue_voice, voice)
+        return voice.result.result()
+
+    def _queue_voice(self, voice: VoiceEncoding) -> None:
+        if not self.running:
+            voice.result.set_exception(RuntimeError("the engine is stopped"))
+            return
+        self._voices.add(voice)
+        self._executor.submit(self.backend.queue_voice, voice)
 
     async def join(self, call: CallSetup) -> CallSlot:
         """A slot for `call`, once it is ready: at once when its persona is cached, else once its
@@ -195,7 +224,7 @@ class EngineClock:
         next_tick = loop.time() + self.period
         while True:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            if self._slots:
+            if self._slots or self._voices:
                 await self._tick()
             next_tick += self.period
             late = loop.time() - next_tick
@@ -218,10 +247,12 @@ class EngineClock:
             else:
                 pcm[index] = torch.from_numpy(frame)
         # The prefill of joins runs on the device after the step, in what the last step left of the period.
-        prefill_seconds = self.period - self.stats.last_step_seconds - PREFILL_MARGIN if self._joining else 0.0
+        queued = self._joining or self._voices
+        prefill_seconds = self.period - self.stats.last_step_seconds - PREFILL_MARGIN if queued else 0.0
         start = time.monotonic()
         out = await self._on_engine_thread(self.backend.step, pcm, active, prefill_seconds)
         step_seconds = time.monotonic() - start
+        self._voices = {voice for voice in self._voices if not voice.result.done()}
         for index, error in out.joined.items():
             joined = self._joining.pop(index, None)
             if joined is None or joined.done():

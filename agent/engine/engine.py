@@ -10,6 +10,8 @@ shapes stay static, which CUDA graphs need) but its output is ignored and it is 
 A call starts from its persona's prefix (`agent.engine.prefix`): copied from the cache, or, for a
 persona not seen yet, prefilled first in a scratch row of its own, in chunks that `prefill` runs in
 the time the steps leave (`agent.engine.pacer`); the running slots' rows are never touched by it.
+A WAV voice's prompt is made the same way, before any prefill: its Mimi encode in chunks of frames
+on a row of its own (`agent.engine.voice`), so a voice never stalls the running calls either.
 
 The caller's codebooks are always given at serve time, so the depformer runs only the agent's 8
 steps (`depformer_steps=8`): under greedy decoding the tokens are the same as running all 16;
@@ -25,7 +27,7 @@ upstream's, attention its plain PyTorch call, and a pinned call keeps the window
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,8 +38,9 @@ from agent.engine.backend import CallSetup, StepOutput
 from agent.engine.capacity import PREFIX_CACHE_BYTES
 from agent.engine.graphs import capture
 from agent.engine.noise import uniform_noise
-from agent.engine.pacer import PrefillPacer
+from agent.engine.pacer import MeasuredPacer, PrefillPacer
 from agent.engine.prefix import PersonaCache, PersonaPrefill, PersonaPrefix, PersonaPrompt
+from agent.engine.voice import VoiceEncoding
 from agent.model.kv_cache import KVDtype
 from agent.model.lm import AGENT_CODEBOOKS, LM
 from agent.model.mimi import Mimi
@@ -72,7 +75,9 @@ class ModelBackend:
         self.stream = StreamingLM(lm, depformer_steps=depformer_steps, kv_dtype=kv_dtype)
         self.prefixes = PersonaCache(prefix_cache_bytes)
         self.pacer = PrefillPacer(self.device)
+        self.voice_pacer = MeasuredPacer()
         self._prefills: OrderedDict[str, PendingJoins] = OrderedDict()  # cold personas, first come first
+        self._voices: deque[VoiceEncoding] = deque()  # voices to encode, first come first
         self.lm_state = self.stream.init_state(num_slots, pinnable=pin_personas)
         self.encoder_state = mimi.init_encoder_state(num_slots)
         self.decoder_state = mimi.init_decoder_state(num_slots)
@@ -119,36 +124,54 @@ class ModelBackend:
         self._prefills[key].calls[slot] = call
         return False
 
+    def queue_voice(self, voice: VoiceEncoding) -> None:
+        """Encode `voice` in chunks between steps (`prefill`); its `result` is set when it is made."""
+        self._voices.append(voice)
+
+    @property
+    def queued(self) -> bool:
+        """Voices or prefills wait for the time between steps."""
+        return bool(self._voices or self._prefills)
+
     @torch.no_grad()
     def prefill(self, seconds: float) -> dict[int, Exception | None]:
-        """Run queued prefills for about `seconds` of device time; the joins that finished, by slot:
-        None when the slot is ready, the error when its persona's prefill failed.
+        """Run queued voices, then prefills, for about `seconds` of device time; the joins that finished,
+        by slot: None when the slot is ready, the error when its persona's prefill failed.
 
-        At least one chunk runs while any prefill waits, so joins progress even when steps leave no
-        time. Nothing here waits for the device: the work is queued, to run before the next step.
+        At least one chunk of each kind runs while any waits, so joins progress even when steps leave
+        no time. Nothing here waits for the device: the work is queued, to run before the next step.
         """
         finished: dict[int, Exception | None] = {}
+        self.voice_pacer.begin()
+        while self._voices:
+            voice = self._voices[0]
+            try:
+                seconds = _advance(voice, self.voice_pacer, seconds)
+            except Exception as error:  # this voice fails; the others, and the calls, go on
+                self._voices.popleft()
+                voice.result.set_exception(error)
+                continue
+            if not voice.done:
+                break
+            self._voices.popleft()
+            voice.result.set_result(voice.prompt)
         self.pacer.begin()
         while self._prefills:
             key, pending = next(iter(self._prefills.items()))
-            frames = self.pacer.frames_within(seconds)
-            if frames <= 0:
-                break
             try:
-                ran = pending.prefill.advance(frames)
+                seconds = _advance(pending.prefill, self.pacer, seconds)
             except Exception as error:  # e.g. out of memory: these calls fail, the others go on
                 del self._prefills[key]
                 finished.update({slot: error for slot in pending.calls})
                 continue
-            self.pacer.ran(ran)
-            seconds -= self.pacer.cost(ran)
-            if pending.prefill.done:
-                del self._prefills[key]
-                prefix = pending.prefill.prefix()
-                self.prefixes.put(key, prefix)
-                for slot, call in pending.calls.items():
-                    self._start(slot, call, prefix)
-                    finished[slot] = None
+            if not pending.prefill.done:
+                break
+            del self._prefills[key]
+            prefix = pending.prefill.prefix()
+            self.prefixes.put(key, prefix)
+            for slot, call in pending.calls.items():
+                self._start(slot, call, prefix)
+                finished[slot] = None
         return finished
 
     def _start(self, slot: int, call: CallSetup, prefix: PersonaPrefix) -> None:
@@ -196,7 +219,7 @@ class ModelBackend:
         """
         pcm_out, text, valid = self.step_on_device(pcm)
         outputs = self._outputs_to_host(pcm_out, text, valid)
-        joined = self.prefill(prefill_seconds) if self._prefills else {}
+        joined = self.prefill(prefill_seconds) if self.queued else {}
         pcm_out, text, valid = outputs()  # the one sync per step
         return StepOutput(pcm=pcm_out, text=text, ready=valid & active, joined=joined)
 
@@ -274,6 +297,18 @@ class ModelBackend:
         prompt = PersonaPrompt(voice=None, text_tokens=(self.lm.config.text_padding_id,) * (frames - 1),
                                silence_frames=1)  # frames + 1 prompt frames, the first skipped
         PersonaPrefill(self.stream, prompt).run(chunk_frames=frames)
+
+
+def _advance(work: PersonaPrefill | VoiceEncoding, pacer: PrefillPacer | MeasuredPacer, seconds: float) -> float:
+    """Chunks of `work` while its pacer finds them time in `seconds`; the seconds left."""
+    while not work.done:
+        frames = pacer.frames_within(seconds)
+        if frames <= 0:
+            break
+        ran = work.advance(frames)
+        pacer.ran(ran)
+        seconds -= pacer.cost(ran)
+    return seconds
 
 
 def mimi_dtype(mimi: Mimi) -> torch.dtype:

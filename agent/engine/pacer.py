@@ -10,6 +10,7 @@ CPU), every prefill runs in one pass.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -63,3 +64,36 @@ class PrefillPacer:
         t_small, t_large = device_seconds(small), device_seconds(large)
         self.seconds_per_frame = max(t_large - t_small, 1e-9) / (large - small)
         self.fixed_seconds = max(0.0, t_small - small * self.seconds_per_frame)
+
+
+class MeasuredPacer:
+    """Pacing of chunked work whose cost per frame is learned as it runs: the host's time from
+    `frames_within` to `ran` (on the CPU the work itself; on a GPU its launches, which for one
+    row of Mimi's small kernels outlast their device time). Until a chunk is measured, one frame.
+
+    The same calls as `PrefillPacer`, so `ModelBackend` runs either kind of work the same way.
+    """
+
+    def __init__(self, min_frames: int = 1):
+        self.min_frames = min_frames
+        self.seconds_per_frame = 0.0  # unknown until a chunk ran
+        self._chunks = 0
+        self._asked = 0.0
+
+    def cost(self, frames: int) -> float:
+        return self.seconds_per_frame * frames
+
+    def begin(self) -> None:
+        self._chunks = 0
+
+    def frames_within(self, seconds: float) -> int:
+        self._asked = time.perf_counter()
+        frames = int(seconds / self.seconds_per_frame) if self.seconds_per_frame > 0 else 0
+        if frames >= self.min_frames:
+            return frames
+        return self.min_frames if self._chunks == 0 else 0
+
+    def ran(self, frames: int) -> None:
+        self._chunks += 1
+        if frames > 0:
+            self.seconds_per_frame = (time.perf_counter() - self._asked) / frames

@@ -17,6 +17,7 @@ import torch
 from agent.engine.backend import CallSetup, StepOutput
 from agent.engine.engine import ModelBackend
 from agent.engine.graphs import capture
+from agent.engine.voice import VoiceEncoding
 from agent.model.stt import StreamingStt, SttLM
 
 
@@ -103,6 +104,9 @@ class RecognisingBackend:
         self.agent.leave(slot)
         self.stt.leave(slot)
 
+    def queue_voice(self, voice: VoiceEncoding) -> None:
+        self.agent.queue_voice(voice)
+
     def step(self, pcm: torch.Tensor, active: torch.Tensor, prefill_seconds: float = 0.0) -> StepOutput:
         """The agent's step and the recogniser's, then the agent's prefills (after the sync: their
         launches are not hidden behind the step here)."""
@@ -110,7 +114,7 @@ class RecognisingBackend:
         caller_text, caller_heads = self.stt.advance(self.agent.caller_codes)
         out = StepOutput(pcm=pcm_out.float().cpu(), text=text.cpu(), ready=valid.cpu() & active,
                          caller_text=caller_text.cpu(), caller_heads=caller_heads.cpu())
-        if prefill_seconds > 0:
+        if self.agent.queued:
             out.joined = self.agent.prefill(prefill_seconds)
             for slot, error in out.joined.items():
                 if error is None:

@@ -114,13 +114,14 @@ def _replay_frames(stream: StreamingLM, steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def voice_prompt_from_codes(stream: StreamingLM, voice_codes: torch.Tensor, source: str) -> VoicePrompt:
-    """A stored voice (upstream's `.pt` layout) from a voice's Mimi codes [8, F].
+    """A stored voice (upstream's `.pt` layout) from a voice's Mimi codes [8, F], on the model's device.
 
     What upstream saves after stepping the voice: the model input of each step after the first,
-    and the token ring after the last. Replaying it gives the same session as the codes.
+    and the token ring after the last. Replaying it gives the same session as the codes. Both are
+    the given tokens' alone (`StreamingLM.teacher_force`): the transformer need not run, and the
+    state's KV ring is never written (one slot). No host sync: the caller copies the tensors.
     """
-    state = stream.init_state(1)
+    state = stream.init_state(1, capacity=1)
     frames = prompt_frames(voice_codes, (), stream.lm.config.text_padding_id, silence_frames=0)[:, 1:]
-    inputs = stream.prefill(state, frames[None].to(state.tokens.device))  # [1, F - 1, dim]
-    return VoicePrompt.from_state({"embeddings": inputs[0, :, None, None].float().cpu(),
-                                   "cache": state.tokens.cpu()}, source)
+    inputs = stream.teacher_force(state, frames[None].to(state.tokens.device))  # [1, F - 1, dim]
+    return VoicePrompt.from_state({"embeddings": inputs[0, :, None, None].float(), "cache": state.tokens}, source)

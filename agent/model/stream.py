@@ -149,6 +149,18 @@ class StreamingLM:
         `embeddings` [B, T, dim] replace the model's input for these steps (a stored voice prompt).
         Returns the model's input [B, T, dim] (what a stored voice keeps).
         """
+        x = self.teacher_force(state, frames, embeddings)
+        self.lm.temporal(x, state.transformer)
+        return x
+
+    @torch.no_grad()
+    def teacher_force(self, state: StreamState, frames: torch.Tensor,
+                      embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """`prefill` without the temporal forward: the token ring and offsets advance, the KV ring does not.
+
+        The model's inputs [B, T, dim] depend on the given tokens alone, never on the transformer, so
+        what a stored voice keeps (those inputs and the token ring) needs no keys and values.
+        """
         B, K, T = frames.shape
         ring, delays, offsets = self.ring, self.delays, state.offsets
         # Step t (offset o+t) reads position o-1+t. A stream's frame i lands at position o+i+delay,
@@ -159,7 +171,6 @@ class StreamingLM:
         inputs = torch.where(frame_index >= 0, frames.gather(2, frame_index.clamp(min=0).expand(B, K, T)),
                              state.tokens.gather(2, input_slots))  # [B, K, T]
         x = self.lm.embed(inputs) if embeddings is None else embeddings.to(self.lm.text_linear.weight)
-        self.lm.temporal(x, state.transformer)
 
         kept = t[-ring:]  # the frames still in the ring afterwards, each stream's at distinct slots
         slots = (offsets[:, None, None] + delays[None, :, None] + kept) % ring  # [B, K, len(kept)]

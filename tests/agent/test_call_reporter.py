@@ -86,7 +86,7 @@ def details(call_id: str, **kwargs) -> CallDetails:
 
 
 def worker(sink, tmp_path, recognizer=None, slots: int = 2) -> Worker:
-    model = WorkerModel("talking-echo", TalkingEcho(slots), lambda call: CallSetup(), Pieces())
+    model = WorkerModel("talking-echo", TalkingEcho(slots), lambda call, make_voice: CallSetup(), Pieces())
     return Worker(model, worker_id="w1", address="http://127.0.0.1:9", version="test",
                   reporter=CallReporter(sink, retry_interval=0.05), recordings=tmp_path, recognizer=recognizer)
 

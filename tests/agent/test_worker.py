@@ -73,7 +73,7 @@ async def test_refusals_full_draining_and_duplicate():
 
 async def test_each_call_is_set_up_from_its_details():
     calls = []
-    model = WorkerModel("recording", echo_model(1).backend, lambda call: calls.append(call) or CallSetup())
+    model = WorkerModel("recording", echo_model(1).backend, lambda call, make_voice: calls.append(call) or CallSetup())
     worker = make_worker(model=model)
     await worker.start()
     try:
@@ -85,7 +85,7 @@ async def test_each_call_is_set_up_from_its_details():
 
 
 async def test_a_call_whose_setup_fails_is_refused_and_holds_no_slot():
-    def no_voice(call):
+    def no_voice(call, make_voice):
         raise FileNotFoundError("voices/acme/maya.wav")
 
     worker = make_worker(slots=1, model=WorkerModel("broken", echo_model(1).backend, no_voice))
@@ -318,7 +318,7 @@ async def test_as_many_calls_as_slots_can_start_at_once():
             time.sleep(0.05)  # on the engine thread, as a model's prefix copy is
             return super().begin_join(slot, call)
 
-    worker = make_worker(model=WorkerModel("slow", SlowJoin(4), lambda call: CallSetup()))
+    worker = make_worker(model=WorkerModel("slow", SlowJoin(4), lambda call, make_voice: CallSetup()))
     await worker.start()
     try:
         async def call(i: int):
