@@ -1,3 +1,4 @@
+import asyncio
 import subprocess
 
 import pytest
@@ -42,6 +43,28 @@ def test_a_wav_voice_is_made_into_a_stored_voice_once(models, tmp_path):
     assert torch.equal(first.cache, second.cache) and first.embeddings.shape[3] == models.lm.config.dim
     seconds = 1.6  # espeak's clip, roughly: one embedding per frame after the first
     assert abs(first.embeddings.shape[0] - seconds * 12.5) < 10
+
+
+@pytest.mark.anyio
+async def test_a_wav_voice_made_by_a_running_engine_is_the_one_made_at_once(models, tmp_path):
+    from agent.engine.clock import EngineClock
+    from agent.engine.engine import ModelBackend
+
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    speech(voices / "maya.wav")
+    persona = Persona(role="Hi", voice="maya.wav")
+    at_once = PromptBuilder(models, voices, tmp_path / "at-once").prompt(persona).voice
+    clock = EngineClock(ModelBackend(models.mimi, models.lm, num_slots=1))
+    clock.start()
+    try:
+        builder = PromptBuilder(models, voices, tmp_path / "engine", make_voice=clock.make_voice)
+        by_engine = (await asyncio.to_thread(builder.prompt, persona)).voice
+        steps = clock.stats.steps
+    finally:
+        await clock.stop()
+    assert steps > 0  # the engine made it, between its steps
+    assert torch.equal(by_engine.embeddings, at_once.embeddings) and torch.equal(by_engine.cache, at_once.cache)
 
 
 @pytest.mark.parametrize("problem, effect", [("silent", ["trim", "0", "2"]), ("short", ["synth", "0.1", "sine", "300"])])
