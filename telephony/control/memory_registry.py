@@ -7,14 +7,15 @@ end without awaiting, so on one event loop each is as atomic as a Lua script in 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, defaultdict
-from collections.abc import Collection
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from agent.contracts.calls import CallOutcome
 from agent.contracts.workers import HeartbeatReply, WorkerInfo
 from telephony.control.registry import (
+    Attempt,
     FINISHED_CALL_TTL,
     IN_PROGRESS,
     RESERVATION_GRACE,
@@ -32,28 +33,44 @@ from telephony.control.registry import (
 @dataclass
 class _Worker:
     info: WorkerInfo
-    alive_until: float  # time.monotonic()
+    alive_until: float  # the registry's clock
     draining: bool = False
-    calls: dict[str, float] = field(default_factory=dict)  # call id -> reserved at (monotonic)
+    calls: dict[str, float] = field(default_factory=dict)  # call id -> reserved at (the registry's clock)
+
+
+@dataclass
+class _Attempts:
+    """One source's admitted attempts still in its window, oldest first, and until when a refusal
+    is a repeat (a window after the first one)."""
+
+    times: deque[float] = field(default_factory=deque)
+    refused_until: float = float("-inf")
+
+    def stale(self, now: float, window: float) -> bool:
+        """Nothing of it counts any longer: forget it."""
+        return (not self.times or self.times[-1] <= now - window) and self.refused_until <= now
 
 
 class MemoryRegistry:
-    def __init__(self, finished_call_ttl: float = FINISHED_CALL_TTL, reservation_grace: float = RESERVATION_GRACE):
+    def __init__(self, finished_call_ttl: float = FINISHED_CALL_TTL, reservation_grace: float = RESERVATION_GRACE,
+                 clock: Callable[[], float] = time.monotonic):
+        """`clock`: seconds of a monotonic clock (tests pass their own)."""
         self.finished_call_ttl = finished_call_ttl
         self.reservation_grace = reservation_grace
+        self._clock = clock
         self._workers: dict[str, _Worker] = {}
         self._calls: dict[str, CallRecord] = {}
         self._active: defaultdict[str, set[str]] = defaultdict(set)  # tenant -> call ids in progress
         self._from: defaultdict[str, set[str]] = defaultdict(set)  # source -> call ids in progress
         self._source_of: dict[str, str] = {}  # call id in progress -> its source, where it has one
-        self._attempts: OrderedDict[str, tuple[int, float]] = OrderedDict()  # source -> (attempts, window ends)
-        self._expires: dict[str, float] = {}  # finished call id -> forgotten at (monotonic)
+        self._attempts: OrderedDict[str, _Attempts] = OrderedDict()  # source -> its attempts, latest change last
+        self._expires: dict[str, float] = {}  # finished call id -> forgotten at (the registry's clock)
         self._dialogs: dict[str, tuple[StoredDialog, float]] = {}  # SIP dialog -> (it, forgotten at)
 
     # -- workers --------------------------------------------------------------------------------
 
     async def heartbeat(self, worker: WorkerInfo, ttl: float, sessions: Collection[str]) -> HeartbeatReply:
-        now = time.monotonic()
+        now = self._clock()
         entry = self._workers.get(worker.id)
         if entry is None:
             entry = self._workers[worker.id] = _Worker(worker, now + ttl)
@@ -75,12 +92,12 @@ class MemoryRegistry:
         self._remove(worker_id, reason)
 
     async def workers(self) -> list[WorkerStatus]:
-        now = time.monotonic()
+        now = self._clock()
         return [WorkerStatus(w.info, len(w.calls), w.draining, w.alive_until > now)
                 for _, w in sorted(self._workers.items())]
 
     async def reap(self) -> list[CallRecord]:
-        now = time.monotonic()
+        now = self._clock()
         failed: list[CallRecord] = []
         for worker_id in [i for i, w in self._workers.items() if w.alive_until <= now]:
             failed += self._remove(worker_id, worker_lost_reason(worker_id))
@@ -103,7 +120,7 @@ class MemoryRegistry:
             raise TenantLimitReached(call.tenant)
         if call.source and len(self._from[call.source]) >= call.source_limit:
             raise call.source_refusal()
-        now = time.monotonic()
+        now = self._clock()
         live = [(i, w) for i, w in self._workers.items() if w.alive_until > now and not w.draining]
         candidates = [w for i, w in live if i not in exclude and len(w.calls) < w.info.slots]
         if not candidates:
@@ -123,13 +140,22 @@ class MemoryRegistry:
                                                call.caller, call.callee, time.time())
         return best.info
 
-    async def count_attempt(self, source: str, window: float) -> tuple[int, float]:
-        now = time.monotonic()
-        while self._attempts and next(iter(self._attempts.values()))[1] <= now:  # windows end in order
+    async def admit_attempt(self, source: str, window: float, limit: int) -> Attempt:
+        now = self._clock()
+        while self._attempts and next(iter(self._attempts.values())).stale(now, window):
             self._attempts.popitem(last=False)
-        attempts, ends = self._attempts.get(source, (0, now + window))
-        self._attempts[source] = (attempts + 1, ends)
-        return attempts + 1, ends - now
+        attempts = self._attempts.setdefault(source, _Attempts())
+        while attempts.times and attempts.times[0] <= now - window:
+            attempts.times.popleft()
+        if len(attempts.times) < limit:
+            attempts.times.append(now)
+            self._attempts.move_to_end(source)
+            return Attempt(admitted=True)
+        first = attempts.refused_until <= now
+        if first:
+            attempts.refused_until = now + window
+            self._attempts.move_to_end(source)
+        return Attempt(admitted=False, retry_after=attempts.times[0] + window - now, first_refusal=first)
 
     async def activate(self, call_id: str) -> bool:
         record = self._calls.get(call_id)
@@ -161,7 +187,7 @@ class MemoryRegistry:
             return None
         self._free_slot(record)
         record = self._calls[call_id] = replace(record, state=outcome, reason=reason, ended_at=time.time())
-        self._expires[call_id] = time.monotonic() + self.finished_call_ttl
+        self._expires[call_id] = self._clock() + self.finished_call_ttl
         return record
 
     def _free_slot(self, record: CallRecord) -> None:
@@ -176,7 +202,7 @@ class MemoryRegistry:
             worker.calls.pop(record.call_id, None)
 
     def _forget_expired(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for call_id in [c for c, at in self._expires.items() if at <= now]:
             del self._expires[call_id]
             self._calls.pop(call_id, None)
@@ -184,7 +210,7 @@ class MemoryRegistry:
     # -- SIP dialogs -----------------------------------------------------------------------------
 
     async def put_dialog(self, dialog: StoredDialog, ttl: float) -> None:
-        self._dialogs[dialog.dialog] = (dialog, time.monotonic() + ttl)
+        self._dialogs[dialog.dialog] = (dialog, self._clock() + ttl)
 
     async def update_dialog(self, dialog: str, state: str) -> bool:
         stored = self._live_dialog(dialog)
@@ -198,7 +224,7 @@ class MemoryRegistry:
         return stored
 
     async def ended_dialogs(self) -> list[str]:
-        now = time.monotonic()
+        now = self._clock()
         for dialog in [d for d, (_, until) in self._dialogs.items() if until <= now]:
             del self._dialogs[dialog]
         return [d for d, (stored, _) in self._dialogs.items()
@@ -206,7 +232,7 @@ class MemoryRegistry:
 
     def _live_dialog(self, dialog: str) -> StoredDialog | None:
         stored, until = self._dialogs.get(dialog, (None, 0.0))
-        return stored if until > time.monotonic() else None
+        return stored if until > self._clock() else None
 
     # -- the rest of the protocol ---------------------------------------------------------------
 

@@ -11,7 +11,10 @@ and a reaped worker's calls are failed exactly once. Keys (under a prefix, `plex
     calls                    set of the call ids in progress
     tenant:<id>:calls        set of the tenant's call ids in progress
     source:<addr>:calls      set of the call ids in progress from one source (a caller's address)
-    source:<addr>:attempts   the source's call attempts in its current window; expires with it
+    source:<addr>:attempts   sorted set: the source's admitted call attempts in its sliding window,
+                             scored by when they were made (ms); expires a window after the latest
+    source:<addr>:refused    set at a refusal of the source's attempts, for a window: a refusal
+                             meanwhile is a repeat
     sip-dialog:<dialog>      hash: call, state (what a BYE needs) of an answered SIP dialog (Call-ID
                              and our tag); expires with the longest its call may last
     sip-dialogs              sorted set: the remembered dialogs, scored by when they expire (ms)
@@ -24,6 +27,7 @@ Cluster would need the keys in one hash slot.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Awaitable, Callable, Collection
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -35,6 +39,7 @@ from agent.contracts.calls import CallOutcome
 from agent.contracts.errors import describe
 from agent.contracts.workers import HeartbeatReply, WorkerInfo
 from telephony.control.registry import (
+    Attempt,
     FINISHED_CALL_TTL,
     RESERVATION_GRACE,
     CallRecord,
@@ -164,12 +169,19 @@ local w = redis.call('HMGET', p .. 'worker:' .. best, 'address', 'slots', 'model
 return {'ok', best, w[1], w[2], w[3], w[4]}
 """
 
-# ARGV: prefix, source, window ms
-_COUNT_ATTEMPT = """
+# ARGV: prefix, source, window ms, limit, attempt id
+_ADMIT_ATTEMPT = _NOW_MS + """
 local key = ARGV[1] .. 'source:' .. ARGV[2] .. ':attempts'
-local attempts = redis.call('INCR', key)
-if attempts == 1 then redis.call('PEXPIRE', key, ARGV[3]) end
-return {attempts, redis.call('PTTL', key)}
+local window, now = tonumber(ARGV[3]), now_ms()
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+if redis.call('ZCARD', key) < tonumber(ARGV[4]) then
+  redis.call('ZADD', key, now, ARGV[5])
+  redis.call('PEXPIRE', key, window)
+  return {1, 0, 0}
+end
+local left = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]) + window - now
+local first = redis.call('SET', ARGV[1] .. 'source:' .. ARGV[2] .. ':refused', 1, 'PX', window, 'NX')
+return {0, left, first and 1 or 0}
 """
 
 # ARGV: prefix, call id
@@ -291,7 +303,7 @@ class RedisRegistry:
         self._finished_ms = int(finished_call_ttl * 1000)
         self._grace_ms = int(reservation_grace * 1000)
         self._reserve = client.register_script(_RESERVE)
-        self._count_attempt = client.register_script(_COUNT_ATTEMPT)
+        self._admit_attempt = client.register_script(_ADMIT_ATTEMPT)
         self._activate = client.register_script(_ACTIVATE)
         self._release = client.register_script(_RELEASE)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -368,9 +380,10 @@ class RedisRegistry:
                 raise DuplicateCall(call.call_id)
 
     @_reachable
-    async def count_attempt(self, source: str, window: float) -> tuple[int, float]:
-        attempts, left_ms = await self._count_attempt(args=[self.prefix, source, max(1, int(window * 1000))])
-        return int(attempts), max(int(left_ms), 0) / 1000
+    async def admit_attempt(self, source: str, window: float, limit: int) -> Attempt:
+        admitted, left_ms, first = await self._admit_attempt(
+            args=[self.prefix, source, max(1, int(window * 1000)), limit, uuid.uuid4().hex])
+        return Attempt(admitted=bool(admitted), retry_after=int(left_ms) / 1000, first_refusal=bool(first))
 
     @_reachable
     async def activate(self, call_id: str) -> bool:

@@ -46,10 +46,10 @@ class FairShareExceeded(RegistryError):
 
 
 class SourceLimitReached(RegistryError):
-    """One source holds its limit of calls in progress, or has made its limit of attempts this minute.
+    """One source holds its limit of calls in progress, or has made its limit of attempts in the last minute.
 
-    `repeat`: not the first refusal of this source in its minute (counted, not recorded, so that a
-    flood cannot fill the call history)."""
+    `repeat`: not the first refusal of this source's attempts in a minute (counted, not recorded, so
+    that a flood cannot fill the call history)."""
 
     def __init__(self, message: str, retry_after: int | None = None, repeat: bool = False):
         super().__init__(message)
@@ -101,6 +101,15 @@ class NewCall:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """A call attempt from one source, admitted or refused by its sliding window (`Registry.admit_attempt`)."""
+
+    admitted: bool
+    retry_after: float = 0.0  # refused: seconds until the window's oldest attempt leaves it
+    first_refusal: bool = False  # refused, and the source's first refusal in a window
+
+
+@dataclass(frozen=True)
 class CallRecord:
     call_id: str
     tenant: str
@@ -143,9 +152,11 @@ class Registry(Registration, Protocol):
         Raises NoCapacity, TenantLimitReached, FairShareExceeded, SourceLimitReached or DuplicateCall.
         """
 
-    async def count_attempt(self, source: str, window: float) -> tuple[int, float]:
-        """Count a call attempt from `source` in its window (one of `window` seconds that starts at its
-        first attempt): the attempts in it, this one included, and the seconds until it ends."""
+    async def admit_attempt(self, source: str, window: float, limit: int) -> Attempt:
+        """Admit a call attempt from `source` if it made fewer than `limit` in the last `window` seconds,
+        and count it there (a sliding window: each admitted attempt counts for `window` seconds, so
+        no `window` seconds hold more than `limit`, whatever their start); a refused attempt is not
+        counted (a flood does not keep its source out longer, nor grow what is kept of it)."""
 
     async def activate(self, call_id: str) -> bool:
         """The worker took the call; False if it is no longer reserved (reaped meanwhile)."""

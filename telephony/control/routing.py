@@ -12,8 +12,9 @@ to strangers have a source (`Caller.source`: a WHIP offer's or POST /calls' clie
 INVITEs and the carrier's signed media-stream webhook have none: each passed its tenant's trunk
 check (source networks, digest, TLS client certificate, signature) and a trunk carries many callers
 from one address; the tenant's limit and fair share bound them. Nor has the operator's token.
-Attempts beyond the minute's limit are refused without a reservation, and only the first of them
-is recorded, so a flood cannot fill the call history.
+Attempts beyond the limit of any minute (a sliding window: no 60 s hold more) are refused without
+a reservation, with Retry-After the seconds until the window's oldest attempt leaves it, and only
+the first of them is recorded, so a flood cannot fill the call history.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from telephony.control.worker_client import WorkerClient, WorkerRefused
 log = logging.getLogger(__name__)
 
 
-ATTEMPT_WINDOW = 60.0  # seconds of a source's window of call attempts
+ATTEMPT_WINDOW = 60.0  # seconds of a source's sliding window of call attempts
 REFUSED = (NoCapacity, TenantLimitReached, FairShareExceeded, SourceLimitReached, RegistryUnavailable)
 
 
@@ -124,14 +125,15 @@ class CallRouter:
                        source=caller.source, source_limit=limits.source_max_calls)
 
     async def _count_attempt(self, call: NewCall) -> None:
-        """SourceLimitReached once the call's source has made more attempts this minute than it may."""
+        """SourceLimitReached when the call's source made as many attempts in the last minute as it may."""
         if not call.source or self.admission is None:
             return
-        attempts, left = await self.registry.count_attempt(call.source, ATTEMPT_WINDOW)
         allowed = self.admission.source_calls_per_minute
-        if attempts > allowed:
+        attempt = await self.registry.admit_attempt(call.source, ATTEMPT_WINDOW, allowed)
+        if not attempt.admitted:
             raise SourceLimitReached(f"{call.source} made more than {allowed} call attempts in a minute",
-                                     retry_after=max(1, math.ceil(left)), repeat=attempts > allowed + 1)
+                                     retry_after=max(1, math.ceil(attempt.retry_after)),
+                                     repeat=not attempt.first_refusal)
 
     async def _refused(self, call: NewCall, route: Route, error: RegistryError) -> None:
         if isinstance(error, TenantLimitReached):

@@ -48,8 +48,9 @@ class Settings(MediaSettings):
                                                        "open to strangers (WHIP, POST /calls with a tenant's "
                                                        "token); beyond it 429")
     source_calls_per_minute: int = Field(30, ge=1, description="call attempts one address may make on those "
-                                                               "entry points in a minute; beyond it 429 until "
-                                                               "the minute (from its first attempt) ends")
+                                                               "entry points in any 60 s (a sliding window); "
+                                                               "beyond it 429 until its oldest of them is a "
+                                                               "minute old")
     worker_timeout: float = Field(5.0, gt=0, description="seconds to wait for a worker to take a call")
     route_attempts: int = Field(3, ge=1, description="workers tried for one call before refusing it")
     shutdown_grace: float = Field(30.0, ge=0, description="seconds a stopping worker lets its calls finish before "

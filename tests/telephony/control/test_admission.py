@@ -3,13 +3,15 @@ a tenant's fair share of a nearly full cluster, and one source's calls and attem
 
 import asyncio
 import itertools
+import time
 
 import pytest
 import redis.asyncio as redis
 
 from agent.contracts.workers import WorkerInfo
+from telephony.control.memory_registry import MemoryRegistry
 from telephony.control.redis_registry import RedisRegistry
-from telephony.control.registry import FairShareExceeded, NewCall, NoCapacity, SourceLimitReached
+from telephony.control.registry import Attempt, FairShareExceeded, NewCall, NoCapacity, SourceLimitReached
 
 pytestmark = pytest.mark.anyio
 
@@ -93,13 +95,54 @@ async def test_a_reaped_workers_calls_free_their_source(registry):
     await registry.reserve(call("acme", source="198.51.100.7", source_limit=1))
 
 
-async def test_attempts_are_counted_per_source_in_windows(registry):
-    counts = [(await registry.count_attempt("198.51.100.7", 0.5))[0] for _ in range(3)]
-    other, left = await registry.count_attempt("203.0.113.9", 0.5)
+async def test_attempts_are_admitted_per_source_up_to_the_limit_of_their_window(registry):
+    flood = [(await registry.admit_attempt("198.51.100.7", 0.5, 2)).admitted for _ in range(5)]
+    other = await registry.admit_attempt("203.0.113.9", 0.5, 2)
 
-    assert counts == [1, 2, 3] and other == 1 and 0 < left <= 0.5
-    await asyncio.sleep(0.6)
-    assert (await registry.count_attempt("198.51.100.7", 0.5))[0] == 1
+    assert flood == [True, True, False, False, False] and other.admitted
+    await asyncio.sleep(0.6)  # the refused attempts were not counted: the window is empty again
+    assert [(await registry.admit_attempt("198.51.100.7", 0.5, 2)).admitted for _ in range(3)] == [True, True, False]
+
+
+async def test_no_window_holds_more_attempts_than_the_limit_whatever_its_start(registry):
+    """One attempt, then the rest of the limit late in its window, then a burst just past its end: a
+    window from the first attempt would take the whole burst (twice the limit in 2.4 s)."""
+    window, limit, source = 4.0, 5, "198.51.100.7"
+    assert (await registry.admit_attempt(source, window, limit)).admitted
+    await asyncio.sleep(2.0)
+    late_at = time.monotonic()
+    late = [(await registry.admit_attempt(source, window, limit)).admitted for _ in range(limit - 1)]
+    late_end = time.monotonic()
+    await asyncio.sleep(2.4)  # the first attempt has left the window; the late ones are in it for 1.6 s more
+    burst = []
+    for _ in range(limit):
+        asked = time.monotonic()
+        burst.append((asked, await registry.admit_attempt(source, window, limit), time.monotonic()))
+
+    assert late == [True] * (limit - 1)
+    assert [attempt.admitted for _, attempt, _ in burst] == [True] + [False] * (limit - 1)
+    assert [attempt.first_refusal for _, attempt, _ in burst[1:]] == [True] + [False] * (limit - 2)
+    for asked, attempt, answered in burst[1:]:  # until the oldest late attempt leaves the window
+        assert late_at + window - answered - 0.01 <= attempt.retry_after <= late_end + window - asked + 0.01
+
+
+async def test_a_minute_from_any_second_holds_at_most_the_limit_in_memory():
+    now = [0.0]
+    registry = MemoryRegistry(clock=lambda: now[0])
+
+    async def burst(at: float, attempts: int) -> list[Attempt]:
+        now[0] = at
+        return [await registry.admit_attempt("198.51.100.7", 60.0, 30) for _ in range(attempts)]
+
+    before = await burst(0.0, 1) + await burst(59.0, 29)
+    after_the_first_minute = await burst(61.0, 30)
+    a_minute_after_the_late_ones = await burst(119.0, 30)
+
+    assert all(a.admitted for a in before)
+    assert after_the_first_minute == [Attempt(True)] + [Attempt(False, 58.0, True)] + [Attempt(False, 58.0)] * 28
+    assert a_minute_after_the_late_ones == [Attempt(True)] * 29 + [Attempt(False, 2.0)]  # 61's still counts
+    assert await burst(121.0, 1) == [Attempt(True)]
+    assert await burst(200.0, 31) == [Attempt(True)] * 30 + [Attempt(False, 60.0, True)]  # a new minute's first
 
 
 async def test_two_control_planes_on_one_redis_share_the_limits(redis_url, redis_prefix):
@@ -115,7 +158,7 @@ async def test_two_control_planes_on_one_redis_share_the_limits(redis_url, redis
     with pytest.raises(SourceLimitReached):
         await second.reserve(call("globex", source="198.51.100.7", source_limit=3))
     assert (await second.reserve(call("globex"))).id == "w1"
-    assert [(await p.count_attempt("198.51.100.7", 60))[0] for p in planes] == [1, 2]
+    assert [(await p.admit_attempt("198.51.100.7", 60, 1)).admitted for p in planes] == [True, False]
     for plane in planes:
         await plane.close()
 
