@@ -9,6 +9,7 @@
     PUT    /worker/sessions/{id}/rtp open or change a call's RTP leg (SIP): where it receives
     GET    /worker                   the worker: slots, model, draining, its engine's recent step times
     PUT    /worker/draining          drain (or undrain) the worker
+    POST   /worker/voices            make a tenant's voice ready in the background (202 at once)
 
 `plexline worker` serves it alone (`create_worker_app`); `plexline serve` includes `router` in
 the control plane's app, on the same port.
@@ -44,7 +45,7 @@ from agent.contracts.calls import (
 )
 from agent.contracts.invalid_request import answer_invalid_requests_briefly
 from agent.contracts.media import MediaAddress, RtpLegSpec
-from agent.contracts.workers import ClockPublic, WorkerPublic
+from agent.contracts.workers import ClockPublic, VoiceToPrepare, WorkerPublic
 from agent.session import Session
 from agent.worker import Worker
 from agent.worker_metrics import worker_registry
@@ -76,6 +77,10 @@ class SessionPublic(BaseModel):
 
 class Draining(BaseModel):
     draining: bool
+
+
+class VoicePreparing(BaseModel):
+    preparing: bool  # False: this worker's model has no voices (echo)
 
 
 class SessionDescription(BaseModel):
@@ -195,6 +200,13 @@ async def read_worker(worker: WorkerDep) -> WorkerPublic:
 async def set_draining(body: Draining, worker: WorkerDep) -> WorkerPublic:
     await worker.set_draining(body.draining)
     return _public(worker)
+
+
+@router.post("/voices", status_code=status.HTTP_202_ACCEPTED, response_model=VoicePreparing)
+async def prepare_voice(voice: VoiceToPrepare, worker: WorkerDep) -> VoicePreparing:
+    """Make a tenant's voice ready before a call needs it (a WAV's voice prompt, made by the engine between
+    steps); answered at once, the voice made in the background. A failure is in the worker's log only."""
+    return VoicePreparing(preparing=worker.prepare_voice(voice.tenant, voice.voice))
 
 
 def create_worker_app(worker: Worker, secret: str, shutdown_grace: float = 30.0, rtp_legs=None) -> FastAPI:

@@ -45,6 +45,10 @@ class WorkerCollector(Collector):
                                        labels=labels)
         overruns.add_metric([worker_id], clock.overruns)
         yield overruns
+        voices = CounterMetricFamily("plexline_engine_voices", "WAV voices made into voice prompts by the engine "
+                                     "(once per recording and model: then kept on disk)", labels=labels)
+        voices.add_metric([worker_id], clock.voices)
+        yield voices
         recent = sorted(clock.step_seconds)
         step = GaugeMetricFamily("plexline_engine_step_recent_seconds", "Whole-frame step time over the last "
                                  "1000 steps (Mimi encode, LM, Mimi decode), by quantile", labels=[*labels, "quantile"])

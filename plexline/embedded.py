@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from agent.contracts.calls import CallDetails, SessionError, UnknownSession
 from agent.contracts.media import MediaAddress, RtpLegSpec
-from agent.contracts.workers import WorkerInfo
+from agent.contracts.workers import VoiceToPrepare, WorkerInfo
 from agent.media.media_stream import router as stream_router
 from agent.media.rtp_legs import NoMediaPort, RtpLegs
 from agent.media.webrtc import OfferError
@@ -60,6 +60,11 @@ class LocalWorkerClient:
             return await self.rtp_legs.open(self.worker.session(call_id), spec)
         except (SessionError, NoMediaPort) as error:
             raise WorkerRefused(f"worker {worker.id}: {error}") from error
+
+    async def prepare_voice(self, worker: WorkerInfo, voice: VoiceToPrepare) -> None:
+        if worker.id != self.worker.info.id:
+            return await self.others.prepare_voice(worker, voice)
+        self.worker.prepare_voice(voice.tenant, voice.voice)
 
     async def close(self) -> None:
         await self.others.close()

@@ -10,9 +10,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.contracts.calls import CallOutcome
+from personas.tenant import ID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,16 @@ class Registration(Protocol):
 
     async def deregister(self, worker_id: str, reason: str) -> None:
         """Remove the worker; calls it still had are failed with `reason`."""
+
+
+class VoiceToPrepare(BaseModel):
+    """A tenant's voice (what a persona's `voice` says, e.g. maya.wav) for a worker to make ready
+    before a call needs it: the control plane asks when an admin uploads a recording."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant: str = Field(pattern=ID_PATTERN.pattern)  # a folder name: nothing outside the tenants' folder
+    voice: str = Field(min_length=1, max_length=255)  # the catalog keeps it inside the tenant's voices
 
 
 class ClockPublic(BaseModel):

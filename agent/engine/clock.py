@@ -129,6 +129,7 @@ class CallSlot:
 class ClockStats:
     steps: int = 0
     overruns: int = 0
+    voices: int = 0  # voices made (`make_voice`)
     last_step_seconds: float = 0.0
     step_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
@@ -252,7 +253,9 @@ class EngineClock:
         start = time.monotonic()
         out = await self._on_engine_thread(self.backend.step, pcm, active, prefill_seconds)
         step_seconds = time.monotonic() - start
-        self._voices = {voice for voice in self._voices if not voice.result.done()}
+        made = {voice for voice in self._voices if voice.result.done()}
+        self.stats.voices += sum(voice.result.exception() is None for voice in made)
+        self._voices -= made
         for index, error in out.joined.items():
             joined = self._joining.pop(index, None)
             if joined is None or joined.done():

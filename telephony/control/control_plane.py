@@ -1,5 +1,6 @@
 """The control plane's parts, and the background work it owns: reloading the tenant store, reaping
-lost workers, refreshing the gauges, delivering webhooks, and starting and stopping what it was given
+lost workers, refreshing the gauges, delivering webhooks, asking the workers to make an uploaded
+voice ready, and starting and stopping what it was given
 (its SIP server; in `plexline serve`, its own worker). The commands in `plexline.cli` build the parts
 and pass them in.
 """
@@ -13,6 +14,7 @@ from typing import Protocol
 
 from agent.contracts.errors import describe
 from agent.contracts.tasks import cancel_and_wait
+from agent.contracts.workers import VoiceToPrepare
 from personas.store import TenantStore
 from personas.tenant import Webhook
 from telephony.control.auth import Authenticator
@@ -67,6 +69,7 @@ class ControlPlane:
         self.auth = Authenticator(settings.operator_token.get_secret_value(),
                                   failures=SourceLimiter(settings.auth_failure_rate, settings.auth_failure_burst))
         self._tasks: list[asyncio.Task[None]] = []
+        self._voice_tasks: set[asyncio.Task[None]] = set()  # workers being asked to make a voice ready
         self.webhooks: WebhookDispatcher | None = None  # delivers the outbox while the control plane runs
         self._reachable_since: float | None = None  # loop time since which the registry answers the monitor
         self._unreported: deque[CallRecord] = deque()  # lost calls whose call.ended is not in the outbox yet
@@ -89,7 +92,7 @@ class ControlPlane:
     async def stop(self) -> None:
         if self.sip is not None:  # first: its calls are hung up while their workers still run
             await self.sip.stop()
-        await cancel_and_wait(*self._tasks)
+        await cancel_and_wait(*self._tasks, *self._voice_tasks)
         self._tasks = []
         if self.local_worker is not None:
             await self.local_worker.stop(grace=self.settings.shutdown_grace)
@@ -100,6 +103,27 @@ class ControlPlane:
             await self.history.close()
         await self.workers.close()
         await self.registry.close()
+
+    def prepare_voice(self, tenant_id: str, voice: str) -> None:
+        """Ask every live worker, in the background, to make a tenant's voice ready (a recording just
+        uploaded), so the first call with it does not wait while it is made. Best effort: a worker down,
+        busy or draining is logged or skipped, and makes the voice at its first call instead."""
+        task = asyncio.get_running_loop().create_task(self._prepare_voice(VoiceToPrepare(tenant=tenant_id, voice=voice)),
+                                                      name=f"prepare-{voice}")
+        self._voice_tasks.add(task)
+        task.add_done_callback(self._voice_tasks.discard)
+
+    async def _prepare_voice(self, voice: VoiceToPrepare) -> None:
+        try:
+            workers = [w.info for w in await self.registry.workers() if w.alive and not w.draining]
+        except RegistryUnavailable as error:
+            log.warning("no worker asked to prepare a voice", extra={"voice": voice.voice, "error": describe(error)})
+            return
+        asked = await asyncio.gather(*(self.workers.prepare_voice(w, voice) for w in workers), return_exceptions=True)
+        for worker, error in zip(workers, asked):
+            if isinstance(error, Exception):
+                log.warning("a worker was not asked to prepare a voice", extra={
+                    "worker": worker.id, "tenant": voice.tenant, "voice": voice.voice, "error": describe(error)})
 
     def _dispatcher(self, history: CallHistory) -> WebhookDispatcher:
         s = self.settings

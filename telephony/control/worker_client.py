@@ -9,7 +9,7 @@ import httpx
 
 from agent.contracts.calls import CallDetails
 from agent.contracts.media import MediaAddress, RtpLegSpec
-from agent.contracts.workers import WorkerInfo
+from agent.contracts.workers import VoiceToPrepare, WorkerInfo
 
 
 class WorkerRefused(Exception):
@@ -32,6 +32,9 @@ class WorkerClient(Protocol):
 
     async def set_rtp(self, worker: WorkerInfo, call_id: str, spec: RtpLegSpec) -> MediaAddress:
         """Open (or change) the call's RTP leg on its worker; raises WorkerRefused."""
+
+    async def prepare_voice(self, worker: WorkerInfo, voice: VoiceToPrepare) -> None:
+        """Have the worker make a tenant's voice ready in the background; raises WorkerRefused."""
 
     async def close(self) -> None: ...
 
@@ -66,6 +69,11 @@ class HttpWorkerClient:
         if response.status_code != httpx.codes.OK:
             raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
         return response.json()["sdp"]
+
+    async def prepare_voice(self, worker: WorkerInfo, voice: VoiceToPrepare) -> None:
+        response = await self._request("POST", worker, "/worker/voices", json=voice.model_dump())
+        if response.status_code != httpx.codes.ACCEPTED:
+            raise WorkerRefused(f"worker {worker.id} answered {response.status_code}: {_detail(response)}")
 
     async def _request(self, method: str, worker: WorkerInfo, path: str, **kwargs) -> httpx.Response:
         try:

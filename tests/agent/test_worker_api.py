@@ -29,7 +29,16 @@ def test_every_worker_route_needs_the_secret(client):
         assert client.request(method, path).status_code == 401
         assert client.request(method, path, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/worker/sessions", json=call("c1")).status_code == 401
+    assert client.post("/worker/voices", json={"tenant": "acme", "voice": "maya.wav"}).status_code == 401
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_voice_to_prepare_names_a_tenant_folder(client):
+    """Echo has no voices: nothing to prepare. A tenant that is no folder name is refused before the worker."""
+    accepted = client.post("/worker/voices", json={"tenant": "acme", "voice": "maya.wav"}, headers=AUTH)
+    assert (accepted.status_code, accepted.json()) == (202, {"preparing": False})
+    for tenant in ("../etc", "acme/voices", ""):
+        assert client.post("/worker/voices", json={"tenant": tenant, "voice": "maya.wav"}, headers=AUTH).status_code == 422
 
 
 def test_a_session_is_created_listed_read_and_ended(client):

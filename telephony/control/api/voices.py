@@ -1,8 +1,9 @@
 """A tenant's voices: the released ones and the WAV recordings its admins upload, and the lines using each.
 
-An uploaded WAV is kept in the tenant's `voices/` folder, where a persona names it (`maya.wav`). The
-worker makes it into a voice prompt (Mimi and the LM) when a call first uses it and keeps that under
-the hash of the file's bytes, so it is made once per worker and model. A released voice has no audio
+An uploaded WAV is kept in the tenant's `voices/` folder, where a persona names it (`maya.wav`). Each
+worker makes it into a voice prompt (Mimi and the LM) and keeps that under the hash of the file's
+bytes, so it is made once per worker and model: asked at the upload, in the background (a worker down
+then makes it when a call first uses it). A released voice has no audio
 to listen to: it ships as a voice prompt (`voices.tgz`), not as a recording.
 """
 
@@ -107,6 +108,7 @@ async def upload_voice(name: VoiceFile, request: Request, entry: TenantDep,
     folder = control_plane.store.voices_folder(entry.id)
     folder.mkdir(exist_ok=True)
     write_bytes_atomically(folder / name, content)
+    control_plane.prepare_voice(entry.id, name)
     info = wav_info(content)
     return VoicePublic(name=name, kind="uploaded", used_by=_users(entry, name),
                        sample_url=f"/tenants/{entry.id}/voices/{name}", seconds=round(info.seconds, 2),

@@ -60,6 +60,9 @@ async def test_the_engine_makes_a_voice_a_frame_a_step_beside_a_running_call(mod
         if slot is not None:
             assert slot.stats.frames - frames >= encoding.frames
         assert_todays(prompt, mimi, lm, pcm)
+        while clock.stats.voices == 0:  # counted by the tick that made it, once its step is back
+            await asyncio.sleep(0.01)
+        assert clock.stats.voices == 1
     finally:
         await clock.stop()
 
@@ -79,7 +82,24 @@ async def test_a_voice_the_engine_cannot_make_fails_and_the_call_goes_on(models,
         prompt = await asyncio.to_thread(clock.make_voice, VoiceEncoding(mimi, StreamingLM(lm), pcm, "reference"))
         assert slot.stats.frames > frames
         assert_todays(prompt, mimi, lm, pcm)
+        while clock.stats.voices == 0:
+            await asyncio.sleep(0.01)
+        assert clock.stats.voices == 1  # the voice that failed is not counted
     finally:
         await clock.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         await asyncio.to_thread(clock.make_voice, VoiceEncoding(mimi, StreamingLM(lm), pcm, "late"))
+
+
+async def test_a_voice_still_being_made_when_the_engine_stops_fails_rather_than_waiting_for_good(models, pcm):
+    mimi, lm = models
+    backend = ModelBackend(mimi, lm, num_slots=1)
+    backend.voice_pacer = PrefillPacer(backend.device, seconds_per_frame=1.0, min_frames=1)  # one frame a step
+    clock = EngineClock(backend)
+    clock.start()
+    making = asyncio.ensure_future(asyncio.to_thread(clock.make_voice, VoiceEncoding(mimi, StreamingLM(lm), pcm, "")))
+    while clock.stats.steps < 2:
+        await asyncio.sleep(0.01)
+    await clock.stop()
+    with pytest.raises(RuntimeError, match="the engine stopped before the voice was made"):
+        await making
