@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from bench.campaign.echo_call import ECHOED, CallResult, Relay, call
 from bench.campaign.disk_full import disk_full
 from bench.campaign.row import Row
-from bench.campaign.service import serving
+from bench.campaign.service import serving, write_tenant
 from bench.echo_latency import speech_8k
 from bench.webhook_receiver import Receiver
 from telephony.events.signature import new_secret
@@ -89,8 +89,8 @@ async def receiver_down(folder: Path, down_seconds: float, calls: int) -> Row:
     pcm = await asyncio.to_thread(speech_8k, 2.0)
     with Receiver(secret) as receiver:
         hook = {"url": receiver.url, "secret": secret, "allow_http": True, "allow_private_network": True}
-        async with serving(folder, webhook=hook, webhook_retry_first=0.5, webhook_retry_cap=5.0,
-                           webhook_timeout=2.0) as service:
+        async with serving(folder, personas=write_tenant(folder / "tenants", hook), webhook_retry_first=0.5,
+                           webhook_retry_cap=5.0, webhook_timeout=2.0) as service:
             receiver.down()
             started = time.monotonic()
             results = []

@@ -1,6 +1,7 @@
-"""The service the interop tests call: the control plane with its SIP server and an echo worker, in this process.
+"""The service the interop tests call (`bench.campaign.service`: the control plane with its SIP server and an echo
+worker, in this process) on tenants of their own, and the peers that call it.
 
-Two tenants: `acme` admits trunks from 127.0.0.0/8 (its line `support` answers +15555550100 and
+Five tenants: `acme` admits trunks from 127.0.0.0/8 (its line `support` answers +15555550100 and
 transfers to +15555550199 on DTMF 0); `globex` admits the digest user `trunk` from anywhere
 (its line `desk` answers +15555550200); `initech` admits 127.0.0.2 only (+15555550300); `umbrella`
 admits 127.0.0.0/8 and requires SRTP (+15555550400); `wayne` requires SIP over TLS from the PBX whose
@@ -11,33 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import struct
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
-from agent.call_reporter import CallReporter
-from agent.media.rtp_legs import RtpLegs
-from agent.worker import Worker, WorkerModel, echo_model
+from bench.campaign.service import Service, serving
 from bench.echo_latency import echo_lags_by_window
 from bench.echo_latency import speech as speech_at
 from bench.sipp import free_udp_port, write_rtp_pcap  # noqa: F401  (the SIP tests import them from here)
-from personas.store import TenantStore
-from plexline.embedded import LocalWorkerClient
-from telephony.control.control_plane import ControlPlane
-from telephony.control.memory_registry import MemoryRegistry
-from telephony.control.metrics import Metrics
-from telephony.control.routing import CallRouter
-from telephony.control.settings import Settings
-from telephony.control.worker_client import HttpWorkerClient
-from telephony.sip.server import SipConfig, SipServer
 
 DIGEST_USER, DIGEST_PASSWORD = "trunk", "s3cret-pass"
 PERSONA = """persona:
@@ -74,50 +62,13 @@ def write_tenants(root: Path) -> Path:
     return root
 
 
-@dataclass
-class Service:
-    plane: ControlPlane
-    worker: Worker
-    legs: RtpLegs
-    registry: MemoryRegistry
-
-    @property
-    def sip_port(self) -> int:
-        return self.plane.sip.port
-
-    async def wait_idle(self, timeout: float = 5.0) -> None:
-        """Until no call is left in the registry or on the worker."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not await self.registry.calls() and not self.worker.sessions:
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"calls left: {await self.registry.calls()}")
+RTP_TIMEOUT = 5.0  # seconds without the caller's RTP that end a call (the tests wait for it)
 
 
-@asynccontextmanager
-async def running_service(folder: Path, slots: int = 24, model: WorkerModel | None = None,
-                          reporter: CallReporter | None = None,
-                          tls: ssl.SSLContext | None = None) -> AsyncIterator[Service]:
-    """A control plane and a worker in this process; the worker runs `model` (default the echo engine).
-    With `tls`, SIP over TLS too (on a free port: `service.plane.sip.transport.tls_port`)."""
-    registry = MemoryRegistry()
-    settings = Settings(personas_dir=write_tenants(folder / "tenants"), operator_token=SecretStr("o" * 32),
-                        worker_secret=SecretStr("w" * 32), retry_after_seconds=2, reap_interval=0.2)
-    worker = Worker(model or echo_model(slots), worker_id="w1", address="http://127.0.0.1:9", version="test",
-                    registry=registry, heartbeat_ttl=3.0, reporter=reporter)
-    legs = RtpLegs("127.0.0.1", range(30000, 32000))
-    workers = LocalWorkerClient(worker, HttpWorkerClient("w" * 32, 2.0), legs)
-    store = TenantStore(settings.personas_dir)
-    router = CallRouter(registry, workers, Metrics())
-    sip = SipServer(SipConfig(host="127.0.0.1", port=0, rtp_timeout=5.0, retry_after_seconds=settings.retry_after_seconds,
-                              tls=tls, tls_port=0), store, router, workers, registry)
-    plane = ControlPlane(settings, store, registry, workers, router=router, sip=sip, local_worker=worker)
-    await plane.start()
-    try:
-        yield Service(plane, worker, legs, registry)
-    finally:
-        await plane.stop()
+def running_service(folder: Path, slots: int = 24, **options: object) -> AbstractAsyncContextManager[Service]:
+    """`bench.campaign.service`'s service (control plane, SIP server and worker in this process) on
+    these tenants; `options` as `serving` takes them (a worker model, a reporter, settings)."""
+    return serving(folder, slots, personas=write_tenants(folder / "tenants"), rtp_timeout=RTP_TIMEOUT, **options)
 
 
 @pytest.fixture

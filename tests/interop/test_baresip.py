@@ -24,7 +24,7 @@ async def test_baresip_calls_a_line_for_10_s_and_hears_its_speech_back(service, 
     returncode, output = await run_baresip(tmp_path / "baresip", "+15555550100", service.sip_port, wav, seconds=14)
     assert returncode == 0, output[-2000:]
     assert "terminated (duration: 10 secs)" in output, output[-2000:]  # it hung up at the end of its WAV
-    await service.wait_idle()  # and its BYE freed the slot
+    assert await service.wait_idle()  # and its BYE freed the slot
     sent = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-enc.wav")))
     heard = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-dec.wav")))
     assert sent[1] == heard[1] == 8000
@@ -41,7 +41,7 @@ async def test_baresip_offering_g722_first_gets_g722_and_hears_the_band_above_4_
     assert returncode == 0, output[-2000:]
     assert "Set audio decoder: G722 16000Hz" in output, output[-2000:]  # our answer took G.722
     assert "terminated (duration: 8 secs)" in output, output[-2000:]
-    await service.wait_idle()
+    assert await service.wait_idle()
     heard, rate = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-dec.wav")))
     assert rate == 16000 and heard.size > 7 * 16000  # baresip decoded G.722 at 16 kHz
     check_echo(sent, heard, rate=16000)

@@ -31,7 +31,7 @@ async def test_baresip_on_a_line_with_the_recogniser_gets_timed_caller_turns(tmp
         returncode, output = await run_baresip(tmp_path / "baresip", "+15555550100", service.sip_port, wav,
                                                seconds=10)
         assert returncode == 0, output[-2000:]
-        await service.wait_idle(timeout=10)
+        assert await service.wait_idle()
 
     (ended,) = [e for e in published.events if e.type == "call.ended"]
     items = ended.data.transcript.items

@@ -141,7 +141,7 @@ async def test_broken_messages_get_their_answer_or_none_and_the_call_keeps_its_a
     probe = udp_from("127.0.0.3")
     probe.sendto(OPTIONS % (b"after", b"after"), destination)
     assert await answers(probe, 1.0) == [200]
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 async def test_a_flood_of_bad_requests_is_cut_off_per_source_and_calls_go_on(service, tmp_path):

@@ -29,8 +29,6 @@ from sip_service import (
 from test_baresip import read_wav
 from test_sipp import capturing, check_stream, mulaw, rtp_to
 
-from telephony.sip.transport import server_tls_context
-
 pytestmark = pytest.mark.anyio
 
 ACME, UMBRELLA = "+15555550100", "+15555550400"  # umbrella's trunk requires SRTP
@@ -44,8 +42,9 @@ def certificates(tmp_path: Path) -> Certificates:
 
 @pytest.fixture
 async def tls_service(tmp_path: Path, certificates: Certificates) -> AsyncIterator[Service]:
-    context = server_tls_context(certificates.server.certificate, certificates.server.key, certificates.ca)
-    async with running_service(tmp_path / "service", tls=context) as running:
+    async with running_service(tmp_path / "service", sip_tls_certificate=certificates.server.certificate,
+                               sip_tls_key=certificates.server.key, sip_tls_client_ca=certificates.ca,
+                               sip_tls_port=0) as running:
         yield running
 
 
@@ -58,7 +57,7 @@ async def test_baresip_over_tls_with_srtp_and_its_client_certificate_hears_its_s
     assert returncode == 0, output[-3000:]
     assert "transport=tls" in output and "terminated (duration: 6 secs)" in output, output[-3000:]
     assert "SRTP is Enabled" in output, output[-3000:]
-    await tls_service.wait_idle()  # its BYE came over the TLS connection
+    assert await tls_service.wait_idle()  # its BYE came over the TLS connection
     sent = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-enc.wav")))[0]
     heard = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-dec.wav")))[0]
     check_echo(sent, heard)
@@ -72,7 +71,7 @@ async def test_baresip_offering_srtp_gets_srtp_and_hears_its_speech_back(service
     assert returncode == 0, output[-2000:]
     assert "terminated (duration: 6 secs)" in output, output[-3000:]
     assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in output, output[-3000:]
-    await service.wait_idle()
+    assert await service.wait_idle()
     sent = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-enc.wav")))[0]
     heard = read_wav(next((tmp_path / "baresip" / "dumps").glob("*-dec.wav")))[0]
     assert heard.size > 5 * 8000
@@ -142,7 +141,7 @@ async def test_over_tls_the_answer_names_tls_and_the_callers_bye_comes_the_same_
         assert (await read_final(reader)).startswith("SIP/2.0 200")  # the BYE's answer
     finally:
         writer.close()
-    await tls_service.wait_idle()
+    assert await tls_service.wait_idle()
 
 
 @pytest.mark.parametrize("how, refusal", [
@@ -210,7 +209,7 @@ async def test_sipp_over_tls_places_a_call_whose_speech_echoes_back(tls_service,
                                                 media_port=media_port,
                                                 substitutions={"PCAP_FILE": pcap, "TALK_MS": 3600}))
     run.check()
-    await tls_service.wait_idle()  # its BYE came over TLS
+    assert await tls_service.wait_idle()  # its BYE came over TLS
     returned = rtp_to(capture.packets, media_port)
     check_stream(returned)
     sent = [p for p in capture.packets if p.source[1] == media_port]
@@ -243,4 +242,4 @@ async def test_over_tls_the_services_bye_goes_over_the_callers_connection_with_a
                       f"Call-ID: {call_id}\r\nCSeq: {header(bye, 'CSeq')}\r\nContent-Length: 0\r\n\r\n").encode())
     finally:
         writer.close()
-    await tls_service.wait_idle()
+    assert await tls_service.wait_idle()

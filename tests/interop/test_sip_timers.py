@@ -63,5 +63,5 @@ async def test_a_resent_invite_is_one_call_and_the_200_is_resent_until_the_ack(s
         sock.sendto(bye, destination)
     await asyncio.sleep(0.5)
     assert len(inbox.since(byes, b"SIP/2.0 200")) == 3  # the same answer each time, one hang-up
-    await service.wait_idle()
+    assert await service.wait_idle()
     inbox.task.cancel()

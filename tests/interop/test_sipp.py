@@ -71,7 +71,7 @@ async def test_a_call_is_answered_its_speech_echoed_in_paced_rtp_and_hung_up(ser
                                             media_port=media_port,
                                             substitutions={"PCAP_FILE": pcap, "TALK_MS": 4600}))
     run.check()
-    await service.wait_idle()  # the caller's BYE freed the slot
+    assert await service.wait_idle()  # the caller's BYE freed the slot
     returned = rtp_to(capture.packets, media_port)
     sent = [p for p in capture.packets if p.source[1] == media_port]
     assert len(returned) >= 4 * 50, len(returned)
@@ -94,7 +94,7 @@ async def test_cancel_before_the_answer_gets_487_and_frees_the_slot(service, tmp
     run = await run_sipp(service.sip_port, "cancel.xml", tmp_path, ACME)
     run.check()
     await asyncio.sleep(1.2)
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 def losing_a_cancellation(place):
@@ -115,7 +115,7 @@ async def test_cancel_whose_cancellation_is_lost_still_ends_the_setup(service, t
     monkeypatch.setattr(service.plane.router, "place", losing_a_cancellation(service.plane.router.place))
     run = await run_sipp(service.sip_port, "cancel.xml", tmp_path, ACME)
     run.check()
-    await service.wait_idle()  # not answered, its slot freed: no call held for a caller who hung up
+    assert await service.wait_idle()  # not answered, its slot freed: no call held for a caller who hung up
 
 
 async def test_cancel_whose_cancellation_is_lost_is_cancelled_again_before_the_media_leg(service, tmp_path,
@@ -131,7 +131,7 @@ async def test_cancel_whose_cancellation_is_lost_is_cancelled_again_before_the_m
     monkeypatch.setattr(service.plane.sip.workers, "set_rtp", slow_set_rtp)
     run = await run_sipp(service.sip_port, "cancel.xml", tmp_path, ACME)
     run.check()
-    await service.wait_idle()
+    assert await service.wait_idle()
     await asyncio.sleep(3.0)  # past the leg's opening, were the setup still going
     assert opened == []
 
@@ -140,7 +140,7 @@ async def test_digest_challenge_then_the_call_with_credentials(service, tmp_path
     run = await run_sipp(service.sip_port, "digest.xml", tmp_path, GLOBEX,
                          extra=("-au", DIGEST_USER, "-ap", DIGEST_PASSWORD))
     run.check()
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 async def test_wrong_digest_password_is_refused(service, tmp_path):
@@ -160,7 +160,7 @@ async def test_a_call_over_tcp(service, tmp_path):
     run = await run_sipp(service.sip_port, "uac_pcap.xml", tmp_path, ACME, transport="t1",
                          substitutions={"PCAP_FILE": pcap, "TALK_MS": 1200})
     run.check()
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 async def test_twenty_calls_at_once_each_get_their_audio(service, tmp_path):
@@ -184,7 +184,7 @@ async def test_twenty_calls_at_once_each_get_their_audio(service, tmp_path):
         counter.cancel()
     run.check()
     assert peak == 20
-    await service.wait_idle()
+    assert await service.wait_idle()
     per_leg = Counter(source for _, _, source in rtp_to(capture.packets, media_port))
     assert len(per_leg) == 20
     assert min(per_leg.values()) >= 3 * 50, per_leg
@@ -200,13 +200,13 @@ async def test_hold_and_resume_with_reinvites(service, tmp_path):
     assert directions == ["a=sendrecv", "a=recvonly", "a=sendrecv"]
     versions = [next(line for line in a.split("\r\n") if line.startswith("o=")).split()[2] for a in answers]
     assert versions == sorted(set(versions), key=int)  # each new answer has a higher version
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 async def test_the_service_hangs_up_when_the_callers_rtp_stops(service, tmp_path):
     run = await run_sipp(service.sip_port, "wait_bye.xml", tmp_path, ACME, timeout=20)  # RTP timeout: 5 s
     run.check()
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 async def test_an_admin_ends_the_call_and_the_caller_gets_a_bye(service, tmp_path):
@@ -217,7 +217,7 @@ async def test_an_admin_ends_the_call_and_the_caller_gets_a_bye(service, tmp_pat
     record = (await service.registry.calls())[0]
     await service.plane.router.end(record, "ended by an admin")
     (await asyncio.wait_for(sipp, 5)).check()
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 async def test_dtmf_0_transfers_the_caller_with_refer(service, tmp_path):
@@ -227,7 +227,7 @@ async def test_dtmf_0_transfers_the_caller_with_refer(service, tmp_path):
     run.check()
     refer = next(p.payload.decode() for p in capture.packets if p.payload.startswith(b"REFER "))
     assert "Refer-To: <sip:+15555550199@127.0.0.1>" in refer
-    await service.wait_idle()
+    assert await service.wait_idle()
 
 
 async def test_unknown_lines_and_untrusted_sources_are_refused(service, tmp_path):
@@ -245,4 +245,4 @@ async def test_the_agent_hangs_up_at_the_lines_maximum_duration(service, tmp_pat
     started = asyncio.get_running_loop().time()
     (await run_sipp(service.sip_port, "wait_bye.xml", tmp_path, ACME, timeout=20)).check()
     assert 1.5 <= asyncio.get_running_loop().time() - started < 4.0
-    await service.wait_idle()
+    assert await service.wait_idle()
