@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.processes import child
+
 ROOT = Path(__file__).parents[1]
 OPERATOR = "interop-operator-token"
 WORKER_SECRET = "interop-worker-secret"
@@ -89,20 +91,11 @@ def serving(model: str, slots: int, folder: Path, personas: Path | None = None,
         args += ["--personas", str(personas)]
     if stt is not None:
         args += ["--stt", stt]
-    with log.open("w") as out:
-        process = subprocess.Popen([*prefix, sys.executable, "-m", "plexline", "-v", *args], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log, sip_port)
-    try:
+    with child([*prefix, sys.executable, "-m", "plexline", "-v", *args], log, grace=15, cwd=ROOT,
+               env=env) as process:
+        server = Server(f"http://127.0.0.1:{port}", process, log, sip_port)
         _wait_until_up(server)
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _wait_until_up(server: Server, timeout: float = 90.0) -> None:

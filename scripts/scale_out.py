@@ -1,8 +1,8 @@
 """Scale-out check: one control plane and one worker per GPU on one host, filled with calls.
 
-    python3 scripts/scale_out.py --gpus 2 --baseline --json s.json       # two GPU workers, one alone first
-    python3 scripts/scale_out.py --gpus 0 --cpu-workers 2 --cpu-slots 3   # no GPU: tiny dummy models
-    python3 scripts/scale_out.py --gpus 1 --cpu-workers 1                 # a mix
+    PYTHONPATH=. python3 scripts/scale_out.py --gpus 2 --baseline --json s.json       # two GPU workers, one alone first
+    PYTHONPATH=. python3 scripts/scale_out.py --gpus 0 --cpu-workers 2 --cpu-slots 3   # no GPU: tiny dummy models
+    PYTHONPATH=. python3 scripts/scale_out.py --gpus 1 --cpu-workers 1                 # a mix
 
 Starts redis-server on loopback (a temporary folder, no persistence), one `plexline control-plane`
 and one `plexline worker` per GPU (CUDA_VISIBLE_DEVICES=i, --model dummy:full, --slots auto) and
@@ -35,13 +35,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
 import yaml
+
+from bench.processes import child
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANT = "scale"
@@ -130,21 +131,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """A child process writing to `log`, terminated (then killed) on exit."""
-    with log.open("w") as out:
-        child = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> AbstractContextManager[subprocess.Popen]:
+    """A child process run from the repository, writing to `log`, stopped on exit (30 s to shut down)."""
+    return child(args, log, grace=30, cwd=ROOT, env=env)
 
 
 def start_redis(stack: ExitStack, executable: str, folder: Path, log: Path) -> str:

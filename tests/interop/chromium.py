@@ -14,6 +14,8 @@ from typing import Any, AsyncIterator
 import httpx
 import websockets
 
+from bench.processes import child
+
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--allow-loopback-in-peer-connection",
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -82,24 +84,14 @@ async def chromium(profile: Path, fake_microphone: Path, log: Path) -> AsyncIter
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         raise RuntimeError("chromium is not installed: scripts/test.sh installs it (Debian package chromium)")
-    with log.open("w") as out:
-        process = subprocess.Popen([executable, *FLAGS, f"--use-file-for-fake-audio-capture={fake_microphone}",
-                                    f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with child([executable, *FLAGS, f"--use-file-for-fake-audio-capture={fake_microphone}",
+                f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"], log, grace=10) as process:
         port = await _devtools_port(profile, process, log)
         async with httpx.AsyncClient() as client:
             targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
         page = next(t for t in targets if t["type"] == "page")
         async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as socket:
             yield Page(socket, f"http://127.0.0.1:{port}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def _devtools_port(profile: Path, process: subprocess.Popen, log: Path, timeout: float = 30.0) -> int:

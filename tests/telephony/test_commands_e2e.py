@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import pytest
+
+from bench.processes import child
 
 ROOT = Path(__file__).parents[2]
 OPERATOR = "e2e-operator-token"
@@ -23,21 +24,10 @@ AUTH = {"Authorization": f"Bearer {OPERATOR}"}
 CALL = {"to": "+15555550100", "from": "+15555550999"}
 
 
-@contextmanager
-def command(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "plexline", *args], cwd=ROOT, stdout=out,
-                                   stderr=subprocess.STDOUT, env=os.environ | {"PYTHONPATH": str(ROOT)} | env)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def command(args: list[str], env: dict[str, str], log: Path) -> AbstractContextManager[subprocess.Popen]:
+    """`python -m plexline` with `args` (and `env` over this process's), stopped on exit (15 s to shut down)."""
+    return child([sys.executable, "-m", "plexline", *args], log, grace=15, cwd=ROOT,
+                 env=os.environ | {"PYTHONPATH": str(ROOT)} | env)
 
 
 def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
