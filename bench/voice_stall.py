@@ -1,10 +1,10 @@
-"""What a running call sees while a WAV voice is made: the intervals between its steps (tiny dummy, CPU).
+"""What a running call sees while a WAV voice is made: the intervals between its steps (default: tiny dummy, CPU).
 
 Three phases on one engine clock with one call stepping: nothing else, a voice made as it was
 before (`side_thread_voice`, on a thread of its own beside the engine's), and a voice made by the
 engine between steps (`EngineClock.make_voice`). Prints figures only; nothing is asserted.
 
-    python -m bench.voice_stall [--seconds 10] [--model dummy:tiny]
+    python -m bench.voice_stall [--seconds 10] [--model dummy:tiny] [--device cpu]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ GREEDY = SamplingSettings(text_temperature=0, text_top_k=0, audio_temperature=0,
 def side_thread_voice(mimi, lm, pcm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A stored voice (embeddings, token ring) as the worker made it before, on a thread of its own:
     Mimi's whole encode, then the voice's frames prefilled in one pass on a full-context state."""
-    codes = mimi.encode(pcm)[0]
+    codes = mimi.encode(pcm.to(next(mimi.parameters()).device))[0]
     stream = StreamingLM(lm)
     state = stream.init_state(1)
     frames = prompt_frames(codes, (), lm.config.text_padding_id, silence_frames=0)[:, 1:]
@@ -56,11 +56,13 @@ async def phase(name: str, steps: list[float], make=None, idle_seconds: float = 
           f"max {max(gaps):6.1f} ms, over 100 ms: {sum(g > 100 for g in gaps)}")
 
 
-async def main(model: str, seconds: float) -> None:
+async def main(model: str, seconds: float, device: str) -> None:
     torch.set_num_threads(1)
-    models = load_models(model, "cpu")
+    models = load_models(model, device)
     mimi, lm = models.mimi, models.lm
-    clock = EngineClock(ModelBackend(mimi, lm, num_slots=2))
+    backend = ModelBackend(mimi, lm, num_slots=2)
+    backend.warm_up()  # on a GPU: the step's graph and the prefill pacer, as a worker has them
+    clock = EngineClock(backend)
     clock.start()
     steps: list[float] = []
     try:
@@ -81,5 +83,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dummy:tiny")
     parser.add_argument("--seconds", type=float, default=10.0, help="the voice recording's length")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    asyncio.run(main(args.model, args.seconds))
+    asyncio.run(main(args.model, args.seconds, args.device))
