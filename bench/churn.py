@@ -116,7 +116,7 @@ class Personas:
         self.generator = torch.Generator().manual_seed(rng.randrange(1 << 30))
         self.cached = [self._prompt(self._codes(100), 80) for _ in range(CACHED_PERSONAS)]
         stream = StreamingLM(models.lm)
-        self.stored = [voice_prompt_from_codes(stream, self._codes(100).to(models.device), f"bench-{i}")
+        self.stored = [on_host(voice_prompt_from_codes(stream, self._codes(100).to(models.device), f"bench-{i}"))
                        for i in range(STORED_VOICES)]
 
     def cold(self) -> PersonaPrompt:
@@ -129,6 +129,11 @@ class Personas:
     def _prompt(self, voice: torch.Tensor | VoicePrompt, role_tokens: int) -> PersonaPrompt:
         role = torch.randint(4, self.text_card, (role_tokens,), generator=self.generator)
         return PersonaPrompt(voice=voice, text_tokens=tuple(role.tolist()), silence_frames=6)
+
+
+def on_host(voice: VoicePrompt) -> VoicePrompt:
+    """A voice as a worker holds a stored one: read from its file, in host memory."""
+    return VoicePrompt(embeddings=voice.embeddings.cpu(), cache=voice.cache.cpu())
 
 
 @dataclass

@@ -45,7 +45,7 @@ LAUNCHES = 32  # per timed graph, as the LM's 32 layers
 RING_COPIES_BYTES = 1 << 30  # at least this much ring memory per graph, so that L2 holds little of it
 BATCHES = {"fp8": (1, 8, 32, 80, 160), "bf16": (1, 8, 32, 80)}
 SHAPE_BATCHES = (1, 80)  # batches at which every block shape is timed
-SHAPES = ((128, 4), (64, 4), (32, 4), (64, 8), (32, 2), (32, 1), (16, 1))  # (block_s, num_warps)
+SHAPES = ((128, 4), (64, 4), (32, 4), (64, 8), (32, 2), (32, 1), (16, 1), (16, 2), (8, 1))  # (block_s, num_warps)
 FORCED_SPLITS = (1, 2, 4, 8)
 
 
@@ -114,7 +114,8 @@ def variants(kind: str, pinned: bool, B: int) -> list[tuple[str, dict, object]]:
                                          pinned=(q_pinned, visibility.pinned_counts) if pinned else None, **options)
         return launch
 
-    rule = decode_splits(B * HEADS, SLOTS, cuda_kernels.BLOCK_S, multiprocessors(torch.device("cuda")))
+    block_s, num_warps = cuda_kernels.BLOCK_S[kind == "fp8"], cuda_kernels.NUM_WARPS
+    rule = decode_splits(B * HEADS, SLOTS, block_s, multiprocessors(torch.device("cuda")))
     found = []
     if kind == "fp8":
         found.append(("before: one program per row and head", {"path": "baseline"},
@@ -128,20 +129,20 @@ def variants(kind: str, pinned: bool, B: int) -> list[tuple[str, dict, object]]:
         found.append(("PyTorch attention (the engine's)", {"path": "sdpa"},
                       lambda q, q_pinned, ring, visibility: F.scaled_dot_product_attention(
                           q, *ring, attn_mask=visibility.mask)))
-    found.append((f"kernel, split rule ({rule})", {"path": "kernel", "splits": rule, "block_s": cuda_kernels.BLOCK_S,
-                                                   "num_warps": cuda_kernels.NUM_WARPS}, kernel()))
+    found.append((f"kernel, split rule ({rule})", {"path": "kernel", "splits": rule, "block_s": block_s,
+                                                   "num_warps": num_warps}, kernel()))
     for splits in FORCED_SPLITS:
         if splits != rule:
             found.append((f"kernel, splits {splits}", {"path": "kernel", "splits": splits,
-                                                       "block_s": cuda_kernels.BLOCK_S,
-                                                       "num_warps": cuda_kernels.NUM_WARPS}, kernel(splits=splits)))
+                                                       "block_s": block_s,
+                                                       "num_warps": num_warps}, kernel(splits=splits)))
     if B in SHAPE_BATCHES:
-        for block_s, num_warps in SHAPES:
-            if (block_s, num_warps) != (cuda_kernels.BLOCK_S, cuda_kernels.NUM_WARPS):
-                splits = decode_splits(B * HEADS, SLOTS, block_s, multiprocessors(torch.device("cuda")))
-                found.append((f"kernel, block {block_s} warps {num_warps}, splits {splits}",
-                              {"path": "kernel", "splits": splits, "block_s": block_s, "num_warps": num_warps},
-                              kernel(block_s=block_s, num_warps=num_warps)))
+        for shape_s, shape_warps in SHAPES:
+            if (shape_s, shape_warps) != (block_s, num_warps):
+                splits = decode_splits(B * HEADS, SLOTS, shape_s, multiprocessors(torch.device("cuda")))
+                found.append((f"kernel, block {shape_s} warps {shape_warps}, splits {splits}",
+                              {"path": "kernel", "splits": splits, "block_s": shape_s, "num_warps": shape_warps},
+                              kernel(block_s=shape_s, num_warps=shape_warps)))
     return found
 
 
@@ -198,7 +199,7 @@ def kernels(which: str, shape: tuple[int, int] | None = None):
         with patch.object(kv_cache, "decode_step", previous_decode_step):
             yield
         return
-    with patch.multiple(cuda_kernels, BLOCK_S=shape[0], NUM_WARPS=shape[1]) if shape else nullcontext():
+    with patch.multiple(cuda_kernels, BLOCK_S={True: shape[0], False: shape[0]}, NUM_WARPS=shape[1]) if shape else nullcontext():
         yield
 
 
@@ -208,7 +209,7 @@ def engine_rows(steps: int, best_shape: tuple[int, int] | None) -> list[dict]:
                       ("pinned", True, "pinned", "after")],
              "fp8": [("window", False, "window", "before"), ("window", False, "window", "after"),
                      ("pinned", True, "pinned", "before"), ("pinned", True, "pinned", "after")]}
-    if best_shape and best_shape != (cuda_kernels.BLOCK_S, cuda_kernels.NUM_WARPS):
+    if best_shape and best_shape != (cuda_kernels.BLOCK_S[True], cuda_kernels.NUM_WARPS):
         plans["fp8"] += [("window", False, "window", "after, best shape"),
                          ("pinned", True, "pinned", "after, best shape")]
     # FP8 weights in the temporal transformer alone: the depth transformer's small products gain less
@@ -271,7 +272,7 @@ def table(result: dict) -> str:
 def main(out: Path, sections: set[str], steps: int) -> None:
     device = torch.device("cuda")
     result: dict = {"device": torch.cuda.get_device_name(), "copy_tbs": copy_bandwidth(device) / 1e12,
-                    "multiprocessors": multiprocessors(device), "block_s": cuda_kernels.BLOCK_S,
+                    "multiprocessors": multiprocessors(device), "block_s": dict(fp8=cuda_kernels.BLOCK_S[True], bf16=cuda_kernels.BLOCK_S[False]),
                     "num_warps": cuda_kernels.NUM_WARPS}
     if "kernel" in sections:
         result["kernel"] = kernel_rows(result["copy_tbs"] * 1e12)

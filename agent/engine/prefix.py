@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -47,9 +48,9 @@ class PersonaPrompt:
             voice = 0 if self.voice is None else self.voice.shape[1]
         return voice + 2 * self.silence_frames + len(self.text_tokens)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Identifies the prompt's content (same voice and role: same prefix)."""
+        """Identifies the prompt's content (same voice and role: same prefix); hashed once."""
         h = hashlib.sha256()
         voice = self.voice
         if isinstance(voice, VoicePrompt):

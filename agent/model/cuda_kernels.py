@@ -24,12 +24,13 @@ TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal: the sc
 PROGRAMS_PER_MULTIPROCESSOR = 8  # split rows until the grid has this many programs per multiprocessor...
 MIN_BLOCKS_PER_SPLIT = 4  # ...but never into pieces of fewer blocks of slots than this
 MAX_SPLITS = 16
-# The decode kernel's block of slots and warps per program when a call names none: the default of
-# the kernel before it split rings, the fastest of the shapes tried then on an H200 at 80 calls and
-# 3000 slots (128 registers, no spill, for sm_90 by Triton 3.9). scripts/bench_decode_kernels.py
-# times the others.
-BLOCK_S = 128
-NUM_WARPS = 4
+# The decode kernel's block of slots and warps per program when a call names none, by ring: the
+# fastest of the shapes scripts/bench_decode_kernels.py tried on an H200 at 80 calls and 3000 slots
+# (Triton 3.6, 2026-12-03): one warp a program, small blocks, many programs in flight. FP8 ring
+# 16 slots: 0.50 ms a layer, 97% of the copy bandwidth (128 slots and 4 warps: 0.62 ms); bf16 ring
+# 32 slots: 0.90 ms, as PyTorch's attention (128 and 4: 1.20 ms).
+BLOCK_S = {True: 16, False: 32}  # by whether the ring is FP8 (scaled)
+NUM_WARPS = 1
 
 
 @triton.jit
@@ -172,13 +173,14 @@ def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_s
     (`agent.model.kv_cache.Visibility.pinned`). `splits` cuts each ring into that many pieces read
     by programs of their own and merged by a second, small kernel (None: `decode_splits`; the CPU,
     under Triton's interpreter, has no multiprocessors to fill and takes 1). block_s and num_warps
-    default to BLOCK_S and NUM_WARPS.
+    default to BLOCK_S (of the ring's kind) and NUM_WARPS.
     """
     B, H, T, D = q.shape
     if T != 1:
         raise ValueError(f"the ring decode kernel takes one query per row, got {T}")
     S = k.shape[2]
-    block_s = min(block_s or BLOCK_S, triton.next_power_of_2(S))
+    scaled = k_scale is not None
+    block_s = min(block_s or BLOCK_S[scaled], triton.next_power_of_2(S))
     num_warps = num_warps or NUM_WARPS
     if splits is None:
         splits = decode_splits(B * H, S, block_s, multiprocessors(q.device)) if q.is_cuda else 1
@@ -187,7 +189,6 @@ def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_s
     out = torch.empty_like(q)
     # Tensors a configuration does not read (no pinned slots, no scales, one split): any of the right kind.
     q_pinned, counts = (q, lowest) if pinned is None else (pinned[0].contiguous(), pinned[1])
-    scaled = k_scale is not None
     k_scale, v_scale = (k_scale, v_scale) if scaled else (q, q)
     part, top, total = out, lowest, lowest
     if splits > 1:

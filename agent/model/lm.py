@@ -146,10 +146,15 @@ class LM(nn.Module):
         self.depformer.to_fp8_weights()
 
     @property
-    def initial_tokens(self) -> torch.Tensor:
-        """[num_streams] long: the tokens before the first frame (text_card for text, card for audio)."""
+    def initial_token_ids(self) -> list[int]:
+        """The tokens before the first frame, per stream (text_card for text, card for audio)."""
         cfg = self.config
-        return torch.tensor([cfg.text_card] + [cfg.card] * cfg.n_q, device=self.text_linear.weight.device)
+        return [cfg.text_card] + [cfg.card] * cfg.n_q
+
+    @property
+    def initial_tokens(self) -> torch.Tensor:
+        """`initial_token_ids` [num_streams] long, on the model's device."""
+        return torch.tensor(self.initial_token_ids, device=self.text_linear.weight.device)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, num_streams, T] -> the temporal transformer's input [B, T, dim]."""

@@ -61,7 +61,7 @@ class PromptPiece:
         def moved(t: torch.Tensor) -> torch.Tensor:
             if device.type != "cuda" or t.device.type != "cpu":
                 return t.to(device)
-            return t.pin_memory().to(device, non_blocking=True)
+            return t.contiguous().pin_memory().to(device, non_blocking=True)  # contiguous: pinning copies
 
         return PromptPiece(*(None if t is None else moved(t) for t in (self.frames, self.embeddings, self.tokens_after)))
 
@@ -108,7 +108,7 @@ def prefill_persona(stream: StreamingLM, state: StreamState, voice: torch.Tensor
 def _replay_frames(stream: StreamingLM, steps: int) -> torch.Tensor:
     """The tokens given with a stored voice's embeddings [1, K, steps]: text padding, initial audio."""
     padding_id = stream.lm.config.text_padding_id
-    replay = torch.cat([torch.tensor([padding_id]), stream.lm.initial_tokens[1:].cpu()])
+    replay = torch.tensor([padding_id] + stream.lm.initial_token_ids[1:])
     return replay[None, :, None].expand(1, -1, steps)
 
 

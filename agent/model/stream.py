@@ -72,17 +72,19 @@ class StreamingLM:
         self.max_delay = cfg.max_delay
         self.ring = cfg.max_delay + 3
         self.delays = torch.tensor(cfg.delays, device=lm.text_linear.weight.device)
+        # A new row: position 0 holds the initial tokens, and so do positions 1..delay of each delayed
+        # stream, marked given (no frame is ever written there: the first step writes at 1 + delay).
+        # Made once: a tensor from the host waits for the device, and rows are made while it runs a step.
+        positions = torch.arange(self.ring, device=self.delays.device)
+        before_first_frame = positions[None, :] <= self.delays[:, None]  # [K, ring]
+        self.fresh_tokens = torch.where(before_first_frame, lm.initial_tokens[:, None], UNGENERATED)
+        self.fresh_provided = before_first_frame & (positions[None, :] > 0)
 
     def init_state(self, batch_size: int, capacity: int | None = None, pinnable: bool = False) -> StreamState:
         """Fresh rows; `capacity` bounds the KV ring below the context; a `pinnable` ring's rows may keep
         their prompt for good (see `Transformer.init_state`)."""
         lm, K, device = self.lm, self.lm.config.num_streams, self.delays.device
-        # A new row: position 0 holds the initial tokens, and so do positions 1..delay of each delayed
-        # stream, marked given (no frame is ever written there: the first step writes at 1 + delay).
-        positions = torch.arange(self.ring, device=device)
-        before_first_frame = positions[None, :] <= self.delays[:, None]  # [K, ring]
-        fresh_tokens = torch.where(before_first_frame, lm.initial_tokens[:, None], UNGENERATED)
-        fresh_provided = before_first_frame & (positions[None, :] > 0)
+        fresh_tokens, fresh_provided = self.fresh_tokens, self.fresh_provided
         return StreamState(
             transformer=lm.transformer.init_state(batch_size, capacity=capacity, kv_dtype=self.kv_dtype,
                                                   pinnable=pinnable),
