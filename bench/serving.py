@@ -20,6 +20,7 @@ from bench.processes import child
 ROOT = Path(__file__).parents[1]
 OPERATOR = "interop-operator-token"
 WORKER_SECRET = "interop-worker-secret"
+METRICS_TIMEOUT = 10.0  # seconds a GET /metrics may take: Prometheus's default scrape timeout
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         """Its /metrics, each sample by its name and labels as Prometheus writes them: `name{a="b"}`."""
-        text = httpx.get(self.url + "/metrics", headers=self.operator).text
+        text = httpx.get(self.url + "/metrics", headers=self.operator, timeout=METRICS_TIMEOUT).text
         return {s.name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items())) + "}" if s.labels else ""):
                 s.value for family in text_string_to_metric_families(text) for s in family.samples}
 

@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from bench.campaign.calls import (
@@ -38,7 +39,7 @@ from bench.campaign.namespace import rows_inside
 from bench.campaign.row import Row
 from bench.loopback import inside
 from bench.realtime import lateness
-from bench.serving import Server, serving
+from bench.serving import METRICS_TIMEOUT, Server, serving
 from bench.webrtc_caller import RATE as WEBRTC_RATE
 
 SHORTEST, LONGEST = 2.0, 8.0  # seconds a call lasts
@@ -146,15 +147,30 @@ async def churn(server: Server, seconds: float, rate: float, tally: Tally, start
     return number
 
 
-async def sample(server: Server, every: float, start: float, stop: asyncio.Event) -> list[Sample]:
-    loop, samples = asyncio.get_running_loop(), []
+@dataclass
+class Scrapes:
+    """How the server answered the sampler's /metrics requests (as a Prometheus scrape would)."""
+
+    seconds: list[float] = field(default_factory=list)  # how long each answered one took
+    unanswered: list[float] = field(default_factory=list)  # when one got no answer in METRICS_TIMEOUT
+
+
+async def sample(server: Server, every: float, start: float, stop: asyncio.Event) -> tuple[list[Sample], Scrapes]:
+    """A sample every `every` seconds until `stop`; one the server does not answer in time is
+    counted, not fatal (a long run keeps its series)."""
+    loop, samples, scrapes = asyncio.get_running_loop(), [], Scrapes()
     while not stop.is_set():
-        samples.append(await asyncio.to_thread(snapshot, server, loop.time() - start))
+        asked = loop.time()
+        try:
+            samples.append(await asyncio.to_thread(snapshot, server, asked - start))
+            scrapes.seconds.append(loop.time() - asked)
+        except httpx.TimeoutException:
+            scrapes.unanswered.append(asked - start)
         try:
             await asyncio.wait_for(stop.wait(), every)
         except TimeoutError:
             pass
-    return samples
+    return samples, scrapes
 
 
 def slope(at: np.ndarray, values: np.ndarray, in_progress: np.ndarray | None = None) -> float:
@@ -192,7 +208,7 @@ async def soak(server: Server, args: argparse.Namespace) -> list[Row]:
         offered = await churn(server, args.soak_minutes * 60, rate, tally, start)
     finally:
         stop.set()
-        samples = await sampler
+        samples, scrapes = await sampler
     baseline = Resources(before.open_fds, before.tasks, before.threads)
     free, sessions, after = await until_idle(server, baseline)
     admitted, refused = (a - b for a, b in zip(await asyncio.to_thread(counted, server),
@@ -200,7 +216,7 @@ async def soak(server: Server, args: argparse.Namespace) -> list[Row]:
     if args.soak_samples is not None:
         write_samples(args.soak_samples, samples)
     return [churn_row(args, rate, offered, tally, admitted, refused),
-            flat_row(args, samples, tally, baseline, after, free, sessions)]
+            flat_row(args, samples, tally, baseline, after, free, sessions), scrape_row(scrapes)]
 
 
 def write_samples(path: Path, samples: list[Sample]) -> None:
@@ -247,6 +263,20 @@ def flat_row(args: argparse.Namespace, samples: list[Sample], tally: Tally, befo
                         "threads_after": after.threads, "sessions_after": len(sessions),
                         "rss_mib_first": round(rss[0], 1) if rss else float("nan"),
                         "rss_mib_last": round(rss[-1], 1) if rss else float("nan")})
+
+
+def scrape_row(scrapes: Scrapes) -> Row:
+    asked = len(scrapes.seconds) + len(scrapes.unanswered)
+    slowest = max(scrapes.seconds, default=float("nan"))
+    p99 = float(np.percentile(scrapes.seconds, 99)) if scrapes.seconds else float("nan")
+    missed = ", ".join(f"{at / 60:.1f}" for at in scrapes.unanswered[:5])
+    return Row("soak: the server answers its metrics throughout",
+               f"{asked} GET /metrics, one a sample, each given {METRICS_TIMEOUT:g} s",
+               f"{len(scrapes.seconds)} answered (p99 {p99:.3f} s, slowest {slowest:.3f} s), "
+               f"{len(scrapes.unanswered)} not in time" + (f" (at minute {missed})" if missed else ""),
+               bool(scrapes.seconds) and not scrapes.unanswered,
+               {"scrapes": asked, "unanswered": len(scrapes.unanswered), "scrape_p99_s": round(p99, 4),
+                "scrape_max_s": round(slowest, 4)})
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
