@@ -14,8 +14,8 @@ AUDIO_CARD = 2_048  # entries of each Mimi codebook
 VOICE_FILE_SUFFIXES = (".wav", ".pt")
 # keep_persona's default: "window", upstream's behaviour, from what was measured. Pinning keeps the
 # prompt at the distances the model saw in training, but an engine that can pin scores every call with
-# a second query: at 80 calls on an H200 the step took 63.4 ms against 48.6 (bench/pinned-h200.json:
-# PyTorch's attention offers no one-pass kernel for it), so workers pin only with pin_personas set.
+# a second query: at 80 calls on an H200 the LM step took 43.3 ms against 41.1, 5% (bench/pinned-h200.json),
+# so workers pin only with pin_personas set.
 # Whether pinning keeps the role and the voice better was measured on dummy weights alone, where it
 # means nothing: `plexline eval long-call --model hf` on the real weights decides that.
 KEEP_PERSONA_DEFAULT = "window"

@@ -2,18 +2,19 @@
 replaced, in one process: `PYTHONPATH=. python3 scripts/bench_decode_kernels.py OUT.json [SECTIONS] [STEPS]`.
 
 1. kernel: one layer's attention of one step at full context (3000 slots, 32 heads of 128) for
-   1 to 160 calls, window rings and rings that pin a 200-frame prompt. FP8 rings: the kernel as it
-   ran before (scripts/decode_baseline.py) against `ring_decode_attention` with its split rule, with
-   each split count forced, and with other block shapes. bf16 rings: PyTorch's attention (what the
-   window ring runs) and, pinned, the cuDNN pass over both queries merged by log-sum-exp (what a
-   pinned step ran before) against the one-pass kernel. Each variant is a CUDA graph of 32 launches
+   1 to 160 calls, window rings and rings that pin a 200-frame prompt: `ring_decode_attention` with
+   its split rule, with each split count forced, and with other block shapes; for bf16 rings beside
+   PyTorch's attention (what the window ring runs) and, pinned, the cuDNN pass over both queries
+   merged by log-sum-exp (what a pinned step ran before the one-pass kernel). The first version of
+   the FP8 kernel (one program per row and head, 128-slot blocks, 4 warps) is in
+   bench/decode-kernels-h200.json, the run that replaced it. Each variant is a CUDA graph of 32 launches
    over distinct copies of the ring (as 32 layers: little of it stays in L2); it reports
    milliseconds per launch, TB/s of the ring's bytes against the measured copy bandwidth, and the
    relative error against float32 attention over the ring as stored.
 2. engine: frame p50/p99 and the LM step (one CUDA graph) at 80 calls on full-size dummy weights,
-   bf16 (window ring; pinned personas before and after) and FP8 weights with the FP8 ring (window
-   and pinned, before and after), and FP8 weights in the temporal transformer alone (the depth
-   transformer's in bf16) with the FP8 ring; "before" patches the previous kernels into the ring's dispatch.
+   bf16 (window ring; pinned personas with the merged cuDNN pass and with the kernel) and FP8
+   weights with the FP8 ring (window and pinned), and FP8 weights in the temporal transformer
+   alone (the depth transformer's in bf16) with the FP8 ring.
 Sections: kernel,engine (both by default); STEPS timed steps per engine row (default 60).
 The JSON is rewritten after each section; the table is printed last.
 """
@@ -28,7 +29,6 @@ from dataclasses import replace
 from pathlib import Path
 from unittest.mock import patch
 
-import decode_baseline
 import torch
 import torch.nn.functional as F
 
@@ -117,15 +117,10 @@ def variants(kind: str, pinned: bool, B: int) -> list[tuple[str, dict, object]]:
     block_s, num_warps = cuda_kernels.BLOCK_S[kind == "fp8"], cuda_kernels.NUM_WARPS
     rule = decode_splits(B * HEADS, SLOTS, block_s, multiprocessors(torch.device("cuda")))
     found = []
-    if kind == "fp8":
-        found.append(("before: one program per row and head", {"path": "baseline"},
-                      lambda q, q_pinned, ring, visibility: decode_baseline.ring_decode_attention(
-                          q, *ring, *visibility.window,
-                          pinned=(q_pinned, visibility.pinned.int()) if pinned else None)))
-    elif pinned:
+    if kind == "bf16" and pinned:
         found.append(("before: cuDNN over both queries, LSE merge", {"path": "cudnn-merged"},
                       lambda q, q_pinned, ring, visibility: attend_pinned(q, q_pinned, *ring, visibility)))
-    else:
+    elif kind == "bf16":
         found.append(("PyTorch attention (the engine's)", {"path": "sdpa"},
                       lambda q, q_pinned, ring, visibility: F.scaled_dot_product_attention(
                           q, *ring, attn_mask=visibility.mask)))
@@ -184,17 +179,13 @@ def kernel_line(r: dict) -> str:
 
 
 def previous_decode_step(q, q_pinned, k, v, scales, visibility):
-    """The ring's decode dispatch as it was: the baseline kernel for an FP8 ring, the merged cuDNN
-    pass for a bf16 ring that pins."""
-    if scales is None:
-        return attend_pinned(q, q_pinned, k, v, visibility)
-    pinned = None if q_pinned is None else (q_pinned, visibility.pinned.int())
-    return decode_baseline.ring_decode_attention(q, k, v, *scales, *visibility.window, pinned=pinned)
+    """A bf16 ring that pins as its decode ran before the one-pass kernel: the merged cuDNN pass."""
+    return attend_pinned(q, q_pinned, k, v, visibility)
 
 
 @contextmanager
 def kernels(which: str, shape: tuple[int, int] | None = None):
-    """`before`: the previous kernels in the ring's dispatch; `after`: the current ones, with a block shape."""
+    """`before`: the merged cuDNN pass in the ring's dispatch; `after`: the kernel, with a block shape."""
     if which == "before":
         with patch.object(kv_cache, "decode_step", previous_decode_step):
             yield
@@ -207,8 +198,7 @@ def engine_rows(steps: int, best_shape: tuple[int, int] | None) -> list[dict]:
     """Frame and LM step at 80 calls for each precision, way of keeping the persona and kernel set."""
     plans = {"bf16": [("window", False, "window", "unchanged"), ("pinned", True, "pinned", "before"),
                       ("pinned", True, "pinned", "after")],
-             "fp8": [("window", False, "window", "before"), ("window", False, "window", "after"),
-                     ("pinned", True, "pinned", "before"), ("pinned", True, "pinned", "after")]}
+             "fp8": [("window", False, "window", "after"), ("pinned", True, "pinned", "after")]}
     if best_shape and best_shape != (cuda_kernels.BLOCK_S[True], cuda_kernels.NUM_WARPS):
         plans["fp8"] += [("window", False, "window", "after, best shape"),
                          ("pinned", True, "pinned", "after, best shape")]

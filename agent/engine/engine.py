@@ -19,9 +19,10 @@ under sampling only the random stream differs, since the skipped predictions are
 
 With `pin_personas` the KV ring can keep each call's persona prompt past the context (a call set
 up with keep_persona "pinned"); a call with "window" loses it as upstream's does. Every call then
-pays for the pinned scoring (one more query per row in each attention: at 80 calls on an H200 the
-step took 63.4 ms against 48.6, bench/pinned-h200.json), so it is off by default: the ring is
-upstream's, attention its plain PyTorch call, and a pinned call keeps the window, with a warning.
+pays for the pinned scoring (one more query per row in each attention, scored in the same softmax
+by the decode kernel: at 80 calls on an H200 the LM step took 43.3 ms against 41.1 and the frame
+51.4 against 49.0, bench/pinned-h200.json), so it is off by default: the ring is upstream's,
+attention its plain PyTorch call, and a pinned call keeps the window, with a warning.
 """
 
 from __future__ import annotations
