@@ -241,7 +241,8 @@ def _control_plane(settings, registry, workers, history, http_host: str, local_w
         tls = server_tls_context(settings.sip_tls_certificate, settings.sip_tls_key, settings.sip_tls_client_ca)
     config = SipConfig(host=settings.sip_host or http_host, port=settings.sip_port,
                        advertised_host=settings.sip_advertised_host, rtp_timeout=settings.rtp_timeout,
-                       jitter_packets=settings.rtp_jitter_packets, realm=settings.sip_realm,
+                       jitter_packets=settings.rtp_jitter_packets,
+                       jitter_max_packets=settings.rtp_jitter_max_packets, realm=settings.sip_realm,
                        retry_after_seconds=settings.retry_after_seconds, tls=tls, tls_port=settings.sip_tls_port,
                        drain_timeout=settings.sip_drain_timeout)
     sip = SipServer(config, store, router, workers, registry)

@@ -95,6 +95,8 @@ class RtpLegSpec(BaseModel):
     # Caller packets held before playout starts. One is enough on a quiet network (the engine slot
     # keeps a packet of slack too); each more absorbs 20 ms more arrival jitter, at 20 ms of delay.
     jitter_packets: int = Field(1, ge=1, le=8)
+    # The playout depth then follows the network's jitter (agent.media.jitter.PlayoutDepth), up to this.
+    jitter_max_packets: int = Field(6, ge=1, le=16)
     srtp: SrtpKeys | None = None  # plain RTP when None
 
     @property

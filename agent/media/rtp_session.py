@@ -44,11 +44,11 @@ from aiortc.rtp import (
 
 from agent.contracts.media import RtpLegSpec
 from agent.engine.clock import CallSlot
-from agent.media.bridge import AgentTrack, TrackBridge
+from agent.media.bridge import QUIET_RMS, AgentTrack, TrackBridge
 from agent.media.dtmf import DtmfDetector, DtmfEvent
 from agent.media.g711 import G711Encoder
 from agent.media.g722 import G722Decoder, G722Encoder
-from agent.media.jitter import JitterBuffer
+from agent.media.jitter import JitterBuffer, PlayoutDepth
 from agent.media.srtp import SrtpContext, SrtpError
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,12 @@ def _decoder(spec: RtpLegSpec):
     return G722Decoder() if spec.codec == "G722" else get_decoder(_codec(spec))
 
 
+def _quiet(frame: av.AudioFrame) -> bool:
+    """A pause in the caller's speech, where a frame may be dropped unheard."""
+    samples = frame.to_ndarray().astype(np.float32) / 32768
+    return float(np.sqrt(np.mean(samples ** 2))) < QUIET_RMS if samples.size else True
+
+
 class CallerTrack(MediaStreamTrack):
     """The caller's audio: the decoded 20 ms frame of each tick of a playout clock.
 
@@ -150,12 +156,16 @@ class CallerTrack(MediaStreamTrack):
         if session.spec.receives and loop.time() - session.last_arrival > session.spec.rtp_timeout:
             self.stop()
             raise MediaStreamError
+        due = self._start + self._ticks * PACKET_SECONDS
         self._ticks += 1
         if session.jitter.depth == 0:
             return None  # nothing has arrived to play: the sender paused (or is on hold)
+        if session.jitter.hold():
+            return None  # the network jitters more: the playout a packet deeper
         tick, self._played = self._played, self._played + 1
-        payload = session.jitter.pop()
-        frame = self._frame(payload)
+        frame = self._frame(session.jitter.pop(due))
+        if frame is not None and _quiet(frame) and session.jitter.drop_quiet():
+            frame = self._frame(session.jitter.pop(due))  # calm again: a pause a packet shorter
         if frame is None:
             return None  # lost: a break in the timestamps
         frame = self._conformed(frame)
@@ -213,7 +223,8 @@ class RtpSession:
         self.spec = spec
         self.on_dtmf = on_dtmf
         self.stats = RtpStats()
-        self.jitter = JitterBuffer()
+        self.jitter = JitterBuffer(max(8, spec.jitter_max_packets + 2), PlayoutDepth(spec.jitter_packets, spec.jitter_max_packets,
+                                                        margin=PLAYOUT_MARGIN))
         self.caller_track = CallerTrack(self)
         self.bridge = TrackBridge(self.caller_track)  # conceals the lost packets and counts them
         self.local: tuple[str, int] | None = None
@@ -357,7 +368,7 @@ class RtpSession:
             self._on_event(packet)
             self.jitter.put(packet.sequence_number, b"")  # the digit's time is silence in the audio
         else:
-            self.jitter.put(packet.sequence_number, packet.payload)
+            self.jitter.put(packet.sequence_number, packet.payload, now, packet.timestamp / self.spec.clock_rate)
         self.caller_track.packet_arrived()
 
     def _on_event(self, packet: RtpPacket) -> None:

@@ -73,6 +73,10 @@ class Settings(MediaSettings):
     rtp_jitter_packets: int = Field(1, ge=1, le=8, description="caller RTP packets held before playout starts: "
                                                                "each more absorbs 20 ms more network jitter and "
                                                                "adds 20 ms of delay")
+    rtp_jitter_max_packets: int = Field(6, ge=1, le=16, description="the deepest the caller's playout grows "
+                                                                    "(in 20 ms packets) when the network "
+                                                                    "jitters; it starts at rtp_jitter_packets "
+                                                                    "and comes back there when calm")
     # Call history: in Redis when distributed, else files in data_dir (the webhook outbox, call records).
     data_dir: Path = Field(default_factory=default_data_dir,
                            description="the embedded webhook outbox, call records and recordings (default: "

@@ -369,12 +369,14 @@ def answer_for(plan: MediaPlan, host: str, port: int, session_id: int, version: 
     return SessionDescription(origin=origin, name="plexline", connection=host, media=[media])
 
 
-def rtp_leg(plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float, jitter_packets: int = 1) -> RtpLegSpec:
+def rtp_leg(plan: MediaPlan, transfer_digit: str | None, rtp_timeout: float, jitter_packets: int = 1,
+            jitter_max_packets: int = 6) -> RtpLegSpec:
     """The worker's half of an agreed plan: where to send, in which codec, and the leg's own settings."""
     return RtpLegSpec(remote_host=plan.remote_host, remote_port=plan.remote_port,
                       remote_rtcp_port=plan.remote_rtcp_port, codec=plan.codec.name, payload_type=plan.payload_type,
                       dtmf_payload_type=plan.dtmf_payload_type, direction=plan.direction,
                       transfer_digit=transfer_digit, rtp_timeout=rtp_timeout, jitter_packets=jitter_packets,
+                      jitter_max_packets=jitter_max_packets,
                       srtp=_srtp_keys(plan.srtp) if plan.srtp else None)
 
 

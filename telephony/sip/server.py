@@ -115,6 +115,7 @@ class SipConfig:
     advertised_host: str | None = None  # put in Via and Contact when `host` is a wildcard
     rtp_timeout: float = 30.0
     jitter_packets: int = 1
+    jitter_max_packets: int = 6
     realm: str = "plexline"
     retry_after_seconds: int = 5  # in a 503 when no worker can take a call
     tls: ssl.SSLContext | None = None  # SIP over TLS too, on `tls_port` (see transport.server_tls_context)
@@ -407,7 +408,7 @@ class SipServer:
             call.worker = await self._worker_of(call.record)
             line = call.route.line
             spec = rtp_leg(call.plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
-                               self.config.jitter_packets)
+                               self.config.jitter_packets, self.config.jitter_max_packets)
             try:
                 call.media = await self.workers.set_rtp(call.worker, call.record.call_id, spec)
             except WorkerRefused as error:
@@ -653,7 +654,7 @@ class SipServer:
             return response_to(request, 488, warning=str(error))
         line = call.route.line
         spec = rtp_leg(plan, line.transfer.digit if line.transfer else None, self.config.rtp_timeout,
-                       self.config.jitter_packets)
+                       self.config.jitter_packets, self.config.jitter_max_packets)
         try:
             call.media = await self.workers.set_rtp(call.worker, call.record.call_id, spec)
         except WorkerRefused as error:
