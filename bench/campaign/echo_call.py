@@ -32,6 +32,9 @@ class LegCounters:
     late: int = 0  # dropped by the jitter buffer: after their turn, or twice
     gaps: int = 0  # breaks the bridge concealed
     concealed: float = 0.0  # seconds of them
+    deeper: int = 0  # ticks the playout held to absorb more jitter
+    shallower: int = 0  # quiet frames it dropped when calm again
+    deepest: int = 0  # packets of playout depth, at most
 
 
 @dataclass
@@ -85,7 +88,8 @@ def counters(service: Service, call_id: str) -> LegCounters:
     except UnknownSession:
         return LegCounters()
     return LegCounters(rtp.stats.packets_received, rtp.stats.rejected, rtp.stats.lost, rtp.jitter.stats.late,
-                       rtp.bridge.gaps, float(rtp.bridge.concealed))
+                       rtp.bridge.gaps, float(rtp.bridge.concealed), rtp.jitter.stats.raised,
+                       rtp.jitter.stats.lowered, rtp.jitter.stats.deepest)
 
 
 async def call(sip_address: tuple[str, int], pcm: np.ndarray, relay: Relay | None = None, during=None,

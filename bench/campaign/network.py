@@ -68,7 +68,8 @@ async def loss_and_jitter(folder: Path, seconds: float, loss: float, jitter: flo
     outcome = (f"clean: {_echo(clean)}, {clean.returned}/{clean.sent} back; impaired: {_echo(lossy)}, "
                f"{lossy.returned}/{lossy.sent} back, dropped {relay.dropped[True]} in and {relay.dropped[False]} "
                f"out; the leg: {leg.received} in, {leg.late} late, {leg.lost} lost, {leg.gaps} gaps concealed "
-               f"({leg.concealed:.2f} s); hung up by the caller: {lossy.completed}")
+               f"({leg.concealed:.2f} s), playout {leg.deeper} deeper and {leg.shallower} shallower, {leg.deepest} "
+               f"packets at most; hung up by the caller: {lossy.completed}")
     passed = (clean.completed and lossy.completed and idle and clean.echo > ECHOED and lossy.echo > ECHOED
               and leg.gaps > 0 and relay.dropped[True] > 0)
     return Row(f"{loss:.0%} loss, {jitter * 1000:.0f} ms jitter on RTP", f"{seconds:g} s of speech each way "
