@@ -35,7 +35,7 @@ from agent.engine.clock import AgentFrame, CallSlot
 PACKET_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 MAX_QUEUED_FRAMES = 3  # agent frames beyond this (a reader that fell behind) are dropped, oldest first
-QUIET_RMS = 10 ** (-50 / 20)  # an agent frame this quiet is a pause, which may be skipped to catch up
+QUIET_RMS = 10 ** (-50 / 20)  # a frame this quiet is a pause, which may be skipped unheard
 MAX_CONCEALED = Fraction(1, 4)  # seconds put in for one break (the slot keeps less anyway)
 CONCEALED_REPEATS = 5  # a break repeats the last 20 ms this many times, halving each time, then silence
 GAP_TOLERANCE = Fraction(1, 1000)  # timestamps this far apart still count as contiguous
@@ -52,6 +52,11 @@ def to_pcm(frames: list[av.AudioFrame]) -> np.ndarray:
     if not frames:
         return np.zeros(0, dtype=np.float32)
     return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
+
+
+def quiet(pcm: np.ndarray) -> bool:
+    """Whether audio (float, full scale 1) is a pause: RMS under QUIET_RMS (no samples: yes)."""
+    return float(np.sqrt(np.mean(np.square(pcm, dtype=np.float32)))) < QUIET_RMS if pcm.size else True
 
 
 class Pacer:
@@ -145,7 +150,7 @@ class AgentTrack(MediaStreamTrack):
         while self._pending.size < PACKET_SAMPLES and not queue.empty():
             frame = queue.get_nowait()
             behind = not queue.empty()  # the next frame is here already: this one would be heard late
-            skip = behind and self._pending.size == 0 and float(np.sqrt(np.mean(frame.pcm ** 2))) < QUIET_RMS
+            skip = behind and self._pending.size == 0 and quiet(frame.pcm)
             self._take(frame, keep_audio=not skip)
             self.skipped += skip
 

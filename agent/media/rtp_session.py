@@ -44,7 +44,7 @@ from aiortc.rtp import (
 
 from agent.contracts.media import RtpLegSpec
 from agent.engine.clock import CallSlot
-from agent.media.bridge import QUIET_RMS, AgentTrack, TrackBridge
+from agent.media.bridge import AgentTrack, TrackBridge, quiet
 from agent.media.dtmf import DtmfDetector, DtmfEvent
 from agent.media.g711 import G711Encoder
 from agent.media.g722 import G722Decoder, G722Encoder
@@ -105,8 +105,7 @@ def _decoder(spec: RtpLegSpec):
 
 def _quiet(frame: av.AudioFrame) -> bool:
     """A pause in the caller's speech, where a frame may be dropped unheard."""
-    samples = frame.to_ndarray().astype(np.float32) / 32768
-    return float(np.sqrt(np.mean(samples ** 2))) < QUIET_RMS if samples.size else True
+    return quiet(frame.to_ndarray().astype(np.float32) / 32768)
 
 
 class CallerTrack(MediaStreamTrack):
