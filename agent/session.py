@@ -37,9 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # A media link's last words when it is cancelled, before it is cancelled again: the WebRTC leg tells
-# the caller why the call ended and drains its data channel (0.5 s); cancelled again sooner, the
+# the caller why the call ended and waits until the caller has it (up to 2 s,
+# `agent.media.webrtc.GOODBYE_TIMEOUT`), then closes its connection; cancelled again sooner, the
 # caller never heard it.
-GOODBYE_SECONDS = 2.0
+GOODBYE_SECONDS = 4.0
 
 
 class MediaLink(Protocol):

@@ -78,13 +78,28 @@ class CallChannel:
         transcript = self.transcript.text if self.transcript is not None else ""
         self.send({"type": "ended", "reason": reason, "outcome": outcome, "transcript": transcript, "media": media})
 
-    async def drain(self, timeout: float) -> None:
-        """Wait (up to `timeout` seconds) until what was sent has left for the caller."""
+    async def close(self, timeout: float) -> None:
+        """Close the channel once the caller has everything sent on it (waiting up to `timeout` s).
+
+        A message that has left the channel's buffer may still wait in SCTP's queue for the
+        congestion window, or be lost and need resending: the connection's close (an SCTP ABORT)
+        would lose it. The channel's close is the proof that it arrived: its stream reset follows
+        the last message, and the caller answers it only once it has every message before it
+        (RFC 6525 5.2.2), and the channel is closed when the caller has reset its side too."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return
+        closed = asyncio.Event()
+        channel.on("close", closed.set)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (self._channel is not None and self._channel.readyState == "open"
-               and self._channel.bufferedAmount > 0 and loop.time() < deadline):
-            await asyncio.sleep(0.01)
+        while channel.readyState == "open" and channel.bufferedAmount > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # then the reset covers them (an older aiortc resets at once)
+        channel.close()
+        try:
+            await asyncio.wait_for(closed.wait(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            pass
 
     def _flush(self) -> None:
         channel = self._channel

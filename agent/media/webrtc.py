@@ -55,7 +55,7 @@ CONNECT_TIMEOUT = 20.0  # seconds from the answer to connected media, or the cal
 SETTLE_TIMEOUT = 1.0  # seconds the connection gets to say why the caller's track ended
 HUNG_UP = "the caller hung up"
 CONNECTION_FAILED = "the connection failed (ICE or DTLS)"
-DRAIN_TIMEOUT = 0.5  # seconds the last data channel messages get before the connection closes
+GOODBYE_TIMEOUT = 2.0  # seconds the caller gets to receive the last data channel messages before the connection closes
 MAX_OFFER_BYTES = 64 * 1024
 JITTER_CAPACITY = 4  # packets: a missing one is given up when this many have come after it
 
@@ -176,7 +176,7 @@ class WebRtcCall:
         log.info("webrtc leg closed", extra={"call": self.session.id, "reason": reason, **asdict(counts)})
         if self._pc.connectionState == "connected":  # else there is no one left to tell
             self.channel.ended(reason, self.session.end_outcome, asdict(counts))
-            await self.channel.drain(DRAIN_TIMEOUT)
+            await self.channel.close(GOODBYE_TIMEOUT)
         await self.close()
 
     def _on_track(self, track: MediaStreamTrack) -> None:

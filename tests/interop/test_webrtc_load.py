@@ -62,6 +62,7 @@ def test_eight_calls_for_a_minute_leak_nothing_and_every_gap_is_counted(tmp_path
 
     rates = []
     for call in calls:
+        assert call.messages_of("ended"), [m["type"] for m in call.messages[-3:]]  # told why, with the transcript
         ended = call.messages_of("ended")[0]
         media = ended["media"]
         assert ended["reason"] == "the caller hung up"
