@@ -53,7 +53,7 @@ def test_full_preset_sizes():
 
 
 @pytest.mark.reference
-def test_streaming_encode_matches_reference(reference_mimi: Mimi, golden: dict[str, torch.Tensor]):
+def test_streaming_encode_matches_reference(reference_mimi: Mimi, golden: dict[str, torch.Tensor], reference_rounding):
     pcm = golden["pcm_in"]
     state = reference_mimi.init_encoder_state(1)
     with torch.no_grad():
@@ -75,7 +75,7 @@ def test_streaming_decode_matches_reference(reference_mimi: Mimi, golden: dict[s
 
 
 @pytest.mark.reference
-def test_encode_equals_streaming_codes(reference_mimi: Mimi, golden: dict[str, torch.Tensor]):
+def test_encode_equals_streaming_codes(reference_mimi: Mimi, golden: dict[str, torch.Tensor], reference_rounding):
     with torch.no_grad():
         assert torch.equal(reference_mimi.encode(golden["pcm_in"]), golden["codes"])
 

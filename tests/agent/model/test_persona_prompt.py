@@ -31,7 +31,7 @@ def test_a_voice_of_another_model_is_refused():
 
 
 @pytest.mark.reference
-def test_a_voice_stepped_from_its_codes_is_upstreams_voice_file(reference_dir):
+def test_a_voice_stepped_from_its_codes_is_upstreams_voice_file(reference_dir, reference_rounding):
     """voice.pt was saved by upstream after stepping `voice_audio` through the tiny Mimi and LM."""
     import json
 
