@@ -8,8 +8,9 @@ output does not depend on which other calls share the batch. A free slot is stil
 shapes stay static, which CUDA graphs need) but its output is ignored and it is reset on join.
 
 A call starts from its persona's prefix (`agent.engine.prefix`): copied from the cache, or, for a
-persona not seen yet, prefilled first in a scratch row of its own, in chunks that `prefill` runs in
-the time the steps leave (`agent.engine.pacer`); the running slots' rows are never touched by it.
+persona not seen yet, prefilled first in the engine's scratch row (`agent.engine.scratch`: on a GPU
+each chunk one CUDA graph's replay), in chunks that `prefill` runs in the time the steps leave
+(`agent.engine.pacer`); the running slots' rows are never touched by it.
 A WAV voice's prompt is made the same way, before any prefill: its Mimi encode in chunks of frames
 on a row of its own (`agent.engine.voice`), so a voice never stalls the running calls either.
 
@@ -41,6 +42,7 @@ from agent.engine.graphs import capture
 from agent.engine.noise import uniform_noise
 from agent.engine.pacer import MeasuredPacer, PrefillPacer
 from agent.engine.prefix import PersonaCache, PersonaPrefill, PersonaPrefix, PersonaPrompt
+from agent.engine.scratch import MAX_CHUNK, PrefillScratch
 from agent.engine.voice import VoiceEncoding
 from agent.model.kv_cache import KVDtype
 from agent.model.lm import AGENT_CODEBOOKS, LM
@@ -75,6 +77,7 @@ class ModelBackend:
         self.device = lm.text_linear.weight.device
         self.stream = StreamingLM(lm, depformer_steps=depformer_steps, kv_dtype=kv_dtype)
         self.prefixes = PersonaCache(prefix_cache_bytes)
+        self.scratch = PrefillScratch(self.stream)
         self.pacer = PrefillPacer(self.device)
         self.voice_pacer = MeasuredPacer()
         self._prefills: OrderedDict[str, PendingJoins] = OrderedDict()  # cold personas, first come first
@@ -104,7 +107,7 @@ class ModelBackend:
         prompt = persona_prompt(call)
         prefix = self.prefixes.get(prompt.key)
         if prefix is None:
-            prefix = PersonaPrefill(self.stream, prompt).run(chunk_frames=prompt.frames)
+            prefix = PersonaPrefill(self.scratch, prompt).run(chunk_frames=prompt.frames)
             self.prefixes.put(prompt.key, prefix)
         self._start(slot, call, prefix)
 
@@ -121,7 +124,7 @@ class ModelBackend:
             if prefix is not None:
                 self._start(slot, call, prefix)
                 return True
-            self._prefills[key] = PendingJoins(PersonaPrefill(self.stream, prompt))
+            self._prefills[key] = PendingJoins(PersonaPrefill(self.scratch, prompt))
         self._prefills[key].calls[slot] = call
         return False
 
@@ -281,23 +284,26 @@ class ModelBackend:
         Until then steps run eagerly, which is correct but slow on a GPU.
         """
         self._pcm_in.zero_()
+        largest_chunk = min(MAX_CHUNK, self.lm.config.context - 2)  # a prompt's steps stay within the context
         if self._use_graph:  # warm-up and capture advance the states: every row is reset below
             self._graph, self._outputs = capture(self._step)
+            self.scratch.record(largest_chunk)
         else:
             self._step()
-        if self.device.type == "cuda":  # timed prompts of up to 1024 steps, and never beyond the context
-            large = min(1024, self.lm.config.context - 2)
-            self.pacer.calibrate(self._calibration_forward, small=min(64, large // 2), large=large)
+        if self.device.type == "cuda":  # timed chunks of lengths prefills run (graphed ones, where recorded)
+            large = self.scratch.chunk_frames(largest_chunk)
+            self.pacer.calibrate(self._calibration_forward, small=self.scratch.chunk_frames(min(64, large // 2)),
+                                 large=large)
         all_rows = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
         self.lm_state.reset(all_rows)
         self.encoder_state.reset(all_rows)
         self.decoder_state.reset(all_rows)
 
     def _calibration_forward(self, frames: int) -> None:
-        """A prompt's prefill of `frames` steps in one forward, kept nowhere: what the pacer times."""
-        prompt = PersonaPrompt(voice=None, text_tokens=(self.lm.config.text_padding_id,) * (frames - 1),
-                               silence_frames=1)  # frames + 1 prompt frames, the first skipped
-        PersonaPrefill(self.stream, prompt).run(chunk_frames=frames)
+        """A prompt chunk of `frames` steps in the scratch row, as prefills run it: what the pacer times."""
+        cfg = self.lm.config
+        self.scratch.claim(None)
+        self.scratch.forward(torch.zeros(1, cfg.num_streams, frames, dtype=torch.long, device=self.device))
 
 
 def _advance(work: PersonaPrefill | VoiceEncoding, pacer: PrefillPacer | MeasuredPacer, seconds: float) -> float:

@@ -10,11 +10,14 @@ import torch
 Outputs = TypeVar("Outputs")
 
 
-def capture(step: Callable[[], Outputs], warmup_steps: int = 3) -> tuple[torch.cuda.CUDAGraph, Outputs]:
+def capture(step: Callable[[], Outputs], warmup_steps: int = 3,
+            pool: tuple[int, int] | None = None) -> tuple[torch.cuda.CUDAGraph, Outputs]:
     """Run `step` a few times on a side stream (so its allocations settle), then record it.
 
     Returns the graph and the tensors its replays write into. Warm-up and capture advance whatever
     state `step` advances, like real steps: call it before any call joins, then reset the rows.
+    `pool` (`torch.cuda.graph_pool_handle()`) shares one memory pool between graphs that never
+    replay at once and whose outputs nothing reads after another's replay.
     """
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -23,6 +26,6 @@ def capture(step: Callable[[], Outputs], warmup_steps: int = 3) -> tuple[torch.c
             step()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, pool=pool):
         outputs = step()
     return graph, outputs

@@ -1,12 +1,13 @@
 """Persona prefixes: a prompt prefilled once, kept on the GPU, copied into a slot in milliseconds.
 
 A persona's prompt (voice, silence, role text, silence) is teacher-forced, so it is computed in a few
-batched forwards (chunks) into a scratch row of its own (`PersonaPrefill`), and what a call needs from
-it is captured: the keys and values of its P positions in every layer (they sit in ring slots 0..P-1
-of a fresh row), the token ring and the offset. Restoring writes exactly that into a slot's row, and
-makes the rest of the row's ring invisible, so the slot continues as if it had stepped the prompt
-itself. The engine runs a cold persona's chunks between steps, so running calls never wait for it.
-Restored pinned, the row keeps those P slots for the whole call (`TransformerState.pinned`).
+batched forwards (chunks) in the engine's scratch row (`agent.engine.scratch`, `PersonaPrefill`), and
+what a call needs from it is copied out: the keys and values of its P positions in every layer (ring
+slots 0..P-1 of a fresh row), the token ring and the offset. Restoring writes exactly that into a
+slot's row, and makes the rest of the row's ring invisible, so the slot continues as if it had
+stepped the prompt itself. The engine runs a cold persona's chunks between steps, so running calls
+never wait for it. Restored pinned, the row keeps those P slots for the whole call
+(`TransformerState.pinned`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from functools import cached_property
 
 import torch
 
+from agent.engine.scratch import PrefillScratch
 from agent.model.persona_prompt import SILENCE_FRAMES, prefill_piece, prompt_pieces
-from agent.model.stream import StreamingLM, StreamState
+from agent.model.stream import StreamState
 from voices.prompt import VoicePrompt
 
 log = logging.getLogger(__name__)
@@ -84,11 +86,9 @@ class PersonaPrefix:
 
     @classmethod
     def capture(cls, state: StreamState, row: int, positions: int) -> PersonaPrefix:
-        """What row `row` holds after a prompt of `positions` steps from a fresh row, read without a sync.
-
-        The keys, values (and an FP8 ring's scales) are views of the state's ring: it must not step again.
-        """
-        rings = [[t[row, :, :positions] for t in cache.tensors] for cache in state.transformer.caches]
+        """A copy of what row `row` holds after a prompt of `positions` steps from a fresh row, made
+        without a sync (the row may be stepped again)."""
+        rings = [[t[row, :, :positions].clone() for t in cache.tensors] for cache in state.transformer.caches]
         return cls(
             keys=[ring[0] for ring in rings],
             values=[ring[1] for ring in rings],
@@ -118,38 +118,41 @@ class PersonaPrefix:
 
 
 class PersonaPrefill:
-    """One persona's prompt run chunk by chunk into a scratch row of its own, then captured.
+    """One persona's prompt run chunk by chunk in the engine's scratch row, then copied out.
 
-    A chunk is up to `chunk_frames` steps of one prompt piece, prefilled in one forward; the state is
-    the same as the one-pass prefill's, whatever the chunks (`agent.model.stream.StreamingLM.prefill`).
-    The scratch ring is allocated at the first chunk and just longer than the prompt: the same steps
-    as at full context, a fraction of the memory, and it becomes the prefix (no copy).
+    A chunk is up to `max_frames` steps of one prompt piece, prefilled in one forward (a graphed
+    length, `PrefillScratch.chunk_frames`); the state is the same as the one-pass prefill's,
+    whatever the chunks (`agent.model.stream.StreamingLM.prefill`). A prefill whose row another
+    claimed since its last chunk (a one-pass join ran meanwhile) starts again from its first step.
     """
 
-    def __init__(self, stream: StreamingLM, prompt: PersonaPrompt):
+    def __init__(self, scratch: PrefillScratch, prompt: PersonaPrompt):
+        stream = scratch.stream
         context = stream.lm.config.context
         if prompt.frames >= context:
             raise PromptTooLong(f"the persona's prompt takes {prompt.frames} frames; the model's context is "
                                 f"{context}: shorten the role text or the voice recording")
-        self.stream = stream
+        self.scratch = scratch
         self.frames = prompt.frames
-        self._pieces = prompt_pieces(stream, prompt.voice, prompt.text_tokens, prompt.silence_frames)
+        device = scratch.state.offsets.device
+        self._pieces = [piece.to(device) for piece in prompt_pieces(stream, prompt.voice, prompt.text_tokens,
+                                                                    prompt.silence_frames)]
         self._piece, self._start = 0, 0
-        self._scratch: StreamState | None = None
 
     @property
     def done(self) -> bool:
-        return self._piece == len(self._pieces)
+        return self._piece == len(self._pieces) and self.scratch.owner is self
 
     @torch.no_grad()
     def advance(self, max_frames: int) -> int:
         """Run the next chunk, at most `max_frames` steps within one piece; the steps it ran."""
-        if self._scratch is None:  # the first chunk, launched while the device runs a step
-            self._scratch = self.stream.init_state(1, capacity=self.frames + 1)
-            self._pieces = [piece.to(self._scratch.offsets.device) for piece in self._pieces]
+        if self.scratch.owner is not self:
+            self.scratch.claim(self)
+            self._piece, self._start = 0, 0
         piece = self._pieces[self._piece]
-        start, stop = self._start, min(piece.steps, self._start + max_frames)
-        prefill_piece(self.stream, self._scratch, piece, start, stop)
+        start = self._start
+        stop = start + self.scratch.chunk_frames(min(max_frames, piece.steps - start))
+        prefill_piece(self.scratch.stream, self.scratch.state, piece, start, stop, forward=self.scratch.forward)
         self._start = stop
         if stop == piece.steps:
             self._piece, self._start = self._piece + 1, 0
@@ -162,9 +165,9 @@ class PersonaPrefill:
         return self.prefix()
 
     def prefix(self) -> PersonaPrefix:
-        if not self.done or self._scratch is None:
+        if not self.done:
             raise RuntimeError("the prompt's prefill is not finished")
-        return PersonaPrefix.capture(self._scratch, 0, positions=self.frames - 1)
+        return PersonaPrefix.capture(self.scratch.state, 0, positions=self.frames - 1)
 
 
 class PersonaCache:

@@ -9,7 +9,7 @@ stored voice file (upstream's `.pt`: the model inputs of its steps and the token
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +20,8 @@ from voices.prompt import VoicePrompt
 SILENCE_CODES = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)  # the agent's channel, silent
 SINE_CODES = (430, 1268, 381, 1611, 1095, 1495, 56, 472)  # the user's channel during the prompt
 SILENCE_FRAMES = 6  # silence steps after the voice and after the role: 0.5 s, as upstream's server and offline tool
+
+Prefill = Callable[[torch.Tensor, torch.Tensor | None], None]  # a forward of frames [B, K, T], embeddings
 
 
 def prompt_frames(voice_codes: torch.Tensor | None, text_tokens: Sequence[int], text_padding_id: int,
@@ -88,12 +90,19 @@ def prompt_pieces(stream: StreamingLM, voice: torch.Tensor | VoicePrompt | None,
             PromptPiece(prompt_frames(None, text_tokens, padding_id, silence_frames))]
 
 
-def prefill_piece(stream: StreamingLM, state: StreamState, piece: PromptPiece, start: int, stop: int) -> None:
-    """Run steps start..stop-1 of `piece` on every row of `state`, after its steps before `start`."""
+def prefill_piece(stream: StreamingLM, state: StreamState, piece: PromptPiece, start: int, stop: int,
+                  forward: Prefill | None = None) -> None:
+    """Run steps start..stop-1 of `piece` on every row of `state`, after its steps before `start`.
+
+    `forward(frames, embeddings)` runs the forward in place of `stream.prefill` on `state` (the
+    engine's scratch row replays it as a CUDA graph)."""
     B, device = state.offsets.shape[0], state.tokens.device
     frames = piece.frames[None, :, start:stop].expand(B, -1, -1).to(device)
     embeddings = None if piece.embeddings is None else piece.embeddings[None, start:stop].expand(B, -1, -1)
-    stream.prefill(state, frames, embeddings=embeddings)
+    if forward is None:
+        stream.prefill(state, frames, embeddings=embeddings)
+    else:
+        forward(frames, embeddings)
     if stop == piece.steps and piece.tokens_after is not None:
         state.tokens.copy_(piece.tokens_after.to(device).expand_as(state.tokens))
 

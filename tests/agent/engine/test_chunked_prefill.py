@@ -33,17 +33,17 @@ def assert_same_prefix(a: PersonaPrefix, b: PersonaPrefix) -> None:
 
 @pytest.mark.parametrize("chunk", [1, 3, 7])
 def test_a_prefill_in_chunks_equals_the_one_pass_prefill(models, reference_call, chunk):
-    stream = ModelBackend(*models, num_slots=1).stream
+    scratch = ModelBackend(*models, num_slots=1).scratch
     prompt = reference_call.prompt
-    assert_same_prefix(PersonaPrefill(stream, prompt).run(chunk), PersonaPrefill(stream, prompt).run(prompt.frames))
+    assert_same_prefix(PersonaPrefill(scratch, prompt).run(chunk), PersonaPrefill(scratch, prompt).run(prompt.frames))
 
 
 @pytest.mark.parametrize("chunk", [2, 5])
 def test_a_stored_voices_prefill_in_chunks_equals_the_one_pass_prefill(models, reference_dir, reference_call, chunk):
-    stream = ModelBackend(*models, num_slots=1).stream
+    scratch = ModelBackend(*models, num_slots=1).scratch
     prompt = PersonaPrompt(voice=load_voice_prompt(reference_dir / "voice.pt"),
                            text_tokens=reference_call.prompt.text_tokens)
-    assert_same_prefix(PersonaPrefill(stream, prompt).run(chunk), PersonaPrefill(stream, prompt).run(prompt.frames))
+    assert_same_prefix(PersonaPrefill(scratch, prompt).run(chunk), PersonaPrefill(scratch, prompt).run(prompt.frames))
 
 
 def step_reference(backend: ModelBackend, slot: int, golden, between) -> torch.Tensor:
@@ -113,3 +113,15 @@ def test_a_step_given_prefill_time_reports_the_join_it_finished(models, referenc
     steps = -(-(reference_call.prompt.frames - 1) // 8)  # 8 prompt steps behind each step
     joined = [backend.step(pcm, idle, prefill_seconds=8.0).joined for _ in range(steps)]
     assert joined == [{}] * (steps - 1) + [{1: None}]
+
+
+def test_a_prefill_interrupted_by_a_one_pass_join_starts_again_and_matches_the_reference(models, golden, reference_call):
+    backend = paced(ModelBackend(*models, num_slots=3))
+    assert not backend.begin_join(1, reference_call)
+    backend.prefill(4.0)  # a chunk of the reference persona in the scratch row
+    backend.join(0, CallSetup(prompt=PersonaPrompt(voice=None, text_tokens=(7, 8, 9)), seed=1))  # takes the row
+    finished: dict[int, Exception | None] = {}
+    while not finished:
+        finished = backend.prefill(4.0)
+    assert finished == {1: None}
+    assert torch.equal(step_reference(backend, 1, golden, lambda i: None), golden["lm16_tokens"][0])

@@ -1,0 +1,44 @@
+"""The scratch row cold personas are prefilled in: its chunk is one CUDA graph's replay on a GPU.
+
+A graph records device work only: an op that reads a tensor on the host (a sync) cannot be recorded,
+and a shape that follows a tensor's value would be frozen at the recorded one. The CPU tests check
+that a chunk's forward has neither; tests/agent/engine/test_prefill_graphs.py replays it on a GPU.
+"""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from agent.engine.engine import ModelBackend
+from agent.engine.prefix import PersonaPrefill, PersonaPrompt
+from voices.prompt import load_voice_prompt
+
+pytestmark = pytest.mark.reference
+
+HOST_READS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "item"}  # ops that wait for the device
+
+
+class OpNames(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kv_dtype", ["bf16", "fp8"])
+def test_a_chunk_reads_nothing_on_the_host(models, reference_dir, reference_call, kv_dtype):
+    scratch = ModelBackend(*models, num_slots=1, kv_dtype=kv_dtype).scratch
+    for voice in (reference_call.prompt.voice, load_voice_prompt(reference_dir / "voice.pt")):  # tokens, embeddings
+        prefill = PersonaPrefill(scratch, PersonaPrompt(voice=voice, text_tokens=reference_call.prompt.text_tokens))
+        prefill.advance(1)  # claims the row: the chunk below continues it
+        with OpNames() as ops:
+            prefill.advance(4)
+        assert ops.names and not ops.names & HOST_READS, sorted(ops.names & HOST_READS)
+
+
+def test_without_graphs_a_chunk_takes_the_steps_it_is_given(models):
+    scratch = ModelBackend(*models, num_slots=1).scratch
+    assert scratch.lengths == [] and scratch.chunk_frames(37) == 37
