@@ -37,6 +37,7 @@ from agent.model import cuda_kernels, kv_cache
 from agent.model.cuda_kernels import decode_splits, multiprocessors, ring_decode_attention
 from agent.model.kv_cache import Fp8KVCache, Visibility, attend_pinned, attend_pinned_directly
 from agent.model.loading import load_models
+from agent.model.rope import apply_rope
 from bench.engine import bench_prompt, copy_bandwidth, percentile, run_batch
 
 HEADS, SLOTS, HEAD_DIM = 32, 3000, 128
@@ -106,12 +107,13 @@ def graph_ms(launch, copies: list[tuple[torch.Tensor, ...]], repeats: int = 20) 
 
 
 def variants(kind: str, pinned: bool, B: int) -> list[tuple[str, dict, object]]:
-    """(name, its settings, launch(q, q_pinned, ring, visibility)) of each way to attend this case."""
+    """(name, its settings, launch(q, turn, ring, visibility)) of each way to attend this case."""
     def kernel(**options):
-        def launch(q, q_pinned, ring, visibility):
+        def launch(q, turn, ring, visibility):
             scales = ring[2:] if kind == "fp8" else (None, None)
+            turned = (*(t.reshape(q.shape[0], -1) for t in turn), visibility.pinned_counts)
             return ring_decode_attention(q, *ring[:2], *scales, *visibility.window,
-                                         pinned=(q_pinned, visibility.pinned_counts) if pinned else None, **options)
+                                         pinned=turned if pinned else None, **options)
         return launch
 
     block_s, num_warps = cuda_kernels.BLOCK_S[kind == "fp8"], cuda_kernels.NUM_WARPS
@@ -119,10 +121,10 @@ def variants(kind: str, pinned: bool, B: int) -> list[tuple[str, dict, object]]:
     found = []
     if kind == "bf16" and pinned:
         found.append(("before: cuDNN over both queries, LSE merge", {"path": "cudnn-merged"},
-                      lambda q, q_pinned, ring, visibility: attend_pinned(q, q_pinned, *ring, visibility)))
+                      lambda q, turn, ring, visibility: attend_pinned(q, apply_rope(q, *turn), *ring, visibility)))
     elif kind == "bf16":
         found.append(("PyTorch attention (the engine's)", {"path": "sdpa"},
-                      lambda q, q_pinned, ring, visibility: F.scaled_dot_product_attention(
+                      lambda q, turn, ring, visibility: F.scaled_dot_product_attention(
                           q, *ring, attn_mask=visibility.mask)))
     found.append((f"kernel, split rule ({rule})", {"path": "kernel", "splits": rule, "block_s": block_s,
                                                    "num_warps": num_warps}, kernel()))
@@ -150,17 +152,18 @@ def kernel_rows(bandwidth: float) -> list[dict]:
             nbytes = sum(t.numel() * t.element_size() for t in ring) + B * SLOTS * 4  # and the key positions
             copies = [ring] + [tuple(t.clone() for t in ring)
                                for _ in range(min(LAUNCHES, math.ceil(RING_COPIES_BYTES / nbytes)) - 1)]
-            q, q_pinned = (torch.randn(B, HEADS, 1, HEAD_DIM, device="cuda", dtype=torch.bfloat16,
-                                       generator=generator) * 2 for _ in range(2))
+            q = torch.randn(B, HEADS, 1, HEAD_DIM, device="cuda", dtype=torch.bfloat16, generator=generator) * 2
+            angles = torch.rand(B, 1, 1, HEAD_DIM // 2, device="cuda", generator=generator) * 2000 - 1000
+            turn = torch.cos(angles), torch.sin(angles)
             for pinned in (False, True):
                 visibility = full_rings(B, pinned, torch.Generator().manual_seed(B))
                 if pinned:
-                    reference = attend_pinned_directly(q.float(), q_pinned.float(), *stored, visibility)
+                    reference = attend_pinned_directly(q.float(), apply_rope(q.float(), *turn), *stored, visibility)
                 else:
                     reference = F.scaled_dot_product_attention(q.float(), *stored, attn_mask=visibility.mask)
                 for name, settings, launch in variants(kind, pinned, B):
-                    def run(ring, launch=launch, q=q, q_pinned=q_pinned, visibility=visibility):
-                        return launch(q, q_pinned, ring, visibility)
+                    def run(ring, launch=launch, q=q, turn=turn, visibility=visibility):
+                        return launch(q, turn, ring, visibility)
                     error = relative_error(run(ring), reference)
                     ms = graph_ms(run, copies)
                     row = dict(kv=kind, ring="pinned" if pinned else "window", calls=B, variant=name, ms=ms,
@@ -178,9 +181,9 @@ def kernel_line(r: dict) -> str:
             f"{r['tbs']:5.2f} TB/s | {r['of_copy']:5.1%} of copy | {error}")
 
 
-def previous_decode_step(q, q_pinned, k, v, scales, visibility):
+def previous_decode_step(q, turn, k, v, scales, visibility):
     """A bf16 ring that pins as its decode ran before the one-pass kernel: the merged cuDNN pass."""
-    return attend_pinned(q, q_pinned, k, v, visibility)
+    return attend_pinned(q, apply_rope(q, *turn), k, v, visibility)
 
 
 @contextmanager

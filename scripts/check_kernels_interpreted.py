@@ -20,11 +20,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 import torch
 import torch.nn.functional as F
-from decode_rings import pinned_ring, random_ring
+from decode_rings import pinned_ring, random_ring, random_turn
 
 from agent.model.cuda_kernels import decode_splits, ring_decode_attention
 from agent.model.fp8 import dequantize_rows
 from agent.model.kv_cache import Fp8KVCache, KVCache, Visibility, attend_pinned, decode_step
+from agent.model.rope import apply_rope
 
 BOUND = {torch.float32: 1e-5, torch.bfloat16: 1e-2}  # relative error against the float32 reference
 SPLITS = (1, 2, 3, 8)
@@ -68,14 +69,15 @@ def cases():
                     yield f"window {shape} decode_step", decode_step(q, None, cache.k, cache.v, scales, window), \
                         reference, dtype
                 pinned = pinned_ring(B, S, generator)
-                q_pinned = (torch.randn(B, H, 1, D, generator=generator) * 2).to(dtype)
-                reference = attend_pinned(q.float(), q_pinned.float(), k, v, pinned)
+                turn = random_turn(B, D, generator)
+                reference = attend_pinned(q.float(), apply_rope(q.float(), *turn), k, v, pinned)
                 for splits in SPLITS:
                     out = ring_decode_attention(q, cache.k, cache.v, *(scales or (None, None)), *pinned.window,
-                                                block_s=block_s, pinned=(q_pinned, pinned.pinned_counts),
+                                                block_s=block_s,
+                                                pinned=(*(t.reshape(B, -1) for t in turn), pinned.pinned_counts),
                                                 splits=splits)
                     yield f"pinned {shape} splits {splits}", out, reference, dtype
-                yield f"pinned {shape} decode_step", decode_step(q, q_pinned, cache.k, cache.v, scales, pinned), \
+                yield f"pinned {shape} decode_step", decode_step(q, turn, cache.k, cache.v, scales, pinned), \
                     reference, dtype
 
 

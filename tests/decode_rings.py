@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from agent.model.kv_cache import Visibility
+from agent.model.kv_cache import Turn, Visibility
 
 
 def random_ring(B: int, S: int, generator: torch.Generator, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,3 +35,9 @@ def pinned_ring(B: int, S: int, generator: torch.Generator, device="cpu") -> Vis
         slots = torch.where(steps < count, steps, count + (steps - count) % (S - count))
         key_positions[row].scatter_(0, slots, steps)
     return Visibility(positions[:, None].to(device), key_positions.to(device), S, S, pinned.to(device))
+
+
+def random_turn(B: int, D: int, generator: torch.Generator, device="cpu") -> Turn:
+    """A turn of each row's query by angles of any size: (cos, sin) [B, 1, 1, D/2] float32."""
+    angles = torch.rand(B, 1, 1, D // 2, generator=generator) * 2000 - 1000
+    return torch.cos(angles).to(device), torch.sin(angles).to(device)

@@ -78,7 +78,7 @@ def _attend_blocks(q, m, total, acc, lo, hi, lowest, highest, bh, b, S, k_ptr, v
 
 
 @triton.jit
-def _ring_decode(q_ptr, q_pinned_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, key_positions_ptr, lowest_ptr,
+def _ring_decode(q_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, key_positions_ptr, lowest_ptr,
                  highest_ptr, pinned_ptr, out_ptr, part_ptr, top_ptr, total_ptr, S, split_slots, qk_scale,
                  H: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
                  SPLITS: tl.constexpr, SCALED: tl.constexpr, HAS_PINNED: tl.constexpr):
@@ -88,9 +88,10 @@ def _ring_decode(q_ptr, q_pinned_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, ke
     SPLITS == 1: the program normalises and writes the output. Else each split leaves its running
     maximum, its sum of exponentials and its unnormalised output for `_merge_splits`.
     SCALED: an FP8 ring, each slot's key and value times its float32 scale.
-    HAS_PINNED: the row's slots below pinned[b] are always seen and scored with its second query,
-    in the same softmax: the split's slots below pinned[b] first, with that query, then the rest
-    with the step's, each slot read once and scored once.
+    HAS_PINNED: the row's slots below pinned[b] are always seen and scored with its query turned
+    by the row's angles (cos, sin [B, D/2]: RoPE's interleaved pairs), in the same softmax: the
+    split's slots below pinned[b] first, with the turned query, then the rest with the step's, each
+    slot read once and scored once.
     (Both products on the tensor cores, the query padded to 16 columns, ran 1.4 to 2 times slower
     on an H200: one query per head leaves them idle, and the loads are what count.)
     """
@@ -108,7 +109,11 @@ def _ring_decode(q_ptr, q_pinned_ptr, k_ptr, v_ptr, k_scale_ptr, v_scale_ptr, ke
     first = split * split_slots
     last = tl.minimum(first + split_slots, S)
     if HAS_PINNED:
-        q_pinned = tl.load(q_pinned_ptr + bh * D + d, mask=d_ok, other=0.0).to(tl.float32)
+        pair = d // 2  # the query's pair (d & ~1, d | 1) turns by angle `pair`
+        cos = tl.load(cos_ptr + b * (D // 2) + pair, mask=d_ok, other=1.0)
+        sin = tl.load(sin_ptr + b * (D // 2) + pair, mask=d_ok, other=0.0)
+        other = tl.load(q_ptr + bh * D + (d ^ 1), mask=d_ok, other=0.0).to(tl.float32)  # the pair's other half
+        q_pinned = tl.where(d % 2 == 0, q * cos - other * sin, other * sin + q * cos)
         pinned = tl.minimum(tl.maximum(tl.load(pinned_ptr + b), first), last)  # this split's share of them
         m, total, acc = _attend_blocks(q_pinned, m, total, acc, first, pinned, lowest, highest, bh, b, S, k_ptr,
                                        v_ptr, k_scale_ptr, v_scale_ptr, key_positions_ptr, qk_scale, D, BLOCK_D,
@@ -162,15 +167,15 @@ def multiprocessors(device: torch.device) -> int:
 def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_scale: torch.Tensor | None,
                           v_scale: torch.Tensor | None, lowest: torch.Tensor, highest: torch.Tensor,
                           key_positions: torch.Tensor, block_s: int | None = None, num_warps: int | None = None,
-                          num_stages: int = 2, pinned: tuple[torch.Tensor, torch.Tensor] | None = None,
+                          num_stages: int = 2, pinned: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                           splits: int | None = None) -> torch.Tensor:
     """Softmax attention of q [B, H, 1, D] over the ring k, v [B, H, S, D] -> [B, H, 1, D].
 
     k_scale, v_scale [B, H, S] float32 are an FP8 ring's scales (None: a ring in q's dtype, read as
     stored). Row b sees the slots whose position (key_positions [B, S] int32) lies in
-    lowest[b]..highest[b] (int32 [B]). `pinned`, a second query [B, H, 1, D] and counts [B] int32,
-    adds row b's slots 0..count-1, scored with that query in the same softmax
-    (`agent.model.kv_cache.Visibility.pinned`). `splits` cuts each ring into that many pieces read
+    lowest[b]..highest[b] (int32 [B]). `pinned`, the cos and sin [B, D/2] float32 of a turn of
+    each row's query and counts [B] int32, adds row b's slots 0..count-1, scored with the query
+    turned (`agent.model.kv_cache.Turn`) in the same softmax (`agent.model.kv_cache.Visibility.pinned`). `splits` cuts each ring into that many pieces read
     by programs of their own and merged by a second, small kernel (None: `decode_splits`; the CPU,
     under Triton's interpreter, has no multiprocessors to fill and takes 1). block_s and num_warps
     default to BLOCK_S (of the ring's kind) and NUM_WARPS.
@@ -188,14 +193,14 @@ def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_s
     q = q.contiguous()
     out = torch.empty_like(q)
     # Tensors a configuration does not read (no pinned slots, no scales, one split): any of the right kind.
-    q_pinned, counts = (q, lowest) if pinned is None else (pinned[0].contiguous(), pinned[1])
+    cos, sin, counts = (q, q, lowest) if pinned is None else (*(t.float().contiguous() for t in pinned[:2]), pinned[2])
     k_scale, v_scale = (k_scale, v_scale) if scaled else (q, q)
     part, top, total = out, lowest, lowest
     if splits > 1:
         part = torch.empty(B * H * splits, D, dtype=torch.float32, device=q.device)
         top, total = torch.empty(2, B * H * splits, dtype=torch.float32, device=q.device)
     block_d = triton.next_power_of_2(D)
-    _ring_decode[(B * H, splits)](q, q_pinned, k, v, k_scale, v_scale, key_positions, lowest, highest, counts, out,
+    _ring_decode[(B * H, splits)](q, cos, sin, k, v, k_scale, v_scale, key_positions, lowest, highest, counts, out,
                                   part, top, total, S, split_slots, LOG2E / math.sqrt(D), H=H, D=D, BLOCK_D=block_d,
                                   BLOCK_S=block_s, SPLITS=splits, SCALED=scaled, HAS_PINNED=pinned is not None,
                                   num_warps=num_warps, num_stages=num_stages)

@@ -14,9 +14,11 @@ whole call while the conversation slides through slots P..C-1 behind them. The p
 rotated at their prefill positions 0..P-1; they are scored with the query rotated at
 `Visibility.pinned_positions` instead (RoPE scores depend only on the difference of positions), so
 that once the ring is full they sit just before the oldest conversation frame a step sees, at the
-distances the model has always seen, and nothing is rotated per step but one query per row. A
-step of a ring that pins, in either dtype, runs the decode kernel on CUDA: one pass over the ring,
-the pinned slots scored with their query and the rest with the step's, in one softmax.
+distances the model has always seen, and nothing is rotated per step but one query per row. That
+query is the step's turned back by the difference of the two positions (a `Turn`: rotations
+compose), one (cos, sin) per row for every layer. A step of a ring that pins, in either dtype, runs
+the decode kernel on CUDA: one pass over the ring, the step's query turned in registers for the
+pinned slots and as it is for the rest, in one softmax.
 
 The FP8 ring stores e4m3 values with one float32 scale per written key (and value) and head
 (`agent.model.fp8.quantize_rows`: amax / 448 of that head's vector, so each uses the whole range).
@@ -33,10 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from agent.model.fp8 import FP8, dequantize_rows, quantize_rows
+from agent.model.rope import apply_rope
 
 KVDtype = Literal["bf16", "fp8"]  # bf16: the model's own dtype (float32 on the CPU); fp8: e4m3 with scales
 KV_DTYPES: tuple[KVDtype, ...] = ("bf16", "fp8")
 SCALE_BYTES = 4  # one float32 scale per head and written key or value
+# (cos, sin) [B, 1, T, head_dim/2] of the angles from each query's position to the position it scores
+# pinned slots at (`Visibility.pinned_positions`): `agent.model.rope.rope_rotation` of the difference.
+Turn = tuple[torch.Tensor, torch.Tensor]
 
 
 def kv_bytes_per_position(num_heads: int, head_dim: int, dtype: torch.dtype, kv_dtype: KVDtype) -> int:
@@ -175,13 +181,14 @@ def _attend_pinned_merged(q: torch.Tensor, q_pinned: torch.Tensor, k: torch.Tens
     return torch.where(has_pinned, merged, out[:, :, :T])
 
 
-def decode_step(q: torch.Tensor, q_pinned: torch.Tensor | None, k: torch.Tensor, v: torch.Tensor,
+def decode_step(q: torch.Tensor, turn: Turn | None, k: torch.Tensor, v: torch.Tensor,
                 scales: tuple[torch.Tensor, torch.Tensor] | None, visibility: Visibility) -> torch.Tensor:
     """Attention of one query per row q [B, H, 1, D] over a CUDA ring k, v [B, H, S, D] as stored
     (an FP8 ring with its `scales`, else the model's dtype): the decode kernel, one pass, pinned
-    slots (q_pinned given) in the same softmax."""
+    slots (`turn` given) in the same softmax, scored with q turned."""
     from agent.model.cuda_kernels import ring_decode_attention
-    pinned = None if q_pinned is None else (q_pinned, visibility.pinned_counts)
+    B = q.shape[0]
+    pinned = None if turn is None else (*(t.reshape(B, -1) for t in turn), visibility.pinned_counts)
     return ring_decode_attention(q, k, v, *(scales or (None, None)), *visibility.window, pinned=pinned)
 
 
@@ -205,14 +212,14 @@ class KVCache:
         self.k.scatter_(2, index, k)
         self.v.scatter_(2, index, v)
 
-    def attend(self, q: torch.Tensor, visibility: Visibility, q_pinned: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention of q [B, H, T, D] over the ring -> [B, H, T, D]; q_pinned scores the pinned
-        slots (given when the visibility pins)."""
-        if q_pinned is None:
+    def attend(self, q: torch.Tensor, visibility: Visibility, turn: Turn | None = None) -> torch.Tensor:
+        """Attention of q [B, H, T, D] over the ring -> [B, H, T, D]; q turned by `turn` scores the
+        pinned slots (given when the visibility pins)."""
+        if turn is None:
             return F.scaled_dot_product_attention(q, self.k, self.v, attn_mask=visibility.mask)
         if q.is_cuda and q.shape[2] == 1:  # a streaming step
-            return decode_step(q, q_pinned, self.k, self.v, None, visibility)
-        return attend_pinned(q, q_pinned, self.k, self.v, visibility)
+            return decode_step(q, turn, self.k, self.v, None, visibility)
+        return attend_pinned(q, apply_rope(q, *turn), self.k, self.v, visibility)
 
 
 class Fp8KVCache:
@@ -239,13 +246,13 @@ class Fp8KVCache:
             ring.view(torch.uint8).scatter_(2, index[..., None].expand(B, H, T, D), values.view(torch.uint8))
             scales.scatter_(2, index, scale)
 
-    def attend(self, q: torch.Tensor, visibility: Visibility, q_pinned: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, visibility: Visibility, turn: Turn | None = None) -> torch.Tensor:
         if q.is_cuda and q.shape[2] == 1:  # a streaming step
-            return decode_step(q, q_pinned, self.k, self.v, (self.k_scale, self.v_scale), visibility)
+            return decode_step(q, turn, self.k, self.v, (self.k_scale, self.v_scale), visibility)
         k = dequantize_rows(self.k, self.k_scale, q.dtype)
         v = dequantize_rows(self.v, self.v_scale, q.dtype)
-        if q_pinned is not None:
-            return attend_pinned(q, q_pinned, k, v, visibility)
+        if turn is not None:
+            return attend_pinned(q, apply_rope(q, *turn), k, v, visibility)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=visibility.mask)
 
 

@@ -8,7 +8,6 @@ released checkpoints (`layers.{i}.self_attn.in_proj_weight`, `norm1.alpha`, `gat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent.model.fp8 import fp8_linear, quantize_weight
-from agent.model.kv_cache import Fp8KVCache, KVCache, KVDtype, Visibility, make_kv_cache
+from agent.model.kv_cache import Fp8KVCache, KVCache, KVDtype, Turn, Visibility, make_kv_cache
+from agent.model.rope import apply_rope, rope_rotation
 
 
 @dataclass(frozen=True)
@@ -75,29 +75,13 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}")
 
 
-def rope_rotation(positions: torch.Tensor, head_dim: int, max_period: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [B, 1, T, head_dim/2] of per-row positions [B, T]: computed once, used by every layer."""
-    exponents = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
-    freqs = torch.exp(exponents * (-math.log(max_period) * 2 / head_dim))
-    angles = positions.float()[:, None, :, None] * freqs
-    return torch.cos(angles), torch.sin(angles)
-
-
 @dataclass(frozen=True)
 class Rotation:
-    """RoPE's (cos, sin) of the steps, and of the query that scores pinned ring slots (or None)."""
+    """RoPE's (cos, sin) of the steps, and the turn from each step's query to the one that scores
+    pinned ring slots (`agent.model.kv_cache.Turn`), or None."""
 
     steps: tuple[torch.Tensor, torch.Tensor]
-    pinned: tuple[torch.Tensor, torch.Tensor] | None = None
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of `x` [..., B, H, T, D] by `rope_rotation`'s angles, in float32."""
-    D = x.shape[-1]
-    pairs = x.unflatten(-1, (D // 2, 2))
-    real, imag = pairs[..., 0].float(), pairs[..., 1].float()
-    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-    return rotated.to(x.dtype).flatten(-2)
+    pinned: Turn | None = None
 
 
 def step_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, num_steps: int = 1,
@@ -184,17 +168,14 @@ class Attention(nn.Module):
         steps = cfg.weights_per_step or 1
         qkv = step_linear(x, self.in_proj_weight, self.in_proj_scale, steps, step)
         qkv = qkv.view(B, T, 3, cfg.num_heads, D // cfg.num_heads).permute(2, 0, 3, 1, 4)  # [3, B, H, T, Dh]
-        q_pinned = None
         if rotation is not None:
             q, k = apply_rope(qkv[:2], *rotation.steps)  # queries and keys rotated together
             v = qkv[2]
-            if rotation.pinned is not None:
-                q_pinned = apply_rope(qkv[0], *rotation.pinned)
         else:
             q, k, v = qkv
         if cache is not None:
             cache.write(write_index, k, v)
-            y = cache.attend(q, visibility, q_pinned)
+            y = cache.attend(q, visibility, rotation.pinned if rotation is not None else None)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=visibility.mask)  # [B, H, T, Dh]
         y = y.transpose(1, 2).reshape(B, T, D)
@@ -309,8 +290,8 @@ class Transformer(nn.Module):
         if cfg.rope:
             head_dim = cfg.dim // cfg.num_heads
             pinned = None
-            if state is not None and state.pinned is not None:
-                pinned = rope_rotation(visibility.pinned_positions, head_dim, cfg.max_period)
+            if state is not None and state.pinned is not None:  # once for every layer
+                pinned = rope_rotation(visibility.pinned_positions - positions, head_dim, cfg.max_period)
             rotation = Rotation(rope_rotation(positions, head_dim, cfg.max_period), pinned)
         for i, layer in enumerate(self.layers):
             cache = state.caches[i] if state is not None else None

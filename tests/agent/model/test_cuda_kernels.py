@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from decode_rings import pinned_ring, random_ring
+from decode_rings import pinned_ring, random_ring, random_turn
 
 from agent.engine.backend import CallSetup, SamplingSettings
 from agent.engine.engine import ModelBackend
@@ -23,6 +23,7 @@ from agent.model.fp8 import fp8_linear, quantize_rows, scaled_mm_fits
 from agent.model.kv_cache import Fp8KVCache, KVCache, Visibility, attend_pinned
 from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
+from agent.model.rope import apply_rope
 
 pytest.importorskip("triton", reason="CUDA builds of torch bring Triton; the CPU build does not")
 from agent.model.cuda_kernels import decode_splits, quantize_rows_fp8, ring_decode_attention
@@ -70,8 +71,11 @@ def test_the_decode_kernel_is_the_reference_attention(splits, block_s, num_warps
         assert torch.equal(cache.attend(q, visibility), out)
 
 
-def rotated_queries(shape: tuple[int, ...], generator: torch.Generator, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    return tuple(torch.randn(shape, generator=generator).cuda().to(dtype) * 2 for _ in range(2))
+def turned_query(B: int, H: int, D: int, generator: torch.Generator):
+    """A step's query [B, H, 1, D] in bf16, its turn for the pinned slots, and the turned query in float32."""
+    q = torch.randn(B, H, 1, D, generator=generator).cuda().bfloat16() * 2
+    turn = random_turn(B, D, generator, "cuda")
+    return q, turn, apply_rope(q.float(), *turn)
 
 
 @pytest.mark.parametrize("B, H, S, D", [(6, 32, 3000, 128), (5, 8, 250, 64)])
@@ -81,8 +85,8 @@ def test_the_merged_pinned_attention_on_cuda_is_the_direct_softmax(B, H, S, D):
     generator = torch.Generator().manual_seed(S + D)
     k, v = (torch.randn(B, H, S, D, generator=generator).cuda().bfloat16() * 2 for _ in range(2))
     visibility = pinned_ring(B, S, generator, "cuda")
-    q, q_pinned = rotated_queries((B, H, 1, D), generator, torch.bfloat16)
-    out = attend_pinned(q, q_pinned, k, v, visibility)
+    q, _, q_pinned = turned_query(B, H, D, generator)
+    out = attend_pinned(q, q_pinned.bfloat16(), k, v, visibility)
     cpu = Visibility(*(t.cpu() for t in (visibility.positions, visibility.key_positions)), S, S,
                      visibility.pinned.cpu())
     reference = attend_pinned(q.float().cpu(), q_pinned.float().cpu(), k.float().cpu(), v.float().cpu(), cpu)
@@ -94,22 +98,24 @@ def test_the_merged_pinned_attention_on_cuda_is_the_direct_softmax(B, H, S, D):
 @pytest.mark.parametrize("ring", ["fp8", "bf16"])
 @pytest.mark.parametrize("B, H, S, D", [(6, 32, 3000, 128), (5, 8, 250, 64)])
 def test_the_decode_kernel_scores_pinned_slots_with_their_query(splits, block_s, num_warps, ring, B, H, S, D):
-    """One pass over a ring that pins, FP8 or bf16: the pinned slots with their query, the rest with
-    the step's, one softmax; against the direct softmax of the values as stored."""
+    """One pass over a ring that pins, FP8 or bf16: the pinned slots with the step's query turned in
+    the kernel, the rest with the step's, one softmax; against the direct softmax of the values as
+    stored, the query turned in float32."""
     generator = torch.Generator().manual_seed(7)
     cache = Fp8KVCache(B, H, S, D, "cuda") if ring == "fp8" else KVCache(B, H, S, D, "cuda", torch.bfloat16)
     k, v = (torch.randn(B, H, S, D, generator=generator).cuda().bfloat16() * 2 for _ in range(2))
     cache.write(torch.arange(S, device="cuda").expand(B, S), k, v)
     visibility = pinned_ring(B, S, generator, "cuda")
-    q, q_pinned = rotated_queries((B, H, 1, D), generator, torch.bfloat16)
+    q, turn, q_pinned = turned_query(B, H, D, generator)
     out = ring_decode_attention(q, cache.k, cache.v, *scales(cache), *visibility.window, block_s=block_s,
-                                num_warps=num_warps, pinned=(q_pinned, visibility.pinned_counts), splits=splits)
+                                num_warps=num_warps, pinned=(*(t.reshape(B, -1) for t in turn),
+                                                             visibility.pinned_counts), splits=splits)
     reference = attend_pinned(q.float().cpu(), q_pinned.float().cpu(), *(x.cpu() for x in stored(cache)),
                               Visibility(visibility.positions.cpu(), visibility.key_positions.cpu(), S, S,
                                          visibility.pinned.cpu()))
     assert out.dtype == torch.bfloat16 and relative_error(out.cpu(), reference) < 1e-2
     if block_s is None and splits is None:  # what the ring's own attention runs on CUDA for a step
-        assert torch.equal(cache.attend(q, visibility, q_pinned), out)
+        assert torch.equal(cache.attend(q, visibility, turn), out)
 
 
 def test_the_rings_are_split_only_where_rows_and_heads_leave_the_gpu_idle():
