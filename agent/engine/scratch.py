@@ -17,6 +17,8 @@ a prefill that finds the row claimed by another starts again (`agent.engine.pref
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from agent.engine.graphs import capture
@@ -75,7 +77,7 @@ class PrefillScratch:
             self._frames[steps], self._embeddings[steps] = frames, embeddings
             for given in (None, embeddings):
                 self.claim(None)  # the warm-up's steps stay inside the ring
-                graph, _ = capture(lambda: self.stream.prefill(self.state, frames, embeddings=given),
+                graph, _ = capture(partial(self.stream.prefill, self.state, frames, embeddings=given),
                                    warmup_steps=2, pool=pool)
                 self._graphs[(steps, given is not None)] = graph
         self.claim(None)

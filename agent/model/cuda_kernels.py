@@ -175,10 +175,11 @@ def ring_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_s
     stored). Row b sees the slots whose position (key_positions [B, S] int32) lies in
     lowest[b]..highest[b] (int32 [B]). `pinned`, the cos and sin [B, D/2] float32 of a turn of
     each row's query and counts [B] int32, adds row b's slots 0..count-1, scored with the query
-    turned (`agent.model.kv_cache.Turn`) in the same softmax (`agent.model.kv_cache.Visibility.pinned`). `splits` cuts each ring into that many pieces read
-    by programs of their own and merged by a second, small kernel (None: `decode_splits`; the CPU,
-    under Triton's interpreter, has no multiprocessors to fill and takes 1). block_s and num_warps
-    default to BLOCK_S (of the ring's kind) and NUM_WARPS.
+    turned (`agent.model.kv_cache.Turn`) in the same softmax (`agent.model.kv_cache.Visibility.pinned`).
+    `splits` cuts each ring into that many pieces read by programs of their own and merged by a
+    second, small kernel (None: `decode_splits`; the CPU, under Triton's interpreter, has no
+    multiprocessors to fill and takes 1). block_s and num_warps default to BLOCK_S (of the ring's
+    kind) and NUM_WARPS.
     """
     B, H, T, D = q.shape
     if T != 1:

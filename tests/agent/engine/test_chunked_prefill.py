@@ -115,7 +115,8 @@ def test_a_step_given_prefill_time_reports_the_join_it_finished(models, referenc
     assert joined == [{}] * (steps - 1) + [{1: None}]
 
 
-def test_a_prefill_interrupted_by_a_one_pass_join_starts_again_and_matches_the_reference(models, golden, reference_call):
+def test_a_prefill_interrupted_by_a_one_pass_join_starts_again_and_matches_the_reference(models, golden,
+                                                                                      reference_call):
     backend = paced(ModelBackend(*models, num_slots=3))
     assert not backend.begin_join(1, reference_call)
     backend.prefill(4.0)  # a chunk of the reference persona in the scratch row

@@ -6,7 +6,6 @@ that a chunk's forward has neither; tests/agent/engine/test_prefill_graphs.py re
 """
 
 import pytest
-import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from agent.engine.engine import ModelBackend

@@ -89,7 +89,8 @@ def test_stored_voice_session_reproduces_reference(reference_dir, lm16, golden, 
 
 
 @pytest.mark.reference
-def test_voice_audio_through_mimi_gives_the_stored_voice_session(reference_dir, lm16, golden, text_prompt, silence, reference_rounding):
+def test_voice_audio_through_mimi_gives_the_stored_voice_session(reference_dir, lm16, golden, text_prompt, silence,
+                                                                 reference_rounding):
     mimi_config = MimiConfig.from_upstream(json.loads((reference_dir / "config.json").read_text())["mimi"])
     mimi = Mimi.from_safetensors(reference_dir / "mimi.safetensors", mimi_config)
     audio = golden["voice_audio"][:, None]  # [1, 1, samples]; upstream pads the last frame with zeros
