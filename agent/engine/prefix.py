@@ -141,12 +141,12 @@ class PersonaPrefill:
 
     @property
     def done(self) -> bool:
-        return self._piece == len(self._pieces) and self.scratch.owner is self
+        return self._piece == len(self._pieces) and self.scratch.owned_by(self)
 
     @torch.no_grad()
     def advance(self, max_frames: int) -> int:
         """Run the next chunk, at most `max_frames` steps within one piece; the steps it ran."""
-        if self.scratch.owner is not self:
+        if not self.scratch.owned_by(self):
             self.scratch.claim(self)
             self._piece, self._start = 0, 0
         piece = self._pieces[self._piece]

@@ -17,6 +17,7 @@ a prefill that finds the row claimed by another starts again (`agent.engine.pref
 
 from __future__ import annotations
 
+import weakref
 from functools import partial
 
 import torch
@@ -31,7 +32,8 @@ class PrefillScratch:
     def __init__(self, stream: StreamingLM):
         self.stream = stream
         self.state = stream.init_state(1)
-        self.owner: object | None = None
+        self._owner: weakref.ref | None = None  # weak: an owner holds the scratch, and a cycle would
+        # keep this row's memory until a garbage collection
         self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}  # (steps, embeddings given)
         self._frames: dict[int, torch.Tensor] = {}  # static inputs of the graphs, by steps [1, K, T]
         self._embeddings: dict[int, torch.Tensor] = {}  # [1, T, dim]
@@ -41,10 +43,13 @@ class PrefillScratch:
         """The chunk lengths that have a graph, longest first."""
         return sorted({steps for steps, _ in self._graphs}, reverse=True)
 
-    def claim(self, owner: object) -> None:
+    def claim(self, owner: object | None) -> None:
         """Give the row to `owner`, fresh (offset 1)."""
-        self.owner = owner
+        self._owner = None if owner is None else weakref.ref(owner)
         self.state.reset(torch.ones(1, dtype=torch.bool, device=self.state.offsets.device))
+
+    def owned_by(self, owner: object) -> bool:
+        return self._owner is not None and self._owner() is owner
 
     def chunk_frames(self, frames: int) -> int:
         """The steps of the next chunk, at most `frames`: the longest graphed length that fits, or

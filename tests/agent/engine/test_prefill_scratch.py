@@ -5,6 +5,9 @@ and a shape that follows a tensor's value would be frozen at the recorded one. T
 that a chunk's forward has neither; tests/agent/engine/test_prefill_graphs.py replays it on a GPU.
 """
 
+import gc
+import weakref
+
 import pytest
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -41,3 +44,17 @@ def test_a_chunk_reads_nothing_on_the_host(models, reference_dir, reference_call
 def test_without_graphs_a_chunk_takes_the_steps_it_is_given(models):
     scratch = ModelBackend(*models, num_slots=1).scratch
     assert scratch.lengths == [] and scratch.chunk_frames(37) == 37
+
+
+def test_a_dropped_engine_frees_its_scratch_row_without_a_garbage_collection(models, reference_call):
+    """A benchmark builds engine after engine in one process: a reference cycle would keep each one's
+    scratch row (a full-context state, 1.5 GB at full size) until Python's collector ran."""
+    backend = ModelBackend(*models, num_slots=1)
+    PersonaPrefill(backend.scratch, reference_call.prompt).advance(4)  # the prefill claims the row
+    row = weakref.ref(backend.scratch.state)
+    gc.disable()
+    try:
+        del backend
+        assert row() is None
+    finally:
+        gc.enable()
