@@ -19,7 +19,7 @@ run() {  # name, then the benchmark's arguments
   $bench "$@" --json "$out/$name.json" 2>&1 | tee "$out/$name.log" | tail -12
 }
 
-run churn-bf16 churn --calls "${BF16_CALLS:-64,72,80}" --seconds "$seconds"
-run engine-bf16 engine --batches "${BF16_CALLS:-64,72,80}" --steps "$steps"
+run churn-bf16 churn --calls "${BF16_CALLS:-64,72,79}" --seconds "$seconds"
+run engine-bf16 engine --batches "${BF16_CALLS:-64,72,79}" --steps "$steps"
 run churn-fp8 churn --weights fp8 --kv-dtype fp8 --calls "${FP8_CALLS:-120,140,160}" --seconds "$seconds"
 run engine-fp8 engine --weights fp8 --kv-dtype fp8 --batches "${FP8_CALLS:-120,140,160}" --steps "$steps"

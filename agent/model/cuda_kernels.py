@@ -1,5 +1,5 @@
 """Triton kernels of the CUDA path: attention of one step over a KV ring (FP8 or the model's dtype),
-and FP8 rows.
+and FP8 rows, quantised and dequantised.
 
 Imported only where a CUDA tensor needs them (Triton comes with CUDA builds of torch); the CPU
 path and the tests' reference are `agent.model.kv_cache` and `agent.model.fp8` in plain PyTorch
@@ -238,3 +238,30 @@ def quantize_rows_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scales = torch.empty((M, 1), dtype=torch.float32, device=x.device)
     _quantize_rows[(M,)](x, values, scales, K, BLOCK=min(2048, triton.next_power_of_2(K)), num_warps=4)
     return values, scales
+
+
+@triton.jit
+def _dequantize_rows(values_ptr, scales_ptr, out_ptr, M, D: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
+    """BLOCK_ROWS rows a program: each value in float32 times its row's scale, rounded to the output's dtype."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    d = tl.arange(0, BLOCK_D)
+    inside = (rows < M)[:, None] & (d < D)[None, :]
+    at = rows[:, None] * D + d[None, :]
+    scale = tl.load(scales_ptr + rows, mask=rows < M, other=0.0)
+    x = tl.load(values_ptr + at, mask=inside, other=0.0).to(tl.float32) * scale[:, None]
+    tl.store(out_ptr + at, x.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+def dequantize_rows_fp8(values: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """e4m3 values [..., D] and float32 scales [...] -> [..., D] in `dtype`: `agent.model.fp8.dequantize_rows`
+    (the same float32 product, rounded once) in one pass, where the eager form makes and reads a float32
+    copy: a prefill reads the whole FP8 ring of every layer this way."""
+    D = values.shape[-1]
+    out = torch.empty(values.shape, dtype=dtype, device=values.device)
+    M = values.numel() // D
+    block_rows = 32
+    _dequantize_rows[(triton.cdiv(M, block_rows),)](values.contiguous(), scales.contiguous(), out, M, D=D,
+                                                     BLOCK_ROWS=block_rows, BLOCK_D=triton.next_power_of_2(D),
+                                                     num_warps=4)
+    return out

@@ -31,7 +31,14 @@ def quantize_rows(x: torch.Tensor, fused: bool = False) -> tuple[torch.Tensor, t
     return values, scale[..., 0]
 
 
-def dequantize_rows(values: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def dequantize_rows(values: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype, fused: bool = False) -> torch.Tensor:
+    """values [..., D] and scales [...] -> values * scales[..., None] in `dtype`, computed in float32.
+
+    `fused` (CUDA only) does it in one Triton kernel, the same arithmetic and rounding.
+    """
+    if fused:
+        from agent.model.cuda_kernels import dequantize_rows_fp8
+        return dequantize_rows_fp8(values, scale, dtype)
     return (values.float() * scale[..., None]).to(dtype)
 
 

@@ -249,8 +249,8 @@ class Fp8KVCache:
     def attend(self, q: torch.Tensor, visibility: Visibility, turn: Turn | None = None) -> torch.Tensor:
         if q.is_cuda and q.shape[2] == 1:  # a streaming step
             return decode_step(q, turn, self.k, self.v, (self.k_scale, self.v_scale), visibility)
-        k = dequantize_rows(self.k, self.k_scale, q.dtype)
-        v = dequantize_rows(self.v, self.v_scale, q.dtype)
+        k = dequantize_rows(self.k, self.k_scale, q.dtype, fused=q.is_cuda)  # a prefill reads the whole ring
+        v = dequantize_rows(self.v, self.v_scale, q.dtype, fused=q.is_cuda)
         if turn is not None:
             return attend_pinned(q, apply_rope(q, *turn), k, v, visibility)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=visibility.mask)

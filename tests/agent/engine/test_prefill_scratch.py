@@ -13,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrefill, PersonaPrompt
+from agent.engine.scratch import MAX_CHUNK, graphed_lengths
 from voices.prompt import load_voice_prompt
 
 pytestmark = pytest.mark.reference
@@ -58,3 +59,15 @@ def test_a_dropped_engine_frees_its_scratch_row_without_a_garbage_collection(mod
         assert row() is None
     finally:
         gc.enable()
+
+
+def test_any_piece_takes_at_most_three_graphed_chunks_beyond_its_budget():
+    """Each chunk pays the forward's fixed cost: a piece's tail must not split into many small ones."""
+    longest_first = graphed_lengths()[::-1]
+    assert longest_first[0] == MAX_CHUNK and longest_first[-1] == 1
+    for steps in range(1, MAX_CHUNK + 1):
+        chunks, left = 0, steps
+        while left:
+            left -= next(length for length in longest_first if length <= left)
+            chunks += 1
+        assert chunks <= 3, steps

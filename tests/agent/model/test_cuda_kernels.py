@@ -19,7 +19,7 @@ from agent.engine.backend import CallSetup, SamplingSettings
 from agent.engine.engine import ModelBackend
 from agent.engine.prefix import PersonaPrompt
 from agent.model.checkpoint import dummy_lm
-from agent.model.fp8 import fp8_linear, quantize_rows, scaled_mm_fits
+from agent.model.fp8 import dequantize_rows, fp8_linear, quantize_rows, scaled_mm_fits
 from agent.model.kv_cache import Fp8KVCache, KVCache, Visibility, attend_pinned
 from agent.model.lm import LMConfig
 from agent.model.mimi import Mimi, MimiConfig
@@ -133,6 +133,13 @@ def test_the_quantising_kernel_is_the_reference_quantisation():
     # the same rounding, up to the last bit of the division before it
     steps = (values.float() - expected_values.float()).abs() / expected_values.float().abs().clamp(min=2 ** -6)
     assert steps.max() <= 0.125 and (values.float() != expected_values.float()).float().mean() < 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_the_dequantising_kernel_is_the_reference_dequantisation_bit_for_bit(dtype):
+    x = torch.randn(1, 32, 3000, 128, device="cuda") * torch.logspace(-3, 3, 3000, device="cuda")[:, None]
+    values, scales = quantize_rows(x)  # a prefill's FP8 ring: [B, H, capacity, head_dim]
+    assert torch.equal(dequantize_rows(values, scales, dtype, fused=True), dequantize_rows(values, scales, dtype))
 
 
 @pytest.mark.parametrize("M", [1, 80, 160])
