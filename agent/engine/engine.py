@@ -52,6 +52,8 @@ from agent.model.stream import StreamingLM
 
 log = logging.getLogger(__name__)
 
+CALIBRATED_CHUNKS = (1, 16, 64, 256, MAX_CHUNK)  # prefill chunks the pacer times at warm-up: tails and budgets
+
 
 @dataclass
 class PendingJoins:
@@ -291,9 +293,8 @@ class ModelBackend:
         else:
             self._step()
         if self.device.type == "cuda":  # timed chunks of lengths prefills run (graphed ones, where recorded)
-            large = self.scratch.chunk_frames(largest_chunk)
-            self.pacer.calibrate(self._calibration_forward, small=self.scratch.chunk_frames(min(64, large // 2)),
-                                 large=large)
+            lengths = {self.scratch.chunk_frames(min(steps, largest_chunk)) for steps in CALIBRATED_CHUNKS}
+            self.pacer.calibrate(self._calibration_forward, sorted(lengths))
         all_rows = torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
         self.lm_state.reset(all_rows)
         self.encoder_state.reset(all_rows)

@@ -48,8 +48,8 @@ class PrefillPacer:
     def ran(self, frames: int) -> None:
         self._forwards += 1
 
-    def calibrate(self, forward: Callable[[int], None], small: int = 64, large: int = 1024) -> None:
-        """Fit the fixed and per-step device costs to timed forwards of `small` and `large` steps."""
+    def calibrate(self, forward: Callable[[int], None], lengths: list[int]) -> None:
+        """Fit the fixed and per-step device costs to timed forwards of `lengths` steps (`fit_costs`)."""
         def device_seconds(frames: int) -> float:
             forward(frames)  # the first forward of a shape may pick kernels: not timed
             torch.cuda.synchronize(self.device)
@@ -61,9 +61,20 @@ class PrefillPacer:
             end.synchronize()
             return start.elapsed_time(end) / 1000
 
-        t_small, t_large = device_seconds(small), device_seconds(large)
-        self.seconds_per_frame = max(t_large - t_small, 1e-9) / (large - small)
-        self.fixed_seconds = max(0.0, t_small - small * self.seconds_per_frame)
+        self.fixed_seconds, self.seconds_per_frame = fit_costs({frames: device_seconds(frames) for frames in lengths})
+
+
+def fit_costs(seconds: dict[int, float]) -> tuple[float, float]:
+    """(fixed, per step) seconds of a forward from timed forwards {steps: seconds}, two lengths at least.
+
+    The cost per step is the slope from the shortest to the longest; the fixed part is the highest
+    any timed length needs beside it, so no timed length costs more than the pacer expects (a short
+    chunk's kernels do not scale down with its steps: on an H200 FP8 ones took some ms more than a
+    line through 64 and 1024 steps gave them, and ticks overran by as much).
+    """
+    short, long = min(seconds), max(seconds)
+    per_frame = max(seconds[long] - seconds[short], 1e-9) / (long - short)
+    return max(0.0, max(t - frames * per_frame for frames, t in seconds.items())), per_frame
 
 
 class MeasuredPacer:
