@@ -64,9 +64,9 @@ class EngineSettings(BaseSettings):
                                                                  "memory, so about twice the slots)")
     pin_personas: bool = Field(False, description="a KV ring that can keep a persona past the context, for "
                                                   "lines with keep_persona: pinned (else they keep the "
-                                                  "window); every step then scores each call with a second "
-                                                  "query, in the same softmax: 5% slower at 80 calls "
-                                                  "on an H200 (bench/pinned-h200.json)")
+                                                  "window); every step then scores the pinned slots with the "
+                                                  "query turned, in the same softmax: 3% slower at 80 "
+                                                  "calls on an H200 (bench/pinned-h200.json)")
     slots: int | None = Field(None, ge=1, description="concurrent calls on the engine: a number, or auto: as "
                                                      "many as GPU memory holds at full context on CUDA (beside "
                                                      "the persona cache and one prefill), at most what "

@@ -14,7 +14,7 @@ AUDIO_CARD = 2_048  # entries of each Mimi codebook
 VOICE_FILE_SUFFIXES = (".wav", ".pt")
 # keep_persona's default: "window", upstream's behaviour, from what was measured. Pinning keeps the
 # prompt at the distances the model saw in training, but an engine that can pin scores every call with
-# a second query: at 80 calls on an H200 the LM step took 43.3 ms against 41.1, 5% (bench/pinned-h200.json),
+# the pinned slots' scores: at 80 calls on an H200 the frame took 50.5 ms against 49.0, 3.1% (bench/pinned-h200.json),
 # so workers pin only with pin_personas set.
 # Whether pinning keeps the role and the voice better was measured on dummy weights alone, where it
 # means nothing: `plexline eval long-call --model hf` on the real weights decides that.

@@ -20,9 +20,9 @@ under sampling only the random stream differs, since the skipped predictions are
 
 With `pin_personas` the KV ring can keep each call's persona prompt past the context (a call set
 up with keep_persona "pinned"); a call with "window" loses it as upstream's does. Every call then
-pays for the pinned scoring (one more query per row in each attention, scored in the same softmax
-by the decode kernel: at 80 calls on an H200 the LM step took 43.3 ms against 41.1 and the frame
-51.4 against 49.0, bench/pinned-h200.json), so it is off by default: the ring is upstream's,
+pays for the pinned scoring (the pinned slots scored with the step's query turned, in the same
+softmax of the decode kernel: at 80 calls on an H200 the LM step took 42.5 ms against 41.1 and the
+frame 50.5 against 49.0, bench/pinned-h200.json), so it is off by default: the ring is upstream's,
 attention its plain PyTorch call, and a pinned call keeps the window, with a warning.
 """
 
