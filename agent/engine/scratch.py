@@ -9,10 +9,10 @@ next tick is late by the whole step. Replayed as a CUDA graph, a chunk is one la
 So the engine owns one scratch row at the model's full context (a prompt takes at most that), and
 records a graph per chunk length (`graphed_lengths`), for prompt steps given as tokens and as a stored
 voice's embeddings, all in one memory pool (they never replay at once, and their work is written into
-the row). A chunk's inputs are copied into the graph's static buffers,
-then the graph replays: the state is the same as the eager forward's (`chunk_frames` picks lengths
-that have a graph). One persona is prefilled at a time: `claim` resets the row for a new owner, and
-a prefill that finds the row claimed by another starts again (`agent.engine.prefix.PersonaPrefill`).
+the row). A chunk's inputs are copied into the graph's static buffers, then the graph replays: the
+state is the same as the eager forward's (`chunk_frames` picks lengths that have a graph). One
+persona is prefilled at a time: `claim` resets the row for a new owner, and a prefill that finds the
+row claimed by another starts again (`agent.engine.prefix.PersonaPrefill`).
 """
 
 from __future__ import annotations
